@@ -1,0 +1,110 @@
+"""Safe YAML loading that remembers the line of every key and list item.
+
+PyYAML's composer gives a node tree with positions; we build plain Python data from it
+with the safe constructor and keep a map from data path (``("events", 2, "target")``)
+to 1-based line, so schema errors can point at ``file:line``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from mwsim.problems import Problem, ProblemError
+
+Path = tuple[str | int, ...]
+
+
+@dataclass
+class Source:
+    """Parsed YAML data plus the line of each path in it."""
+
+    path: str
+    data: Any
+    lines: dict[Path, int] = field(default_factory=dict)
+
+    def line_of(self, loc: Sequence[Any]) -> int:
+        """Line of the deepest prefix of ``loc`` that exists in the document.
+
+        Items of ``loc`` that are not keys or indexes (pydantic adds union tags and
+        model names) are skipped.
+        """
+        best: Path = ()
+        current: Path = ()
+        for item in loc:
+            candidate = (*current, item)
+            if candidate in self.lines:
+                current = best = candidate
+        return self.lines.get(best, 1)
+
+    def problem(self, loc: Sequence[Any], message: str) -> Problem:
+        return Problem(self.path, self.line_of(loc), message)
+
+
+def _decode(raw: bytes, path: str) -> str:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ProblemError(
+            [Problem(path, line, "not a text file: invalid UTF-8 (is it a binary file?)")]
+        ) from None
+    if "\x00" in text:
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise ProblemError([Problem(path, line, "not a text file: contains NUL bytes")])
+    return text
+
+
+def _index(node: yaml.Node, loc: Path, source: Source, problems: list[Problem]) -> None:
+    source.lines.setdefault(loc, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                problems.append(
+                    Problem(source.path, line, f"duplicate key {key!r} (first at line {seen[key]})")
+                )
+                continue
+            seen[key] = line
+            source.lines[(*loc, key)] = line
+            _index(value_node, (*loc, key), source, problems)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _index(item, (*loc, i), source, problems)
+
+
+def load_source(raw: bytes | str, path: str) -> Source:
+    """Parse one YAML document safely; raise ``ProblemError`` with located problems."""
+    text = _decode(raw, path) if isinstance(raw, bytes) else raw
+    if not text.strip() or all(
+        not line.strip() or line.lstrip().startswith("#") for line in text.splitlines()
+    ):
+        raise ProblemError([Problem(path, 1, "empty file: expected a scenario (a YAML mapping)")])
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        what = exc.problem or exc.context or "malformed YAML"
+        raise ProblemError([Problem(path, line, f"not valid YAML: {what}")]) from None
+    except yaml.reader.ReaderError as exc:  # control characters and the like
+        line = text[: exc.position].count("\n") + 1
+        raise ProblemError(
+            [Problem(path, line, f"not valid YAML: unacceptable character {exc.character!r}")]
+        ) from None
+    finally:
+        loader.dispose()
+    source = Source(path, data)
+    problems: list[Problem] = []
+    if node is not None:
+        _index(node, (), source, problems)
+    if problems:
+        raise ProblemError(problems)
+    return source
