@@ -1,0 +1,129 @@
+"""Real processes for a replay: start them in their own session, signal, observe, reap.
+
+Every agent leads its own process group, so a fault or the teardown acts on everything
+it started. Facts about a process are read from ``/proc`` (is it stopped?) and from
+``waitpid`` (did it die, how?), never assumed from the signal having been sent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+
+def spawn(
+    argv: Sequence[str], stdin_data: bytes, log: Path, env: dict[str, str]
+) -> subprocess.Popen:
+    """Start ``argv`` as the leader of a new session, bootstrap on stdin, output to ``log``."""
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.PIPE,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+            close_fds=True,
+        )
+    assert proc.stdin is not None
+    proc.stdin.write(stdin_data)
+    proc.stdin.close()
+    return proc
+
+
+def pidfd(pid: int) -> int | None:
+    """A descriptor that turns readable when ``pid`` exits (None where Linux lacks pidfds)."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def signal_group(pgid: int, sig: int) -> bool:
+    """Send ``sig`` to a process group; False when the group no longer exists."""
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def proc_state(pid: int) -> str | None:
+    """The kernel's one-letter state of ``pid`` (``T`` = stopped), None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def is_stopped(pid: int) -> bool:
+    return proc_state(pid) in ("T", "t")
+
+
+def group_alive(pgid: int) -> bool:
+    """Does any process (zombies included) remain in the group?"""
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def kill_and_reap(procs: Iterable[subprocess.Popen], timeout_s: float = 5.0) -> None:
+    """SIGKILL whole groups (stopped ones too) and reap the leaders."""
+    procs = list(procs)
+    for proc in procs:
+        signal_group(proc.pid, signal.SIGKILL)
+        signal_group(proc.pid, signal.SIGCONT)
+    for proc in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=timeout_s)
+
+
+@dataclass(frozen=True)
+class Leftovers:
+    """What a run left behind: process groups with members, ports still listening."""
+
+    groups: tuple[int, ...]
+    ports: tuple[int, ...]
+
+    @property
+    def clean(self) -> bool:
+        return not self.groups and not self.ports
+
+    def describe(self) -> str:
+        if self.clean:
+            return "no process, port or namespace left behind"
+        parts = []
+        if self.groups:
+            parts.append(f"process groups still alive: {', '.join(map(str, self.groups))}")
+        if self.ports:
+            parts.append(f"ports still listening: {', '.join(map(str, self.ports))}")
+        return "; ".join(parts)
+
+
+def listening(ports: Iterable[int]) -> list[int]:
+    """Which of ``ports`` some socket on this machine still listens on."""
+    wanted = set(ports)
+    if not wanted:
+        return []
+    found = {
+        c.laddr.port
+        for c in psutil.net_connections(kind="tcp")
+        if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port in wanted
+    }
+    return sorted(found)
+
+
+def leftovers(pgids: Iterable[int], ports: Iterable[int]) -> Leftovers:
+    return Leftovers(tuple(g for g in pgids if group_alive(g)), tuple(listening(ports)))

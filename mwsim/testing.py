@@ -1,0 +1,51 @@
+"""Helpers for testing with mwsim: build scenarios inline, read histories by world.
+
+Shipped with the library (as Trio ships its testing helpers) so users' own tests can
+replay and inspect scenarios the way mwsim's tests do.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections import defaultdict
+from itertools import pairwise
+
+from mwsim.history import Event, History
+from mwsim.scenario import Scenario, parse_scenario
+
+
+def scenario(yaml_text: str, name: str = "inline") -> Scenario:
+    """Parse a scenario written inline (dedented); ``mwsim: 1`` and ``name`` may be left out."""
+    text = textwrap.dedent(yaml_text)
+    if "mwsim:" not in text:
+        text = "mwsim: 1\n" + text
+    if "\nname:" not in "\n" + text:
+        text = f"name: {name}\n" + text
+    return parse_scenario(text, f"<{name}>")
+
+
+def ops_by_world(history: History) -> dict[str, list[Event]]:
+    """Op events per world, in time order."""
+    out: dict[str, list[Event]] = defaultdict(list)
+    for e in history.of_kind("op"):
+        out[e["world"]].append(e)
+    return dict(out)
+
+
+def largest_gap(times: list[float], start: float, end: float) -> float:
+    """The longest stretch in ``[start, end]`` without any of ``times``."""
+    inside = sorted(t for t in times if start <= t <= end)
+    edges = [start, *inside, end]
+    return max(b - a for a, b in pairwise(edges))
+
+
+def broken_reports(history: History) -> dict[str, dict[str, float]]:
+    """``{world: {worker: first time it reported the world broken}}``."""
+    out: dict[str, dict[str, float]] = defaultdict(dict)
+    for e in history.of_kind("broken"):
+        out[e["world"]].setdefault(e["worker"], e.t)
+    return dict(out)
+
+
+def faults(history: History, do: str | None = None) -> list[Event]:
+    return [e for e in history.of_kind("fault") if do is None or e["do"] == do]
