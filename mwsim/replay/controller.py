@@ -227,10 +227,8 @@ class Controller:
         if not agent.ready or agent.conn is None:
             agent.held.append(message)
             return
-        try:
+        with contextlib.suppress(OSError):  # it is dying; its exit is recorded when reaped
             protocol.send(agent.conn, message)
-        except OSError:
-            pass  # it is dying; its exit is recorded when it is reaped
 
     def _accept_loop(self) -> None:
         """Accept authenticated agent connections (a thread: accept() blocks)."""
@@ -239,7 +237,7 @@ class Controller:
                 conn = self.listener.accept()
             except OSError:
                 return  # listener closed
-            except Exception:  # noqa: BLE001 - failed authentication and the like
+            except Exception:  # failed authentication and the like
                 continue
             try:
                 hello = protocol.recv(conn) if conn.poll(10) else None
@@ -510,7 +508,8 @@ class Controller:
                 "delay_ms": event.delay_ms,
                 "for_s": event.for_s,
             }
-            self._pend(record, lambda a=agent, n=len(agent.acks): len(a.acks) > n, 2.0)
+            acked = len(agent.acks)
+            self._pend(record, lambda a=agent, n=acked: len(a.acks) > n, 2.0)
         elif do == "join":
             self._note("scale", do="join", worker=event.worker, worlds=sorted(event.worlds))
             agent = self._spawn(event.worker)
@@ -537,8 +536,9 @@ class Controller:
             processes.signal_group(agent.pid, signal.SIGCONT)
             self._pend(record, lambda a=agent: not processes.is_stopped(a.pid), 2.0)
         else:
+            acked = len(agent.acks)
             self._command(event.target, {"type": "slow", "delay_ms": 0.0, "until": None})
-            self._pend(record, lambda a=agent, n=len(agent.acks): len(a.acks) > n, 2.0)
+            self._pend(record, lambda a=agent, n=acked: len(a.acks) > n, 2.0)
 
     def _incarnation_at(self, step: Step) -> int:
         name = step.event.target
