@@ -1,11 +1,17 @@
 # The two commands of the README: `make demo` and `make test`.
-# Each installs everything it needs first (idempotent: a stamp file records the install).
+# Each installs everything it needs first (idempotent: a stamp records the install).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.mwsim-installed
 
-.PHONY: install demo test test-fast lint bench clean
+# Library scenarios the test command also replays on real processes (the whole library
+# runs on the model; tests/real replays every fault and scale kind for real).
+CORE_REAL := scenarios/fanin-mixed.yaml scenarios/pipeline-host-crash.yaml \
+             scenarios/explicit-crash-host.yaml scenarios/fanin-slow.yaml \
+             scenarios/allreduce-lose-member.yaml
+
+.PHONY: install demo test lint bench clean
 
 install: $(STAMP)
 
@@ -16,15 +22,20 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 demo: install
-	$(BIN)/mwsim validate scenarios/*.yaml
+	$(BIN)/mwsim run scenarios/fanin-crash-one.yaml --out out/demo
 
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest scenarios --mwsim-mode=sim -q
+	$(BIN)/python -m pytest $(CORE_REAL) --mwsim-mode=real
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+bench: install
+	$(BIN)/python bench/run.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .hypothesis

@@ -1,4 +1,8 @@
-"""The ``mwsim`` command (Contract 3)."""
+"""The ``mwsim`` command (Contract 3).
+
+Exit statuses of ``run`` and ``check``: 0 every property holds (or exactly the expected
+violations occurred), 1 a property is violated, 2 bad input or usage, 3 inconclusive.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,12 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import click
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mwsim.problems import ProblemError
-from mwsim.scenario import load_scenario
+from mwsim.scenario import Scenario, load_scenario
 
 EXIT_OK, EXIT_VIOLATED, EXIT_BAD_INPUT, EXIT_INCONCLUSIVE = 0, 1, 2, 3
 
@@ -24,6 +31,30 @@ def expand(paths: Iterable[str]) -> list[Path]:
         else:
             out.append(path)
     return out
+
+
+def _load_all(files: Iterable[str]) -> list[Scenario]:
+    """Every scenario, or print every problem and exit 2 before anything starts."""
+    scenarios, bad = [], False
+    for path in expand(files):
+        try:
+            scenarios.append(load_scenario(path))
+        except ProblemError as exc:
+            bad = True
+            for problem in exc.problems:
+                click.echo(str(problem), err=True)
+    if bad:
+        sys.exit(EXIT_BAD_INPUT)
+    return scenarios
+
+
+def exit_status(verdicts: Iterable[str]) -> int:
+    verdicts = list(verdicts)
+    if "fail" in verdicts:
+        return EXIT_VIOLATED
+    if "unknown" in verdicts:
+        return EXIT_INCONCLUSIVE
+    return EXIT_OK
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -47,6 +78,210 @@ def validate(files: tuple[str, ...]) -> None:
         else:
             click.echo(f"ok  {path}")
     sys.exit(EXIT_BAD_INPUT if bad else EXIT_OK)
+
+
+def _model(path: str | None):
+    from mwsim.sim import RuntimeModel
+
+    if path is None:
+        return None
+    try:
+        return RuntimeModel.load(path)
+    except (ValueError, OSError) as exc:
+        click.echo(f"{path}:1: cannot use this model file: {exc}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True)
+@click.option("--sim", "mode", flag_value="sim", help="Only the simulated run.")
+@click.option("--real", "mode", flag_value="real", help="Only the real run.")
+@click.option("--runtime", help="System under test (default: the scenario's).")
+@click.option("--backend", type=click.Choice(["gloo", "nccl"]), help="Override the backend.")
+@click.option("--out", "out_dir", default="out", show_default=True, help="Artifacts go here.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report.")
+@click.option("--seed", type=int, help="Seed of the simulation (default: the scenario's).")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), help="Calibrated model.")
+@click.option("--bringup-timeout", default=90.0, show_default=True, help="Seconds, real runs.")
+def run(
+    files: tuple[str, ...],
+    mode: str | None,
+    runtime: str | None,
+    backend: str | None,
+    out_dir: str,
+    json_path: str | None,
+    seed: int | None,
+    model_path: str | None,
+    bringup_timeout: float,
+) -> None:
+    """Run scenarios (both modes by default, adding conformance) and judge them."""
+    from mwsim import report
+    from mwsim.replay import Inconclusive
+    from mwsim.runs import run_scenario, with_overrides
+
+    mode = mode or "both"
+    model = _model(model_path)
+    scenarios = _load_all(files)
+    try:
+        scenarios = [with_overrides(s, runtime, backend) for s in scenarios]
+    except ProblemError as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    console = Console()
+    outcomes, statuses = [], []
+    for scenario in scenarios:
+        target = Path(out_dir) / scenario.name
+        try:
+            with _progress(console, scenario.name, mode) as progress:
+                outcome = run_scenario(
+                    scenario,
+                    mode=mode,
+                    out_dir=target,
+                    model=model,
+                    seed=seed,
+                    progress=progress,
+                    bringup_timeout_s=bringup_timeout,
+                )
+        except Inconclusive as exc:
+            console.print(f"[yellow]{scenario.name}: inconclusive: {exc}[/]")
+            statuses.append("unknown")
+            continue
+        except KeyboardInterrupt:
+            console.print(f"[yellow]{scenario.name}: interrupted; its processes were stopped[/]")
+            sys.exit(130)
+        report.write_artifacts(outcome)
+        console.print(report.verdict_table(outcome))
+        for name, path in outcome.artifacts.items():
+            console.print(f"  {name}: {path}")
+        outcomes.append(outcome)
+        statuses.append(outcome.verdict)
+    if json_path and outcomes:
+        report.write_json(outcomes, json_path)
+    sys.exit(exit_status(statuses))
+
+
+class _progress:
+    """A progress bar for the real run (the model is too quick to need one)."""
+
+    def __init__(self, console: Console, name: str, mode: str) -> None:
+        self.console, self.name, self.mode = console, name, mode
+        self.bar: Progress | None = None
+        self.task = None
+
+    def __enter__(self):
+        if self.mode == "sim":
+            return None
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed:.1f}/{task.total:.1f} s"),
+            TextColumn("{task.fields[stats]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+        )
+        self.bar.__enter__()
+        self.task = self.bar.add_task(f"{self.name} real", total=1.0, stats="bringing up")
+        return self.update
+
+    def update(self, t: float, duration: float, counts: dict[str, int]) -> None:
+        assert self.bar is not None
+        stats = f"ops {counts['ops']}  faults {counts['faults']}  broken {counts['broken']}"
+        self.bar.update(
+            self.task, completed=max(0.0, min(t, duration)), total=duration, stats=stats
+        )
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+
+@main.command()
+@click.argument("history", type=click.Path(dir_okay=False))
+@click.option("--scenario", "scenario_path", required=True, help="The scenario it ran.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report.")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), help="Calibrated model.")
+def check(history: str, scenario_path: str, json_path: str | None, model_path: str | None) -> None:
+    """Judge a stored history again (new checks on old runs)."""
+    from mwsim import report
+    from mwsim.history import read_history
+    from mwsim.runs import recheck
+
+    (scenario,) = _load_all([scenario_path])
+    try:
+        stored = read_history(history)
+    except ProblemError as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    meta = stored.meta
+    if meta is not None and meta["scenario"] != scenario.name:
+        click.echo(
+            f"{history}:1: this history is of scenario '{meta['scenario']}', "
+            f"not '{scenario.name}' ({scenario_path})",
+            err=True,
+        )
+        sys.exit(EXIT_BAD_INPUT)
+    outcome = recheck(history, scenario, _model(model_path))
+    Console().print(report.verdict_table(outcome))
+    if json_path:
+        report.write_json([outcome], json_path)
+    sys.exit(exit_status([outcome.verdict]))
+
+
+@main.command()
+@click.option("--family", required=True, help="mtbf | hosts | autoscale | spot | swarm")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--count", default=1, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--workers", type=click.IntRange(1, 100_000), help="Workers at the start.")
+@click.option("--duration", type=click.FloatRange(0.1, 86_400), help="Seconds of each run.")
+def generate(
+    family: str, seed: int, count: int, out_dir: str, workers: int | None, duration: float | None
+) -> None:
+    """Write COUNT scenario files from a stochastic FAMILY, seeds SEED, SEED+1, ..."""
+    from mwsim.generate import FAMILIES
+    from mwsim.generate import generate as make
+
+    if family not in FAMILIES:
+        raise click.BadParameter(f"choose one of {', '.join(FAMILIES)}", param_hint="--family")
+    overrides = {k: v for k, v in (("workers", workers), ("duration_s", duration)) if v}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for n in range(seed, seed + count):
+        data = make(family, n, **overrides)
+        path = out / f"{data['name']}.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False, width=100))
+        click.echo(str(path))
+
+
+@main.command()
+@click.option("--runtime", default="multiworld", show_default=True)
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Write the model here.")
+@click.option("--repeat", default=2, show_default=True, type=click.IntRange(1, 20))
+def calibrate(runtime: str, out_path: str | None, repeat: int) -> None:
+    """Fit the simulator's timing model from micro-scenarios run for real."""
+    from mwsim.calibrate import calibrate as fit
+    from mwsim.replay import Inconclusive
+
+    console = Console()
+    try:
+        fitted, rows = fit(runtime, repeat=repeat, log=console.print)
+    except Inconclusive as exc:
+        console.print(f"[yellow]inconclusive: {exc}[/]")
+        sys.exit(EXIT_INCONCLUSIVE)
+    from rich.table import Table
+
+    table = Table(title=f"timing model of {runtime}")
+    for column in ("parameter", "current", "fitted", "samples"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    if out_path:
+        fitted.dump(out_path)
+        console.print(f"model written to {out_path}; use it with: mwsim run --model {out_path}")
 
 
 if __name__ == "__main__":

@@ -113,9 +113,20 @@ class Plan:
     worlds: list[WorldLife]
     steps: list[Step]
     duration: float
+    _by_name: dict[str, list[WorldLife]] = field(default_factory=dict, repr=False)
+    _index: dict[int, int] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        for i, life in enumerate(self.worlds):
+            self._by_name.setdefault(life.name, []).append(life)
+            self._index[id(life)] = i
+
+    def index(self, life: WorldLife) -> int:
+        """Position of a world life in ``worlds`` (its identity in checks and reports)."""
+        return self._index[id(life)]
 
     def lives_of(self, world: str) -> list[WorldLife]:
-        return [life for life in self.worlds if life.name == world]
+        return self._by_name.get(world, [])
 
     def life_at(self, world: str, t: float) -> WorldLife | None:
         for life in self.lives_of(world):
@@ -188,8 +199,13 @@ def _members_problems(world: str, members: Sequence[str], loc: Loc, exists) -> l
     return problems
 
 
-class _Planner:
-    """Walks the events in time order, applying each valid one to the topology."""
+class Timeline:
+    """The membership state of a scenario as its events are applied in time order.
+
+    ``apply`` records what is wrong with an impossible event and leaves the state as it
+    was; ``try_apply`` does the same silently and says whether the event was taken, so a
+    generator can use the very rules the validator uses.
+    """
 
     def __init__(self, scenario: Scenario, topology: Topology) -> None:
         self.scenario = scenario
@@ -312,6 +328,19 @@ class _Planner:
 
     # -- events ------------------------------------------------------------------------
 
+    def try_apply(self, event: Any) -> bool:
+        """Apply ``event`` (at or after every earlier one) if it is possible now."""
+        before = len(self.problems)
+        self.apply(len(self.steps) + before, event)
+        if len(self.problems) > before:
+            del self.problems[before:]
+            return False
+        return True
+
+    def running(self) -> list[str]:
+        """Workers alive and not hung now."""
+        return [w for w in self.topology.workers() if w not in self.hung]
+
     def apply(self, index: int, event: Any) -> None:
         t = event.at
         here: Loc = ("events", index)
@@ -407,7 +436,7 @@ class _Planner:
                 )
             )
             ok = False
-        host = event.host or self.topology.hosts()[0]
+        host = event.host or self.topology.first_host()
         if not self.topology.has_host(host):
             hosts = ", ".join(self.topology.hosts())
             self.problems.append(((*here, "host"), f"no host named '{host}' (hosts: {hosts})"))
@@ -484,7 +513,7 @@ class _Planner:
         return Step(index, event, tuple(members), (event.world,))
 
 
-def _walk(scenario: Scenario) -> tuple[_Planner | None, list[tuple[Loc, str]]]:
+def _walk(scenario: Scenario) -> tuple[Timeline | None, list[tuple[Loc, str]]]:
     spec = scenario.topology
     if isinstance(spec, ExplicitSpec):
         problems = _explicit_problems(spec, scenario.backend)
@@ -493,7 +522,7 @@ def _walk(scenario: Scenario) -> tuple[_Planner | None, list[tuple[Loc, str]]]:
     if isinstance(spec, PipelineSpec) and isinstance(spec.stages, list) and spec.replicas:
         message = "replicas goes with a stage count (stages: 3); a list gives replicas per stage"
         return None, [(("topology", "replicas"), message)]
-    planner = _Planner(scenario, scenario.build_topology())
+    planner = Timeline(scenario, scenario.build_topology())
     for index, event in scenario.ordered_events():
         planner.apply(index, event)
     return planner, planner.problems

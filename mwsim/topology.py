@@ -47,6 +47,8 @@ class Topology:
         self.graph: nx.Graph = nx.Graph()
         #: Pipeline stages (worker names per stage) when built by ``pipeline()``.
         self.stages: list[list[str]] | None = None
+        # names per node kind, in insertion order (so queries need not scan the graph)
+        self._names_of: dict[str, dict[str, None]] = {HOST: {}, WORKER: {}, WORLD: {}}
 
     # -- building -----------------------------------------------------------------------
 
@@ -56,6 +58,7 @@ class Topology:
         if gpus < 0:
             raise ValueError(f"host {name!r}: gpus must be >= 0")
         self.graph.add_node((HOST, name), gpus=gpus)
+        self._names_of[HOST][name] = None
         for index in range(gpus):
             self.graph.add_edge((HOST, name), (GPU, f"{name}/{index}"))
 
@@ -67,6 +70,7 @@ class Topology:
         if gpu is not None and not 0 <= gpu < self.gpus_of(host):
             raise ValueError(f"worker {name!r}: host {host!r} has no GPU {gpu}")
         self.graph.add_node((WORKER, name), host=host, gpu=gpu)
+        self._names_of[WORKER][name] = None
         self.graph.add_edge((WORKER, name), (HOST, host))
         if gpu is not None:
             self.graph.add_edge((WORKER, name), (GPU, f"{host}/{gpu}"))
@@ -82,32 +86,40 @@ class Topology:
             if (WORKER, member) not in self.graph:
                 raise ValueError(f"world {name!r}: no worker named {member!r}")
         self.graph.add_node((WORLD, name), members=tuple(members))
+        self._names_of[WORLD][name] = None
         for rank, member in enumerate(members):
             self.graph.add_edge((WORLD, name), (WORKER, member), rank=rank)
 
     def remove_world(self, name: str) -> None:
         self.graph.remove_node((WORLD, name))
+        del self._names_of[WORLD][name]
 
     def remove_worker(self, name: str) -> set[str]:
         """Remove a dead worker and every world it was in; return those worlds."""
         worlds = set(self.worlds_of(name))
-        self.graph.remove_nodes_from([(WORLD, w) for w in worlds])
+        for world in worlds:
+            self.remove_world(world)
         self.graph.remove_node((WORKER, name))
+        del self._names_of[WORKER][name]
         return worlds
 
     def copy(self) -> Topology:
         twin = Topology()
         twin.graph = self.graph.copy()
         twin.stages = [list(stage) for stage in self.stages] if self.stages else None
+        twin._names_of = {kind: dict(names) for kind, names in self._names_of.items()}
         return twin
 
     # -- queries ------------------------------------------------------------------------
 
     def _names(self, kind: str) -> list[str]:
-        return [name for (k, name) in self.graph.nodes if k == kind]
+        return list(self._names_of[kind])
 
     def hosts(self) -> list[str]:
         return self._names(HOST)
+
+    def first_host(self) -> str:
+        return next(iter(self._names_of[HOST]))
 
     def workers(self) -> list[str]:
         return self._names(WORKER)

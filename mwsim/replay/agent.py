@@ -311,7 +311,12 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 def main() -> None:
-    boot = Boot.from_line(sys.stdin.readline())
+    """Entry point of ``python -m mwsim.replay.agent``: the bootstrap comes on stdin."""
+    serve(Boot.from_line(sys.stdin.readline()))
+
+
+def serve(boot: Boot) -> None:
+    """Be the agent ``boot`` describes until the controller says exit; never returns."""
     _die_with_parent(boot.parent_pid)
     conn = Client(boot.controller, authkey=bytes.fromhex(boot.authkey))
     protocol.send(conn, {"type": "hello", "worker": boot.worker, "pid": os.getpid()})

@@ -17,12 +17,10 @@ import queue
 import secrets
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection, Listener, wait
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ from mwsim.history import Event, HistoryWriter
 from mwsim.membership import Plan, Step, WorldLife, plan
 from mwsim.replay import processes, protocol
 from mwsim.replay.processes import Leftovers
+from mwsim.replay.zygote import Zygote, ZygoteError
 from mwsim.scenario import Scenario
 
 STORE_ADDR = "127.0.0.1"
@@ -68,9 +67,8 @@ class AgentProc:
 
     worker: str
     incarnation: int
-    proc: subprocess.Popen
+    pid: int  # also its process group: every agent leads its own session
     log: Path
-    fd: int | None
     conn: Connection | None = None
     ready: bool = False
     stop_acked: bool = False
@@ -79,10 +77,7 @@ class AgentProc:
     held: list[dict[str, Any]] = field(default_factory=list)  # commands sent once ready
     on_ready: list[Callable[[], None]] = field(default_factory=list)
     acks: list[str] = field(default_factory=list)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
+    reaped: bool = False  # its exit is recorded
 
     @property
     def alive(self) -> bool:
@@ -119,8 +114,10 @@ class Controller:
         backend: str | None = None,
         bringup_timeout_s: float = 90.0,
         progress: Progress | None = None,
+        zygote: Zygote | None = None,
     ) -> None:
         self.scenario = scenario
+        self.shared_zygote = zygote  # owned by the caller (kept warm across runs)
         self.plan: Plan = plan(scenario)
         self.runtime = runtime or scenario.runtime
         self.backend = backend or scenario.backend
@@ -201,23 +198,18 @@ class Controller:
             worker=worker,
             controller=self.listener.address,
             authkey=self.key.hex(),
-            parent_pid=os.getpid(),
+            parent_pid=self.zygote.pid,
             runtime=self.runtime,
             backend=self.backend,
             device=self.devices[worker],
             store_addr=STORE_ADDR,
             workload=self.scenario.workload.model_dump(),
         )
-        env = dict(os.environ)
-        package_root = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-        env.setdefault("OMP_NUM_THREADS", "1")
-        env["PYTHONUNBUFFERED"] = "1"
-        argv = [sys.executable, "-m", "mwsim.replay.agent"]
-        proc = processes.spawn(argv, boot.to_line(), log, env)
-        agent = AgentProc(worker, incarnation, proc, log, processes.pidfd(proc.pid))
+        pid = self.zygote.fork(asdict(boot), log)
+        agent = AgentProc(worker, incarnation, pid, log)
         self.agents[worker] = agent
         self.every_agent.append(agent)
+        self.by_pid[pid] = agent
         return agent
 
     def _command(self, worker: str, message: dict[str, Any]) -> None:
@@ -285,14 +277,12 @@ class Controller:
         elif kind == "fatal":
             self._note("error", worker=agent.worker, message=str(message["message"])[-500:])
 
-    def _reap(self, agent: AgentProc) -> None:
-        code = agent.proc.poll()
-        if code is None or not agent.alive:
+    def _exited(self, pid: int, code: int) -> None:
+        """The zygote reaped ``pid``: record how it ended."""
+        agent = self.by_pid.get(pid)
+        if agent is None or agent.reaped:
             return
-        agent.code = code
-        if agent.fd is not None:
-            os.close(agent.fd)
-            agent.fd = None
+        agent.code, agent.reaped = code, True
         attrs: dict[str, Any] = {"worker": agent.worker, "code": code}
         attrs["expected"] = agent.expect_exit is not None
         if agent.expect_exit is None:
@@ -322,28 +312,23 @@ class Controller:
         horizon = min(until, now + PROGRESS_EVERY_S)
         if self.pending:
             horizon = min(horizon, now + 0.01)
-        watched: list[Any] = [self.wake_r]
-        by_key: dict[Any, AgentProc] = {}
+        watched: list[Any] = [self.wake_r, self.zygote]
+        by_conn: dict[Any, AgentProc] = {}
         for agent in self.every_agent:
             if agent.conn is not None:
                 watched.append(agent.conn)
-                by_key[agent.conn] = agent
-            if agent.fd is not None:
-                watched.append(agent.fd)
-                by_key[agent.fd] = agent
+                by_conn[agent.conn] = agent
         for ready in wait(watched, timeout=max(0.0, horizon - now)):
             if ready is self.wake_r:
                 with contextlib.suppress(BlockingIOError):
                     self.wake_r.recv(4096)
                 while not self.accepted.empty():
                     self._attach(*self.accepted.get_nowait())
-            elif isinstance(ready, int):
-                self._reap(by_key[ready])
-            else:
-                self._drain(by_key[ready])
-        for agent in self.every_agent:
-            if agent.alive and agent.fd is None:
-                self._reap(agent)
+            elif ready is not self.zygote:
+                self._drain(by_conn[ready])
+        for message in self.zygote.read():
+            if "exit" in message:
+                self._exited(int(message["exit"]), int(message["code"]))
         self._confirm()
         self._report_progress()
 
@@ -387,6 +372,12 @@ class Controller:
     def _life_index(self, life: WorldLife) -> int:
         return self.plan.lives_of(life.name).index(life)
 
+    def _form_joined(self, agent: AgentProc, lives: list[WorldLife]) -> None:
+        """Form a joiner's worlds once it is up, unless it was told to go meanwhile."""
+        if agent.expect_exit is None:
+            for life in lives:
+                self._form(life)
+
     def _form(self, life: WorldLife) -> None:
         key = (life.name, self._life_index(life))
         self.forming[key] = life.members
@@ -399,6 +390,10 @@ class Controller:
     def _bring_up(self) -> str | None:
         """Start the initial agents and form the initial worlds; None on success, else why."""
         deadline = time.monotonic() + self.bringup_timeout_s
+        try:
+            self.zygote.wait_ready(self.bringup_timeout_s)
+        except ZygoteError as exc:
+            return f"the fork server did not start: {exc}\n" + _log_tail(self.zygote.log)
         for worker in self.plan.initial.workers():
             self._spawn(worker)
         initial = [life for life in self.plan.worlds if life.origin == "initial"]
@@ -475,7 +470,7 @@ class Controller:
                 record["workers"] = list(step.workers)
             self._pend(
                 record,
-                lambda v=victims: all(a.proc.poll() == -signal.SIGKILL for a in v),
+                lambda v=victims: all(a.code == -signal.SIGKILL for a in v),
                 CONFIRM_WITHIN_S[do],
             )
         elif do == "hang":
@@ -491,7 +486,7 @@ class Controller:
             self._command(event.target, {"type": "leave"})
             self._pend(
                 {"kind": "fault", "do": "leave", "target": event.target},
-                lambda a=agent: a.proc.poll() == 0,
+                lambda a=agent: a.code == 0,
                 LEAVE_WITHIN_S,
             )
         elif do == "slow":
@@ -515,7 +510,7 @@ class Controller:
             agent = self._spawn(event.worker)
             self._command(event.worker, {"type": "start", "t0": self.t0})
             lives = [life for life in self.plan.worlds if life.origin_event == step.index]
-            agent.on_ready.append(lambda ls=lives: [self._form(life) for life in ls])
+            agent.on_ready.append(lambda a=agent, ls=lives: self._form_joined(a, ls))
         elif do == "add_world":
             self._note("scale", do="add_world", world=event.world, members=list(event.members))
             for life in self.plan.worlds:
@@ -590,6 +585,10 @@ class Controller:
         self.key = secrets.token_bytes(32)
         self.listener = Listener((STORE_ADDR, 0), authkey=self.key)
         self.accepted: queue.Queue = queue.Queue()
+        self.by_pid: dict[int, AgentProc] = {}
+        self.zygote = self.shared_zygote or Zygote(
+            self.runtime, self.logs / "zygote.log", self._agent_env()
+        )
         self.wake_r, self.wake_w = socket.socketpair()
         self.wake_r.setblocking(False)
         threading.Thread(target=self._accept_loop, name="mwsim-accept", daemon=True).start()
@@ -624,17 +623,29 @@ class Controller:
             time.monotonic() - started,
         )
 
+    def _agent_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        package_root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
     def _teardown(self, status: str) -> Leftovers:
         """Kill what is left (whole groups), reap, check nothing is left, close the history."""
         live = [a for a in self.every_agent if a.alive]
         for agent in live:
             agent.expect_exit = agent.expect_exit or "teardown"
-        processes.kill_and_reap([a.proc for a in live])
-        for agent in live:
-            self._reap(agent)
+            processes.signal_group(agent.pid, signal.SIGKILL)
+            processes.signal_group(agent.pid, signal.SIGCONT)
+        with contextlib.suppress(ZygoteError):
+            self._await(lambda: all(a.reaped for a in live), time.monotonic() + EXIT_GRACE_S)
+        groups = [a.pid for a in self.every_agent]
+        if self.shared_zygote is None:
+            self.zygote.stop()
+            groups.append(self.zygote.pid)
         with contextlib.suppress(OSError):
             self.listener.close()
-        found = processes.leftovers([a.pid for a in self.every_agent], self.ports)
+        found = processes.leftovers(groups, self.ports)
         if self.t0 is None:  # never started: stamp what we have relative to now
             self.t0 = time.monotonic()
             for record in self.prestart:
@@ -651,9 +662,6 @@ class Controller:
         )
         self.writer.close()
         for agent in self.every_agent:
-            if agent.fd is not None:
-                os.close(agent.fd)
-                agent.fd = None
             if agent.conn is not None:
                 agent.conn.close()
         self.wake_r.close()

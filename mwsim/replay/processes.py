@@ -1,49 +1,18 @@
-"""Real processes for a replay: start them in their own session, signal, observe, reap.
+"""Real processes of a replay: signal whole groups, observe their state, find leftovers.
 
 Every agent leads its own process group, so a fault or the teardown acts on everything
 it started. Facts about a process are read from ``/proc`` (is it stopped?) and from
-``waitpid`` (did it die, how?), never assumed from the signal having been sent.
+``waitpid`` (did it die, how? the zygote reports it), never assumed from a signal sent.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
-
-
-def spawn(
-    argv: Sequence[str], stdin_data: bytes, log: Path, env: dict[str, str]
-) -> subprocess.Popen:
-    """Start ``argv`` as the leader of a new session, bootstrap on stdin, output to ``log``."""
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            list(argv),
-            stdin=subprocess.PIPE,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=env,
-            close_fds=True,
-        )
-    assert proc.stdin is not None
-    proc.stdin.write(stdin_data)
-    proc.stdin.close()
-    return proc
-
-
-def pidfd(pid: int) -> int | None:
-    """A descriptor that turns readable when ``pid`` exits (None where Linux lacks pidfds)."""
-    try:
-        return os.pidfd_open(pid)
-    except (AttributeError, OSError):
-        return None
 
 
 def signal_group(pgid: int, sig: int) -> bool:
@@ -77,17 +46,6 @@ def group_alive(pgid: int) -> bool:
         return False
     except PermissionError:
         return True
-
-
-def kill_and_reap(procs: Iterable[subprocess.Popen], timeout_s: float = 5.0) -> None:
-    """SIGKILL whole groups (stopped ones too) and reap the leaders."""
-    procs = list(procs)
-    for proc in procs:
-        signal_group(proc.pid, signal.SIGKILL)
-        signal_group(proc.pid, signal.SIGCONT)
-    for proc in procs:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=timeout_s)
 
 
 @dataclass(frozen=True)

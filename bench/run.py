@@ -1,0 +1,170 @@
+"""mwsim's benchmarks: each goal is a ratio measured side by side in one run.
+
+    python bench/run.py [bringup] [overhead] [sim] [--repeat N] [--json FILE]
+
+bringup   an 8-worker fan-in brought up to its first op, vs 8 bare processes importing
+          torch and multiworld (goal: <= 1.5x)
+overhead  stream throughput through the harness vs the same loop written directly against
+          MultiWorld, same tensor, same environment (goal: <= 2 % slower)
+sim       1 simulated hour of a 4,096-worker fan-in, Poisson failures (1 h MTBF per worker)
+          and load-driven joins: wall time (goal <= 5 s), peak memory (goal <= 2 GiB), and
+          the ratio to a naive simpy model that schedules every watchdog heartbeat (goal >= 10x)
+
+Runs alternate (A, B, A, B, ...) so both sides see the same machine; medians are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from mwsim.history import read_history  # noqa: E402
+from mwsim.replay import run_real  # noqa: E402
+from mwsim.testing import scenario  # noqa: E402
+
+ENV = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+
+
+# -- bring-up -----------------------------------------------------------------------------
+
+
+def bare_imports(n: int) -> float:
+    """Wall time for n processes started together to import torch and multiworld."""
+    code = "import torch, multiworld.manager, multiworld.communicator"
+    start = time.monotonic()
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=ENV) for _ in range(n)]
+    for proc in procs:
+        proc.wait(timeout=300)
+    return time.monotonic() - start
+
+
+def harness_bringup(n: int, tmp: Path) -> float:
+    """Wall time from starting a run of an n-worker fan-in to its first op."""
+    s = scenario(f"topology: {{generator: fan_in, workers: {n - 1}}}\nduration_s: 1.0\n", "bringup")
+    outcome = run_real(s, tmp / f"bringup-{time.monotonic_ns()}")
+    history = read_history(outcome.history)
+    started = history.meta.t  # the run record is written when the controller starts
+    first = min(e.t for e in history.of_kind("op"))
+    return first - started
+
+
+def bench_bringup(repeat: int, tmp: Path) -> dict:
+    bare, ours = [], []
+    for _ in range(repeat):
+        bare.append(bare_imports(8))
+        ours.append(harness_bringup(8, tmp))
+    b, o = statistics.median(bare), statistics.median(ours)
+    return {
+        "bare_imports_s": round(b, 3),
+        "harness_first_op_s": round(o, 3),
+        "ratio": round(o / b, 3),
+        "goal": "<= 1.5",
+        "samples": {"bare": bare, "harness": ours},
+    }
+
+
+# -- throughput overhead ------------------------------------------------------------------
+
+
+def direct_rate(seconds: float, tensor_bytes: int) -> float:
+    out = subprocess.run(
+        [sys.executable, str(HERE / "direct_loop.py"), str(seconds), str(tensor_bytes)],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 300,
+        env=ENV,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])["ops_per_s"]
+
+
+def harness_rate(seconds: float, tensor_bytes: int, tmp: Path) -> float:
+    s = scenario(
+        f"topology: {{generator: fan_in, workers: 1}}\n"
+        f"workload: {{kind: stream, tensor_bytes: {tensor_bytes}, interval_ms: 0}}\n"
+        f"duration_s: {seconds}\n",
+        "overhead",
+    )
+    outcome = run_real(s, tmp / f"overhead-{time.monotonic_ns()}")
+    ops = [e for e in read_history(outcome.history).of_kind("op") if 0 <= e.t < seconds]
+    assert ops and all(e["ok"] for e in ops)
+    return len(ops) / seconds
+
+
+def bench_overhead(repeat: int, tmp: Path, seconds: float = 8.0, tensor_bytes: int = 4096) -> dict:
+    direct, ours = [], []
+    for _ in range(repeat):
+        direct.append(direct_rate(seconds, tensor_bytes))
+        ours.append(harness_rate(seconds, tensor_bytes, tmp))
+    d, o = statistics.median(direct), statistics.median(ours)
+    return {
+        "direct_ops_per_s": round(d, 1),
+        "harness_ops_per_s": round(o, 1),
+        "overhead_pct": round(100 * (1 - o / d), 2),
+        "goal": "<= 2 %",
+        "samples": {"direct": direct, "harness": ours},
+    }
+
+
+# -- simulator ----------------------------------------------------------------------------
+
+
+def bench_sim(repeat: int) -> dict:
+    """Each side runs in its own process so peak memory is its own."""
+    ours = [json.loads(_py("bench/sim_big.py", "ours")) for _ in range(repeat)]
+    naive = json.loads(_py("bench/sim_big.py", "naive", "120"))
+    wall = statistics.median(r["simulate_s"] for r in ours)
+    naive_hour = naive["simulate_s"] * 3600 / naive["horizon_s"]
+    return {
+        "simulate_s": round(wall, 3),
+        "peak_rss_mib": max(r["peak_rss_mib"] for r in ours),
+        "history_events": ours[0]["events"],
+        "scenario": ours[0]["scenario"],
+        "naive_s_for_120_simulated_s": round(naive["simulate_s"], 2),
+        "naive_heartbeat_events_for_120_s": naive["events"],
+        "naive_s_per_hour_extrapolated": round(naive_hour, 1),
+        "ratio": round(naive_hour / wall, 1),
+        "goals": {"simulate_s": "<= 5", "peak_rss_mib": "<= 2048", "ratio": ">= 10"},
+    }
+
+
+def _py(*args: str) -> str:
+    out = subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=True,
+        cwd=HERE.parent,
+    )
+    return out.stdout.strip().splitlines()[-1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("which", nargs="*", default=["bringup", "overhead", "sim"])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--json", dest="json_path")
+    args = parser.parse_args()
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="mwsim-bench-") as tmp:
+        for name in args.which:
+            fn = {"bringup": bench_bringup, "overhead": bench_overhead}.get(name)
+            results[name] = fn(args.repeat, Path(tmp)) if fn else bench_sim(args.repeat)
+            print(name, json.dumps({k: v for k, v in results[name].items() if k != "samples"}))
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

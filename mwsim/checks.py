@@ -1,0 +1,698 @@
+"""The properties of a run, judged from its History and its scenario.
+
+The same code judges a predicted (simulated) and an observed (real) history. First the
+facts are read out of the history: which world life each event belongs to, the op series
+of every stream, who reported which world broken and when, when each fault really
+happened and whether it was confirmed. Each property is then a plain function of those
+facts that returns a ``Verdict`` with one line of evidence.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from mwsim.history import Event, History
+from mwsim.membership import Plan, Step, WorldLife, plan
+from mwsim.scenario import PROPERTIES, Scenario
+from mwsim.sim.model import RuntimeModel, detection_window, model_for
+
+PASS, FAIL, UNKNOWN = "pass", "fail", "unknown"
+BREAKING = ("crash", "leave", "crash_host", "hang")
+CONFORMANCE_TOLERANCE_S = 0.1
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One property's verdict with one line of evidence."""
+
+    name: str
+    verdict: str  # pass | fail | unknown
+    detail: str
+    world: str | None = None
+    expected: bool = False  # a violation the scenario names in expect.violations
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """What the checks judge by: the scenario's ``expect`` over the runtime model."""
+
+    progress_window_s: float
+    detect_within_s: dict[str, float]
+    join_within_s: float | None
+
+    @classmethod
+    def of(cls, scenario: Scenario, model: RuntimeModel) -> Bounds:
+        e = scenario.expect
+        interval = scenario.workload.interval_ms / 1000
+        window = e.progress_window_s or max(model.progress_window_s, 10 * interval)
+        return cls(window, dict(e.detect_within_s), e.join_within_s)
+
+
+@dataclass(frozen=True)
+class Seg:
+    """Ops ``first..first+n-1`` of one stream, evenly from ``t0`` to ``t1``."""
+
+    t0: float
+    t1: float
+    first: int
+    n: int
+    ok: bool
+
+    @property
+    def period(self) -> float:
+        return (self.t1 - self.t0) / (self.n - 1) if self.n > 1 else 0.0
+
+
+@dataclass
+class Injected:
+    """A scenario fault as it really happened."""
+
+    step: Step
+    t: float
+    confirmed: bool
+    end: float | None = None  # when a hang or slow ended (None: it did not)
+
+
+@dataclass
+class Facts:
+    """What a history says, tied to the scenario's plan."""
+
+    scenario: Scenario
+    plan: Plan
+    model: RuntimeModel
+    bounds: Bounds
+    end: float
+    faults: dict[int, Injected] = field(default_factory=dict)  # by step index
+    scaled: dict[int, float] = field(default_factory=dict)  # step index -> when it was done
+    ops: dict[int, dict[tuple[str, str | None], list[Seg]]] = field(default_factory=dict)
+    reports: dict[int, dict[str, Event]] = field(default_factory=dict)  # first per worker
+    joined: dict[int, dict[str, float]] = field(default_factory=dict)
+    died: dict[str, list[tuple[float, bool]]] = field(default_factory=dict)  # exits
+    hygiene: Event | None = None
+    mode: str = "real"
+
+    def life_index(self, life: WorldLife) -> int:
+        return self.plan.index(life)
+
+
+# -- reading a history --------------------------------------------------------------------
+
+
+def _life_of(p: Plan, name: str, t: float, life: int | None) -> int | None:
+    lives = p.lives_of(name)
+    if not lives:
+        return None
+    if life is not None:
+        chosen = lives[life] if 0 <= life < len(lives) else None
+    else:
+        started = [x for x in lives if x.start <= max(t, 0.0) + 1e-6]
+        chosen = started[-1] if started else lives[0]
+    return None if chosen is None else p.index(chosen)
+
+
+def _nearest(candidates: list[Step], t: float, taken: set[int]) -> int | None:
+    """The untaken step scheduled nearest to ``t``."""
+    free = [s for s in candidates if s.index not in taken]
+    if not free:
+        return None
+    return min(free, key=lambda s: abs(s.event.at - t)).index
+
+
+def facts(history: History, scenario: Scenario, model: RuntimeModel | None = None) -> Facts:
+    """Read ``history`` against ``scenario``."""
+    p = plan(scenario)
+    model = model or model_for(scenario.runtime)
+    stops = [e.t for e in history.of_kind("phase") if e.get("name") in ("stop", "interrupted")]
+    meta = history.meta
+    f = Facts(
+        scenario,
+        p,
+        model,
+        Bounds.of(scenario, model),
+        min(stops) if stops else scenario.duration_s,
+        mode=meta.get("mode", "real") if meta else "real",
+    )
+    taken: set[int] = set()
+    steps = {s.index: s for s in p.steps}
+    by_fault: dict[tuple[str, str], list[Step]] = defaultdict(list)
+    by_scale: dict[str, list[Step]] = defaultdict(list)
+    for step in p.steps:
+        target = getattr(step.event, "target", None)
+        if target is not None:
+            by_fault[(step.event.do, target)].append(step)
+        else:
+            by_scale[step.event.do].append(step)
+    resumed: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for e in history:
+        kind = e.kind
+        if kind in ("op", "ops"):
+            index = _life_of(p, e["world"], e.t, e.get("life"))
+            if index is None:
+                continue
+            key = (e["worker"], e.get("peer"))
+            if kind == "op":
+                seg = Seg(e.t, e.t, e["seq"], 1, bool(e["ok"]))
+            else:
+                seg = Seg(float(e["t0"]), e.t, e["first"], e["last"] - e["first"] + 1, True)
+            f.ops.setdefault(index, {}).setdefault(key, []).append(seg)
+        elif kind == "broken":
+            index = _life_of(p, e["world"], e.t, e.get("life"))
+            if index is not None:
+                f.reports.setdefault(index, {}).setdefault(e["worker"], e)
+        elif kind == "joined":
+            index = _life_of(p, e["world"], e.t, e.get("life"))
+            if index is not None:
+                f.joined.setdefault(index, {}).setdefault(e["worker"], e.t)
+        elif kind == "fault":
+            index = _nearest(by_fault.get((e.get("do"), e.get("target")), []), e.t, taken)
+            if index is not None:
+                taken.add(index)
+                f.faults[index] = Injected(steps[index], e.t, bool(e.get("confirmed", False)))
+        elif kind == "resumed":
+            resumed[(e.get("do", "hang"), e["target"])].append(e.t)
+        elif kind == "scale":
+            index = _nearest(by_scale.get(e.get("do"), []), e.t, set(f.scaled))
+            if index is not None:
+                f.scaled[index] = e.t
+        elif kind == "exit":
+            f.died.setdefault(e["worker"], []).append((e.t, bool(e.get("expected", True))))
+        elif kind == "hygiene":
+            f.hygiene = e
+    for step in p.steps:  # faults the history does not record were never confirmed
+        ev = step.event
+        if ev.do in ("crash", "crash_host", "leave", "hang", "slow"):
+            got = f.faults.setdefault(step.index, Injected(step, ev.at, False))
+            if ev.do in ("hang", "slow") and ev.for_s is not None:
+                later = [t for t in resumed[(ev.do, ev.target)] if t >= got.t]
+                got.end = later[0] if later else ev.at + ev.for_s
+    for segs in f.ops.values():
+        for series in segs.values():
+            series.sort(key=lambda s: s.t0)
+    return f
+
+
+# -- shared reasoning ---------------------------------------------------------------------
+
+
+def _faults_of(f: Facts, life: WorldLife) -> list[Injected]:
+    """Faults that hit ``life``: the one that ended it, and hangs/slows of its members."""
+    out = []
+    for index in {s.event for s in life.spans} | {life.end_event}:
+        if index is not None and index in f.faults:
+            out.append(f.faults[index])
+    return sorted(out, key=lambda x: x.t)
+
+
+def _unexpected_exits(f: Facts, life: WorldLife) -> list[float]:
+    return [
+        t
+        for m in life.members
+        for t, expected in f.died.get(m, [])
+        if not expected and t >= life.start
+    ]
+
+
+def _formed_at(f: Facts, life: WorldLife) -> float | None:
+    if life.origin == "initial":
+        return 0.0
+    joined = f.joined.get(f.life_index(life), {})
+    if not all(m in joined for m in life.members):
+        return None
+    return max(joined[m] for m in life.members)
+
+
+def healthy_segments(f: Facts, life: WorldLife) -> list[tuple[float, float]]:
+    """Stretches of time in which ``life`` has joined and no member is faulty."""
+    start = _formed_at(f, life)
+    if start is None:
+        return []
+    end = f.end
+    if life.end is not None:
+        end = min(end, f.faults[life.end_event].t if life.end_event in f.faults else life.end)
+    end = min([end, *_unexpected_exits(f, life)])
+    hangs = [x for x in _faults_of(f, life) if x.step.event.do == "hang"]
+    reported = bool(f.reports.get(f.life_index(life)))
+    out, cursor = [], start
+    for hang in hangs:
+        if hang.t >= end:
+            break
+        if hang.t > cursor:
+            out.append((cursor, hang.t))
+        if hang.end is None or reported:  # never back, or the world was flagged for good
+            return out
+        cursor = max(cursor, hang.end)
+    if cursor < end:
+        out.append((cursor, end))
+    return out
+
+
+def _slow_allowance(f: Facts, life: WorldLife, a: float, b: float) -> float:
+    """Extra gap allowed while a member of the world is slowed."""
+    extra = 0.0
+    for x in _faults_of(f, life):
+        ev = x.step.event
+        if ev.do == "slow" and x.t < b and (x.end is None or x.end > a):
+            extra = max(extra, ev.delay_ms / 1000)
+    return extra
+
+
+def _fmt(t: float) -> str:
+    return f"{t:.2f} s"
+
+
+def _summary(name: str, problems: list[tuple[str | None, str]], ok: str) -> Verdict:
+    if not problems:
+        return Verdict(name, PASS, ok)
+    world, detail = problems[0]
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return Verdict(name, FAIL, detail + more, world)
+
+
+# -- the properties -----------------------------------------------------------------------
+
+
+def check_progress(f: Facts) -> Verdict:
+    window = f.bounds.progress_window_s
+    problems: list[tuple[str | None, str]] = []
+    judged = 0
+    for life in f.plan.worlds:
+        segs = [s for series in f.ops.get(f.life_index(life), {}).values() for s in series]
+        segs.sort(key=lambda s: s.t0)
+        for a, b in healthy_segments(f, life):
+            if b - a <= 0:
+                continue
+            judged += 1
+            last = a
+            for seg in segs:
+                if seg.t1 < a or seg.t0 > b:
+                    continue
+                for gap_start, gap_end in ((last, seg.t0), (seg.t0, seg.t0 + seg.period)):
+                    if gap_end > b or gap_end <= gap_start:
+                        continue
+                    allowed = window + _slow_allowance(f, life, gap_start, gap_end)
+                    if gap_end - gap_start > allowed:
+                        problems.append((life.name, _gap(life.name, gap_start, gap_end, allowed)))
+                last = max(last, min(seg.t1, b))
+            allowed = window + _slow_allowance(f, life, last, b)
+            if b - last > allowed:
+                problems.append((life.name, _gap(life.name, last, b, allowed)))
+    return _summary(
+        "progress",
+        problems,
+        f"{judged} healthy stretch(es) of worlds completed an op in every {window:g} s window",
+    )
+
+
+def _gap(world: str, a: float, b: float, allowed: float) -> str:
+    return f"{world}: no op from {_fmt(a)} to {_fmt(b)} while healthy (window {allowed:g} s)"
+
+
+def _alive_until(f: Facts, worker: str, since: float) -> float:
+    """When ``worker`` stopped being able to report, after ``since`` (its exit or a hang)."""
+    times = [t for t, _ in f.died.get(worker, []) if since <= t < f.end]
+    for x in f.faults.values():
+        ev = x.step.event
+        if ev.do == "hang" and ev.target == worker:
+            if x.t >= since:
+                times.append(x.t)
+            elif x.end is None or x.end > since:
+                return since  # hung already
+    return min(times, default=float("inf"))
+
+
+def _bound(f: Facts, life: WorldLife, fault: Injected, survivor: str) -> float:
+    kind = fault.step.event.do
+    if kind in f.bounds.detect_within_s:
+        return f.bounds.detect_within_s[kind]
+    interval = f.scenario.workload.interval_ms / 1000
+    faulty = [m for m in life.members if m in fault.step.workers]
+    rank = life.members.index(survivor)
+    return min(
+        detection_window(
+            f.model, f.scenario.workload.kind, interval, kind, rank, life.members.index(m)
+        )[1]
+        for m in faulty
+    )
+
+
+@dataclass
+class _Need:
+    life: WorldLife
+    survivor: str
+    fault: Injected
+    deadline: float
+
+
+def _detection_needs(f: Facts) -> tuple[list[_Need], list[str]]:
+    """Every (world, survivor) that must report, with its deadline; plus why some are unknown."""
+    needs: dict[tuple[int, str], _Need] = {}
+    unknown: list[str] = []
+    for life in f.plan.worlds:
+        for fault in _faults_of(f, life):
+            ev = fault.step.event
+            if ev.do not in BREAKING or fault.t >= f.end:
+                continue
+            if not fault.confirmed:
+                unknown.append(f"{ev.do} of {ev.target} at {_fmt(fault.t)} was not confirmed")
+                continue
+            formed = _formed_at(f, life)
+            if formed is None or formed > fault.t:
+                continue  # never formed: nobody was waiting on the faulty member
+            for survivor in life.members:
+                if survivor in fault.step.workers:
+                    continue
+                deadline = fault.t + _bound(f, life, fault, survivor)
+                if ev.do == "hang" and fault.end is not None and fault.end < deadline:
+                    continue  # back before the bound: a report is allowed, not required
+                if _alive_until(f, survivor, fault.t) < deadline:
+                    continue  # the survivor itself went down first
+                key = (f.life_index(life), survivor)
+                if key not in needs or deadline < needs[key].deadline:
+                    needs[key] = _Need(life, survivor, fault, deadline)
+    return list(needs.values()), unknown
+
+
+def check_detection(f: Facts) -> Verdict:
+    needs, unknown = _detection_needs(f)
+    problems: list[tuple[str | None, str]] = []
+    late_unknown: list[str] = []
+    for need in needs:
+        report = f.reports.get(f.life_index(need.life), {}).get(need.survivor)
+        ev = need.fault.step.event
+        what = f"{ev.do} of {ev.target} at {_fmt(need.fault.t)}"
+        bound = need.deadline - need.fault.t
+        if report is not None and report.t <= need.deadline:
+            continue
+        if report is None and need.deadline > f.end:
+            late_unknown.append(f"{need.life.name}: the run ended before the {bound:.2f} s bound")
+            continue
+        seen = "never did" if report is None else f"reported it at {_fmt(report.t)}"
+        problems.append(
+            (
+                need.life.name,
+                f"{need.life.name}: {need.survivor} did not report it broken within "
+                f"{bound:.2f} s of the {what}; it {seen}",
+            )
+        )
+    if problems:
+        return _summary("detection", problems, "")
+    if unknown or late_unknown:
+        return Verdict("detection", UNKNOWN, (unknown + late_unknown)[0])
+    return Verdict(
+        "detection", PASS, f"{len(needs)} required report(s) of broken worlds, all in time"
+    )
+
+
+def _first_fault_at(f: Facts, life: WorldLife) -> float | None:
+    times = [x.t for x in _faults_of(f, life) if x.step.event.do in BREAKING]
+    times += _unexpected_exits(f, life)
+    return min(times, default=None)
+
+
+def check_no_false_alarm(f: Facts) -> Verdict:
+    problems: list[tuple[str | None, str]] = []
+    count = 0
+    for index, by_worker in f.reports.items():
+        life = f.plan.worlds[index]
+        first = _first_fault_at(f, life)
+        for worker, report in by_worker.items():
+            if report.t > f.end:
+                continue
+            count += 1
+            if first is None or report.t < first:
+                problems.append(
+                    (
+                        life.name,
+                        f"{life.name}: {worker} reported it broken at {_fmt(report.t)} "
+                        "while no member was faulty",
+                    )
+                )
+    return _summary("no_false_alarm", problems, f"all {count} broken report(s) followed a fault")
+
+
+def _healthy_over(segments: list[tuple[float, float]], a: float, b: float) -> bool:
+    return any(s <= a and b <= e for s, e in segments)
+
+
+def check_integrity(f: Facts) -> Verdict:
+    problems: list[tuple[str | None, str]] = []
+    total = 0
+    for index, streams in f.ops.items():
+        life = f.plan.worlds[index]
+        healthy = healthy_segments(f, life)
+        formed = _formed_at(f, life) or life.start
+        for (worker, peer), segs in streams.items():
+            source = f" from {peer}" if peer else ""
+            expected, last_t = 0, formed
+            for seg in segs:
+                total += seg.n
+                where = f"{life.name}: op {seg.first} at {worker}{source} at {_fmt(seg.t0)}"
+                if not seg.ok:
+                    problems.append((life.name, f"{where} carried wrong data"))
+                elif seg.first < expected:
+                    problems.append((life.name, f"{where} is a duplicate or out of order"))
+                elif seg.first > expected and _healthy_over(healthy, last_t, seg.t0):
+                    lost = f"{expected}" + (
+                        f"..{seg.first - 1}" if seg.first - 1 > expected else ""
+                    )
+                    problems.append((life.name, f"{where}: op(s) {lost} lost while healthy"))
+                expected = max(expected, seg.first + seg.n)
+                last_t = seg.t1
+    return _summary("integrity", problems, f"{total} op(s) carried the right data, in order")
+
+
+def check_scale_out(f: Facts) -> Verdict:
+    problems: list[tuple[str | None, str]] = []
+    unknown: list[str] = []
+    judged = 0
+    for life in f.plan.worlds:
+        if life.origin == "initial" or life.origin_event is None:
+            continue
+        bound = f.bounds.join_within_s or (
+            f.model.join_bound_s if life.origin == "join" else f.model.add_world_bound_s
+        )
+        asked = f.scaled.get(life.origin_event, life.start)
+        if _hung_within(f, life, asked, asked + bound):
+            continue  # a member could not do its part of forming the world
+        streams = f.ops.get(f.life_index(life), {})
+        first = min((s.t0 for series in streams.values() for s in series), default=None)
+        ended = life.end if life.end is not None else f.end
+        if first is None:
+            if ended < asked + bound and ended < f.end:
+                continue  # ended by a fault or removal before it was due
+            if asked + bound > f.end:
+                unknown.append(f"{life.name}: the run ended before the {bound:g} s bound")
+                continue
+        judged += 1
+        if first is None or first - asked > bound:
+            seen = "none at all" if first is None else f"the first at {_fmt(first)}"
+            problems.append(
+                (
+                    life.name,
+                    f"{life.name}: no op within {bound:g} s of the {life.origin} at "
+                    f"{_fmt(asked)} ({seen})",
+                )
+            )
+    if problems:
+        return _summary("scale_out", problems, "")
+    if unknown:
+        return Verdict("scale_out", UNKNOWN, unknown[0])
+    if not judged:
+        return Verdict("scale_out", PASS, "no world joined or was added")
+    return Verdict("scale_out", PASS, f"{judged} new world(s) served their first op in time")
+
+
+def _hung_within(f: Facts, life: WorldLife, a: float, b: float) -> bool:
+    """Was a member of ``life`` hung at some time in ``[a, b]``?"""
+    return any(
+        x.step.event.do == "hang"
+        and x.step.event.target in life.members
+        and x.t <= b
+        and (x.end is None or x.end >= a)
+        for x in f.faults.values()
+    )
+
+
+def check_hygiene(f: Facts) -> Verdict:
+    if f.hygiene is None:
+        return Verdict("hygiene", UNKNOWN, "the history has no hygiene record")
+    detail = str(f.hygiene.get("detail", ""))
+    return Verdict("hygiene", PASS if f.hygiene["ok"] else FAIL, detail or "clean")
+
+
+CHECKS = {
+    "progress": check_progress,
+    "detection": check_detection,
+    "no_false_alarm": check_no_false_alarm,
+    "integrity": check_integrity,
+    "scale_out": check_scale_out,
+    "hygiene": check_hygiene,
+}
+
+
+def _unconfirmed(f: Facts) -> list[str]:
+    return [
+        f"{x.step.event.do} of {x.step.event.target} at {_fmt(x.t)} was not confirmed injected"
+        for x in f.faults.values()
+        if not x.confirmed and x.t < f.end
+    ]
+
+
+def check(history: History, scenario: Scenario, model: RuntimeModel | None = None) -> list[Verdict]:
+    """Every property except conformance. A fault not confirmed injected turns a would-be
+    pass into unknown."""
+    f = facts(history, scenario, model)
+    verdicts = [fn(f) for fn in CHECKS.values()]
+    doubts = _unconfirmed(f)
+    if doubts:
+        verdicts = [
+            Verdict(v.name, UNKNOWN, doubts[0], v.world) if v.verdict == PASS else v
+            for v in verdicts
+        ]
+    return verdicts
+
+
+def check_conformance(
+    observed: History, predicted: History, scenario: Scenario, model: RuntimeModel | None = None
+) -> Verdict:
+    """Same broken worlds, and each observed report inside the predicted window."""
+    obs, pre = facts(observed, scenario, model), facts(predicted, scenario, model)
+    problems: list[tuple[str | None, str]] = []
+    tol = CONFORMANCE_TOLERANCE_S
+    for index, by_worker in pre.reports.items():
+        life = pre.plan.worlds[index]
+        for worker, e in by_worker.items():
+            lo, hi = e.get("window", [e.t, e.t])
+            seen = obs.reports.get(index, {}).get(worker)
+            if seen is None or seen.t > obs.end:
+                if not e.get("optional") and hi < obs.end:
+                    problems.append(
+                        (
+                            life.name,
+                            f"{life.name}: {worker} was predicted to report it broken in "
+                            f"[{lo:.2f}, {hi:.2f}] s and did not",
+                        )
+                    )
+            elif not lo - tol <= seen.t <= hi + tol:
+                problems.append(
+                    (
+                        life.name,
+                        f"{life.name}: {worker} reported it broken at {_fmt(seen.t)}, outside "
+                        f"the predicted [{lo:.2f}, {hi:.2f}] s",
+                    )
+                )
+    for index, by_worker in obs.reports.items():
+        life = obs.plan.worlds[index]
+        for worker, e in by_worker.items():
+            if e.t > obs.end or worker in pre.reports.get(index, {}):
+                continue
+            if _ambiguous_hang(obs, life, e.t):
+                continue
+            problems.append(
+                (
+                    life.name,
+                    f"{life.name}: {worker} reported it broken at {_fmt(e.t)}; "
+                    "the model predicts no report",
+                )
+            )
+    broken = sum(1 for by in obs.reports.values() if by)
+    return _summary(
+        "conformance", problems, f"{broken} broken world(s) and their reports as predicted"
+    )
+
+
+def _ambiguous_hang(f: Facts, life: WorldLife, t: float) -> bool:
+    """Was a member of ``life`` hung around ``t`` (a report then may or may not come)?"""
+    lo, hi = f.model.watchdog_window()
+    return any(
+        x.step.event.do == "hang"
+        and x.t + lo - CONFORMANCE_TOLERANCE_S <= t
+        and (x.end is None or t <= x.end + hi)
+        for x in _faults_of(f, life)
+    )
+
+
+def expected_violations(scenario: Scenario, mode: str) -> set[str]:
+    """Properties this run must violate: the scenario's ``expect.violations`` as they apply
+    to a mode. The simulator models a correct runtime, so it is expected to violate none."""
+    wanted = set(scenario.expect.violations)
+    if mode == "sim":
+        return set()
+    if mode == "real":
+        return wanted - {"conformance"}
+    return wanted
+
+
+def judge(verdicts: list[Verdict], expected: set[str]) -> tuple[str, list[Verdict]]:
+    """Overall verdict: pass only if exactly the expected properties are violated and nothing
+    else is in doubt. Expected violations are marked on their verdicts."""
+    marked = [
+        Verdict(v.name, v.verdict, v.detail, v.world, v.name in expected and v.verdict == FAIL)
+        for v in verdicts
+    ]
+    judged = {v.name for v in marked}
+    failed = {v.name for v in marked if v.verdict == FAIL}
+    missing = (expected & judged) - failed
+    for name in sorted(missing):
+        held = next(v for v in marked if v.name == name)
+        if held.verdict == PASS:
+            marked = [
+                Verdict(v.name, FAIL, f"expected to be violated, but it held: {v.detail}", v.world)
+                if v.name == name
+                else v
+                for v in marked
+            ]
+    failed_now = {v.name for v in marked if v.verdict == FAIL and not v.expected}
+    if failed_now:
+        return FAIL, marked
+    if any(v.verdict == UNKNOWN for v in marked):
+        return UNKNOWN, marked
+    return PASS, marked
+
+
+def detections(f: Facts) -> list[dict[str, Any]]:
+    """Each reported broken world with the fault it followed and the latency."""
+    out = []
+    for index, by_worker in sorted(f.reports.items()):
+        life = f.plan.worlds[index]
+        faults = [x for x in _faults_of(f, life) if x.step.event.do in BREAKING]
+        for worker, e in sorted(by_worker.items(), key=lambda kv: kv[1].t):
+            if e.t > f.end:
+                continue
+            before = [x for x in faults if x.t <= e.t]
+            record: dict[str, Any] = {"world": life.name, "worker": worker}
+            if before:
+                record["fault"] = before[0].step.event.do
+                record["latency_s"] = round(e.t - before[0].t, 4)
+            else:
+                record["fault"] = None
+                record["latency_s"] = None
+            out.append(record)
+    return out
+
+
+def broken_worlds(f: Facts) -> list[str]:
+    return sorted({f.plan.worlds[i].name for i, by in f.reports.items() if by})
+
+
+__all__ = [
+    "FAIL",
+    "PASS",
+    "PROPERTIES",
+    "UNKNOWN",
+    "Bounds",
+    "Facts",
+    "Verdict",
+    "broken_worlds",
+    "check",
+    "check_conformance",
+    "detections",
+    "expected_violations",
+    "facts",
+    "judge",
+]

@@ -1,0 +1,305 @@
+"""Stochastic scenario generators: simpy processes that write valid scenario files.
+
+Each family is a set of simpy processes (failure clocks, load curves, preemption waves)
+that propose events as simulated time advances. Every proposal goes through the same
+membership ``Timeline`` the validator uses, and only possible events are kept, so every
+generated scenario validates by construction. Randomness comes from the one registered
+RNG, seeded from the seed: the same family and seed always give the same file.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import simpy
+from pydantic import TypeAdapter
+
+from mwsim.internal.rng import seeded
+from mwsim.membership import Timeline
+from mwsim.scenario import Event, Scenario
+
+_EVENT = TypeAdapter(Event)
+QUIET_TAIL_S = 10.0
+
+
+@dataclass
+class Params:
+    """Knobs shared by the families; each family documents the ones it reads."""
+
+    workers: int = 6
+    hosts: int = 2
+    duration_s: float = 30.0
+    mtbf_s: float = 60.0  # mean time between failures of one worker
+    host_mtbf_s: float = 90.0
+    workload: str = "stream"
+    interval_ms: float = 20.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class _Gen:
+    """One generation run: a simpy clock, the RNG, and the timeline that vets events."""
+
+    def __init__(self, family: str, seed: int, params: Params, topology: dict[str, Any]) -> None:
+        self.family, self.seed, self.params = family, seed, params
+        self.rng: random.Random = seeded(f"{family}:{seed}")
+        self.env = simpy.Environment()
+        self.base: dict[str, Any] = {
+            "mwsim": 1,
+            "name": f"{family}-{seed}",
+            "description": f"generated: family {family}, seed {seed}",
+            "seed": seed,
+            "topology": topology,
+            "workload": {"kind": params.workload, "interval_ms": params.interval_ms},
+            "duration_s": params.duration_s,
+        }
+        skeleton = Scenario.model_validate(self.base)
+        self.timeline = Timeline(skeleton, skeleton.build_topology())
+        self.events: list[dict[str, Any]] = []
+        self.joined = 0  # joins so far, for fresh names
+
+    @property
+    def now(self) -> float:
+        return round(self.env.now, 3)
+
+    @property
+    def quiet_from(self) -> float:
+        """No event after this, so every bound (detection, join) can be judged in the run."""
+        return self.params.duration_s - min(QUIET_TAIL_S, self.params.duration_s / 3)
+
+    def propose(self, **fields: Any) -> bool:
+        """Keep the event if it is possible at the current time."""
+        if self.env.now > self.quiet_from:
+            return False
+        data = {"at": self.now, **fields}
+        if not self.timeline.try_apply(_EVENT.validate_python(data)):
+            return False
+        self.events.append(data)
+        return True
+
+    def running(self, exclude: tuple[str, ...] = ()) -> list[str]:
+        return [w for w in self.timeline.running() if w not in exclude]
+
+    def fresh_worker(self) -> str:
+        self.joined += 1
+        return f"j{self.joined}"
+
+    def scenario_data(self) -> dict[str, Any]:
+        return {**self.base, "events": self.events}
+
+
+# -- building blocks (simpy processes) ---------------------------------------------------
+
+
+def _failures(g: _Gen, worker: str, mtbf: float, kinds: dict[str, float]) -> Iterator:
+    """A worker's failure clock: exponential gaps; crash and leave end it, hang pauses it."""
+    names, weights = zip(*kinds.items(), strict=True)
+    while True:
+        yield g.env.timeout(g.rng.expovariate(1.0 / mtbf))
+        if g.env.now > g.params.duration_s:
+            return
+        kind = g.rng.choices(names, weights)[0]
+        if kind == "hang":
+            for_s = round(g.rng.uniform(1.0, 9.0), 3)
+            if g.propose(do="hang", target=worker, for_s=for_s):
+                yield g.env.timeout(for_s)
+        elif kind == "slow":
+            for_s, delay = round(g.rng.uniform(1.0, 5.0), 3), round(g.rng.uniform(20, 200), 1)
+            if g.propose(do="slow", target=worker, delay_ms=delay, for_s=for_s):
+                yield g.env.timeout(for_s)
+        elif g.propose(do=kind, target=worker):
+            return
+
+
+def _host_failures(g: _Gen, host: str, mtbf: float, hosts: list[str], correlation: float):
+    """A host's failure clock; with probability ``correlation`` a neighbour follows within 2 s."""
+    yield g.env.timeout(g.rng.expovariate(1.0 / mtbf))
+    if not g.propose(do="crash_host", target=host):
+        return
+    if g.rng.random() < correlation:
+        neighbour = hosts[(hosts.index(host) + 1) % len(hosts)]
+        yield g.env.timeout(g.rng.uniform(0.05, 2.0))
+        g.propose(do="crash_host", target=neighbour)
+
+
+def _join_one(g: _Gen, name: str | None = None, host: str | None = None) -> str | None:
+    """A new worker joining with its own world to the leader."""
+    worker = name or g.fresh_worker()
+    world = f"world_{worker}"
+    fields: dict[str, Any] = {"do": "join", "worker": worker, "worlds": {world: ["leader", worker]}}
+    if host is not None:
+        fields["host"] = host
+    return worker if g.propose(**fields) else None
+
+
+# -- families ----------------------------------------------------------------------------
+
+
+def _fan_in(p: Params) -> dict[str, Any]:
+    return {"generator": "fan_in", "workers": p.workers, "hosts": p.hosts}
+
+
+def mtbf(g: _Gen) -> None:
+    """Independent worker failures: every worker fails after an exponential time (``mtbf_s``),
+    as a crash (60 %), hang (20 %) or leave (20 %); a hung worker may fail again later."""
+    kinds = g.params.extra.get("kinds", {"crash": 0.6, "hang": 0.2, "leave": 0.2})
+    for worker in g.timeline.topology.workers():
+        g.env.process(_failures(g, worker, g.params.mtbf_s, kinds))
+
+
+def hosts(g: _Gen) -> None:
+    """Correlated host failures: each host crashes after an exponential time (``host_mtbf_s``);
+    a crash takes its rack neighbour with it within 2 s with probability 0.5."""
+    names = g.timeline.topology.hosts()
+    for host in names:
+        g.env.process(_host_failures(g, host, g.params.host_mtbf_s, names, 0.5))
+
+
+def _load(g: _Gen, level: list[float]) -> Iterator:
+    """A bursty request rate: quiet periods, then bursts of 2-6x, exponential dwell times."""
+    while True:
+        level[0] = 1.0 if level[0] > 1.0 else g.rng.uniform(2.0, 6.0)
+        yield g.env.timeout(g.rng.expovariate(1.0 / (4.0 if level[0] > 1.0 else 6.0)))
+
+
+def _scaler(g: _Gen, level: list[float], per_worker: float, cooldown: float) -> Iterator:
+    """Keep enough workers for the load: join when it rises, leave when it falls."""
+    added: list[str] = []
+    while True:
+        yield g.env.timeout(cooldown)
+        running = set(g.running())
+        base = len(running - {"leader"} - set(added))
+        target = max(0, math.ceil(level[0] * g.params.workers / per_worker) - base)
+        live = [w for w in added if w in running]
+        if len(live) < target:
+            worker = _join_one(g)
+            if worker:
+                added.append(worker)
+        elif len(live) > target and live:
+            g.propose(do="leave", target=live[-1])
+
+
+def autoscale(g: _Gen) -> None:
+    """Autoscaling driven by a bursty request rate: joins when load rises, leaves when it falls."""
+    level = [1.0]
+    g.env.process(_load(g, level))
+    g.env.process(_scaler(g, level, per_worker=2.0, cooldown=1.5))
+    if g.params.extra.get("failures"):  # the leader (the router) is kept reliable
+        for worker in g.timeline.topology.workers():
+            if worker != "leader":
+                g.env.process(_failures(g, worker, g.params.mtbf_s, {"crash": 1.0}))
+
+
+def _waves(g: _Gen, mean_gap: float, fraction: float, spread: float, downtime: float):
+    """Preemption waves: many leaves within ``spread`` seconds, rejoins after ``downtime``."""
+    while True:
+        yield g.env.timeout(g.rng.expovariate(1.0 / mean_gap))
+        victims = [w for w in g.running(exclude=("leader",))]
+        g.rng.shuffle(victims)
+        victims = victims[: max(1, round(len(victims) * fraction))]
+        gone = []
+        for worker in victims:
+            yield g.env.timeout(g.rng.uniform(0.0, spread / max(1, len(victims))))
+            host = (
+                g.timeline.topology.host_of(worker)
+                if g.timeline.topology.has_worker(worker)
+                else None
+            )
+            if g.propose(do="leave", target=worker):
+                gone.append((worker, host))
+        yield g.env.timeout(downtime)
+        for worker, host in gone:
+            _join_one(g, name=worker, host=host)
+            yield g.env.timeout(g.rng.uniform(0.0, 0.5))
+
+
+def spot(g: _Gen) -> None:
+    """Spot preemption: waves take most workers within seconds; they rejoin under the same
+    names (and world names) after a short downtime."""
+    g.env.process(_waves(g, mean_gap=8.0, fraction=0.6, spread=2.0, downtime=3.0))
+
+
+SWARM_KINDS = ("crash", "hang", "leave", "slow", "crash_host", "join", "add_world", "remove_world")
+
+
+def _poisson(g: _Gen, rate: float, act: Callable[[], None]) -> Iterator:
+    while True:
+        yield g.env.timeout(g.rng.expovariate(rate))
+        act()
+
+
+def swarm(g: _Gen) -> None:
+    """Swarm testing: each seed enables a random subset of event kinds, each at its own rate."""
+    enabled = [k for k in SWARM_KINDS if g.rng.random() < 0.5] or [g.rng.choice(SWARM_KINDS)]
+    added = [0]
+
+    def pick(exclude: tuple[str, ...] = ()) -> str | None:
+        live = g.running(exclude)
+        return g.rng.choice(live) if live else None
+
+    def act(kind: str) -> Callable[[], None]:
+        def run() -> None:
+            if kind in ("crash", "leave"):
+                target = pick(("leader",)) if g.rng.random() < 0.9 else pick()
+                if target:
+                    g.propose(do=kind, target=target)
+            elif kind == "hang":
+                target = pick()
+                if target:
+                    g.propose(do="hang", target=target, for_s=round(g.rng.uniform(0.5, 8.0), 3))
+            elif kind == "slow":
+                target = pick()
+                if target:
+                    delay = round(g.rng.uniform(10, 250), 1)
+                    for_s = round(g.rng.uniform(0.5, 5.0), 3)
+                    g.propose(do="slow", target=target, delay_ms=delay, for_s=for_s)
+            elif kind == "crash_host":
+                g.propose(do="crash_host", target=g.rng.choice(g.timeline.topology.hosts()))
+            elif kind == "join":
+                _join_one(g, host=g.rng.choice(g.timeline.topology.hosts()))
+            elif kind == "add_world":
+                live = g.running()
+                if len(live) >= 2:
+                    added[0] += 1
+                    members = g.rng.sample(live, 2)
+                    g.propose(do="add_world", world=f"x{added[0]}", members=members)
+            elif kind == "remove_world":
+                extra = [w for w in g.timeline.topology.worlds() if w.startswith("x")]
+                if extra:
+                    g.propose(do="remove_world", world=g.rng.choice(extra))
+
+        return run
+
+    for kind in enabled:
+        rate = g.rng.uniform(0.05, 0.5)
+        g.env.process(_poisson(g, rate, act(kind)))
+
+
+FAMILIES: dict[str, tuple[Callable[[_Gen], None], Params]] = {
+    "mtbf": (mtbf, Params()),
+    "hosts": (hosts, Params(workers=8, hosts=4)),
+    "autoscale": (autoscale, Params(workers=2, hosts=1, workload="request")),
+    "spot": (spot, Params(workers=6, hosts=2)),
+    "swarm": (swarm, Params(workers=5, hosts=2)),
+}
+
+
+def generate(family: str, seed: int, **overrides: Any) -> dict[str, Any]:
+    """Scenario data (a dict ready to dump as YAML) from ``family`` with ``seed``.
+
+    ``overrides`` replace the family's default ``Params`` (``workers``, ``duration_s``,
+    ``mtbf_s`` ...); unknown keys go to ``Params.extra``.
+    """
+    if family not in FAMILIES:
+        raise KeyError(f"unknown family {family!r} (families: {', '.join(FAMILIES)})")
+    build, defaults = FAMILIES[family]
+    known = {k: v for k, v in overrides.items() if k in Params.__dataclass_fields__}
+    extra = {k: v for k, v in overrides.items() if k not in Params.__dataclass_fields__}
+    params = Params(**{**defaults.__dict__, **known, "extra": {**defaults.extra, **extra}})
+    g = _Gen(family, seed, params, _fan_in(params))
+    build(g)
+    g.env.run(until=params.duration_s)
+    return g.scenario_data()

@@ -1,0 +1,176 @@
+"""pytest plugin: scenario files are test items (``pytest scenarios/``).
+
+Registered through the ``pytest11`` entry point. Every YAML file with a top-level
+``mwsim:`` key becomes one item per mode (``sim``, ``real``; ``both`` runs the two and
+checks conformance). A real item whose runtime cannot run here is skipped with the
+reason, never passed. A failing item shows the verdict table and where the history,
+timeline and trace are.
+
+Options: ``--mwsim-mode`` (comma-separated, default ``sim,real``), ``--mwsim-runtime``,
+``--mwsim-backend``, ``--mwsim-out``. Markers: ``sim``, ``real``, ``gpu`` (nccl),
+``slow`` (real runs of scenarios longer than 10 s).
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SLOW_S = 10.0
+MARKERS = {
+    "sim": "a scenario run on the simpy model",
+    "real": "a scenario run on real processes with the real runtime",
+    "gpu": "needs CUDA devices (backend nccl)",
+    "slow": f"a real run of a scenario longer than {SLOW_S:g} s",
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("mwsim", "mwsim scenario runs")
+    group.addoption(
+        "--mwsim-mode",
+        default="sim,real",
+        help="modes to run each scenario file in: sim, real, both (comma-separated)",
+    )
+    group.addoption("--mwsim-runtime", default=None, help="system under test for real runs")
+    group.addoption("--mwsim-backend", default=None, choices=["gloo", "nccl"])
+    group.addoption("--mwsim-out", default=None, help="where histories and reports go")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, text in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {text}")
+
+
+def _modes(config: pytest.Config) -> list[str]:
+    modes = [m.strip() for m in str(config.getoption("--mwsim-mode")).split(",") if m.strip()]
+    bad = [m for m in modes if m not in ("sim", "real", "both")]
+    if bad:
+        raise pytest.UsageError(f"--mwsim-mode: unknown mode(s) {', '.join(bad)}")
+    return modes
+
+
+def _is_scenario(path: Path) -> bool:
+    if path.suffix not in (".yaml", ".yml"):
+        return False
+    try:
+        head = path.read_bytes()[:4096].decode("utf-8", errors="replace")
+    except OSError:
+        return False
+    return any(line.startswith("mwsim:") for line in head.splitlines())
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    if _is_scenario(file_path):
+        return ScenarioFile.from_parent(parent, path=file_path)
+    return None
+
+
+class ScenarioFile(pytest.File):
+    """A scenario file: one item per mode, or one failing item if the file is invalid."""
+
+    def collect(self):
+        from mwsim.problems import ProblemError
+        from mwsim.scenario import load_scenario
+
+        try:
+            scenario = load_scenario(self.path)
+        except ProblemError as exc:
+            yield InvalidScenario.from_parent(self, name="validate", problems=exc.problems)
+            return
+        for mode in _modes(self.config):
+            item = ScenarioItem.from_parent(self, name=f"{scenario.name}[{mode}]", mode=mode)
+            item.add_marker(mode if mode != "both" else "real")
+            if mode != "sim" and scenario.backend == "nccl":
+                item.add_marker("gpu")
+            if mode != "sim" and scenario.duration_s > SLOW_S:
+                item.add_marker("slow")
+            yield item
+
+
+class InvalidScenario(pytest.Item):
+    def __init__(self, *, problems: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.problems = problems
+
+    def runtest(self) -> None:
+        raise ScenarioInvalid(self.problems)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style=None) -> str:
+        return "\n".join(str(p) for p in self.problems)
+
+    def reportinfo(self):
+        return self.path, 0, f"validate {self.path.name}"
+
+
+class ScenarioInvalid(Exception):
+    pass
+
+
+class ScenarioFailed(Exception):
+    def __init__(self, outcome: Any) -> None:
+        super().__init__(outcome.verdict)
+        self.outcome = outcome
+
+
+class ScenarioItem(pytest.Item):
+    """Run one scenario in one mode and judge it."""
+
+    def __init__(self, *, mode: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.mode = mode
+
+    def _out_dir(self, name: str) -> Path:
+        chosen = self.config.getoption("--mwsim-out")
+        if chosen:
+            return Path(chosen) / name / self.mode
+        factory = getattr(self.config, "_tmp_path_factory", None)  # pytest's own tmp_path root
+        if factory is None:
+            return Path(tempfile.mkdtemp(prefix=f"mwsim-{name}-{self.mode}-"))
+        return factory.mktemp(f"mwsim-{name}-{self.mode}", numbered=True)
+
+    def runtest(self) -> None:
+        from mwsim import report
+        from mwsim.replay import Inconclusive
+        from mwsim.runs import run_scenario, with_overrides
+        from mwsim.scenario import load_scenario
+
+        scenario = with_overrides(
+            load_scenario(self.path),
+            self.config.getoption("--mwsim-runtime"),
+            self.config.getoption("--mwsim-backend"),
+        )
+        try:
+            outcome = run_scenario(scenario, mode=self.mode, out_dir=self._out_dir(scenario.name))
+        except Inconclusive as exc:
+            pytest.skip(f"the real run cannot happen here: {exc}")
+        report.write_artifacts(outcome)
+        self.user_properties.append(("mwsim_report", str(outcome.artifacts["report"])))
+        if outcome.verdict != "pass":
+            raise ScenarioFailed(outcome)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style=None) -> Any:
+        if isinstance(excinfo.value, ScenarioFailed):
+            from rich.console import Console
+
+            from mwsim import report
+
+            outcome = excinfo.value.outcome
+            console = Console(width=110, file=io.StringIO(), color_system=None)
+            console.print(report.verdict_table(outcome))
+            lines = [console.file.getvalue()]
+            for run in outcome.runs:
+                lines.append(f"{run.mode} history: {run.history_path}")
+                if run.logs is not None:
+                    lines.append(f"{run.mode} agent logs: {run.logs}")
+            for name, path in outcome.artifacts.items():
+                lines.append(f"{name}: {path}")
+            return "\n".join(lines)
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self):
+        return self.path, 0, f"{self.name}"

@@ -1,0 +1,403 @@
+"""A simpy model of a deployment: the History a correct MultiWorld run must produce.
+
+Scenario steps are simpy processes that act at their times; each detection a fault
+causes is a simpy process that sleeps until the instant the runtime's mechanism (a
+failing op, a lost store, the watchdog) would flag the world, sampled inside the window
+the model allows. Op streams are passive: the ops between two state changes of a world
+are produced in one go when the state changes, so neither ops nor heartbeats become
+simpy events, and thousands of workers over hours cost little.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import simpy
+
+from mwsim.history import Event, History, event
+from mwsim.internal.rng import seeded
+from mwsim.membership import Plan, Step, WorldLife, plan
+from mwsim.scenario import Scenario
+from mwsim.sim.model import RuntimeModel, detection_window, model_for
+
+#: Beyond this many predicted ops, ops are written as spans (``ops`` events).
+OP_EVENT_LIMIT = 250_000
+MIN_PERIOD_S = 0.001  # the fastest a runtime turns ops around (interval_ms: 0)
+
+
+@dataclass
+class _Stream:
+    """One op stream of a world: the member that records it, and from which peer."""
+
+    recorder: str
+    peer: str | None
+    offset: float  # within a round, after the round's start
+    seq: int = 0
+
+
+@dataclass
+class _World:
+    """A world life in the model: its op streams and whether they run."""
+
+    life: WorldLife
+    index: int
+    streams: list[_Stream]
+    period: float
+    formed: bool = False
+    ended: bool = False  # its ops stopped (a fault or a detection)
+    closed: bool = False  # the world is gone (its life in the plan ended)
+    next_op: float = 0.0
+    paused: set[str] = field(default_factory=set)
+    reported: set[str] = field(default_factory=set)
+
+    @property
+    def serving(self) -> bool:
+        return self.formed and not self.ended and not self.paused
+
+    def attrs(self) -> dict[str, Any]:
+        """How events name this world (``life`` only for a reused name)."""
+        if self.index:
+            return {"world": self.life.name, "life": self.index}
+        return {"world": self.life.name}
+
+
+class Simulation:
+    """One simulated run of a scenario; ``run()`` returns its History."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        *,
+        seed: int | None = None,
+        model: RuntimeModel | None = None,
+        detail: str = "auto",
+    ) -> None:
+        self.scenario = scenario
+        self.plan: Plan = plan(scenario)
+        self.model = model or model_for(scenario.runtime)
+        self.rng: random.Random = seeded(scenario.seed if seed is None else seed)
+        self.env = simpy.Environment()
+        self.kind = scenario.workload.kind
+        self.interval = scenario.workload.interval_ms / 1000
+        self.events: list[Event] = []
+        self.worlds: list[_World] = [self._world(life) for life in self.plan.worlds]
+        self.by_member: dict[str, list[_World]] = {}
+        self.by_origin: dict[int | None, list[_World]] = {}
+        for world in self.worlds:
+            for member in world.life.members:
+                self.by_member.setdefault(member, []).append(world)
+            self.by_origin.setdefault(world.life.origin_event, []).append(world)
+        self.alive: set[str] = set()
+        self.hung: dict[str, float | None] = {}
+        self.slow: dict[str, float] = {}
+        self.phase: dict[str, float] = {}  # each process's watchdog phase
+        self.died_at: dict[str, float] = {}
+        self.ready_at: dict[str, float] = {}  # when each worker's process is up
+        self.spans = detail == "spans" or (
+            detail == "auto" and self._ops_estimate() > OP_EVENT_LIMIT
+        )
+
+    # -- building ------------------------------------------------------------------------
+
+    def _world(self, life: WorldLife) -> _World:
+        members = life.members
+        index = self.plan.lives_of(life.name).index(life)
+        latency = self.model.op_latency_s
+        if self.kind == "allreduce":
+            streams = [_Stream(m, None, latency) for m in members]
+        else:
+            streams = [_Stream(members[0], p, latency * k) for k, p in enumerate(members[1:], 1)]
+        return _World(life, index, streams, max(self.interval, MIN_PERIOD_S))
+
+    def _ops_estimate(self) -> float:
+        total = 0.0
+        period = max(self.interval, MIN_PERIOD_S)
+        for life in self.plan.worlds:
+            end = min(life.end if life.end is not None else math.inf, self.scenario.duration_s)
+            total += max(0.0, end - life.start) / period * len(life.members)
+        return total
+
+    def _emit(self, t: float, kind: str, **attrs: Any) -> None:
+        self.events.append(event(round(t, 6), kind, **attrs))
+
+    # -- op streams ----------------------------------------------------------------------
+
+    def _flush(self, world: _World, until: float) -> None:
+        """Produce the ops a serving world completes before ``until``."""
+        if not world.serving or world.next_op >= until:
+            return
+        count = math.ceil((until - world.next_op) / world.period - 1e-9)
+        first = world.next_op
+        for stream in world.streams:
+            if self.spans:
+                last_t = first + (count - 1) * world.period + stream.offset
+                attrs = dict(world.attrs(), worker=stream.recorder)
+                if stream.peer is not None:
+                    attrs["peer"] = stream.peer
+                self._emit(
+                    last_t,
+                    "ops",
+                    **attrs,
+                    first=stream.seq,
+                    last=stream.seq + count - 1,
+                    t0=round(first + stream.offset, 6),
+                )
+            else:
+                for k in range(count):
+                    attrs = dict(world.attrs(), worker=stream.recorder, seq=stream.seq + k, ok=True)
+                    if stream.peer is not None:
+                        attrs["peer"] = stream.peer
+                    self._emit(first + k * world.period + stream.offset, "op", **attrs)
+            stream.seq += count
+        world.next_op = first + count * world.period
+
+    def _end(self, world: _World, t: float) -> None:
+        self._flush(world, t)
+        world.ended = True
+
+    def _close(self, world: _World, t: float) -> None:
+        self._end(world, t)
+        world.closed = True
+
+    def _set_period(self, world: _World, t: float) -> None:
+        self._flush(world, t)
+        delays = [self.slow.get(m, 0.0) for m in world.life.members]
+        world.period = max(self.interval, MIN_PERIOD_S, max(delays) + self.model.op_latency_s)
+
+    def _worlds_of(self, worker: str, t: float) -> list[_World]:
+        return [
+            w
+            for w in self.by_member.get(worker, [])
+            if w.life.start <= t and (w.life.end is None or t <= w.life.end) and not w.closed
+        ]
+
+    # -- detection -----------------------------------------------------------------------
+
+    def _watchdog_phase(self, worker: str) -> float:
+        if worker not in self.phase:
+            self.phase[worker] = self.rng.uniform(0.0, self.model.check_s)
+        return self.phase[worker]
+
+    def _sample(self, how: str, world: _World, t: float, survivor: str, blocked: bool) -> float:
+        """The instant a mechanism flags the world, for a fault at ``t``."""
+        m = self.model
+        if how.startswith("an op"):
+            if blocked:
+                return t + m.fail_s + m.poll_s
+            period = world.period
+            ahead = math.ceil(max(0.0, t - world.next_op) / period) * period
+            return max(t, world.next_op + ahead) + m.fail_s + m.poll_s
+        if how.startswith("the world's store"):
+            return t + self.rng.uniform(0.0, m.tick_s) + m.fail_s + m.poll_s
+        last_tick = t - self.rng.uniform(0.0, m.tick_s)
+        phase = self._watchdog_phase(survivor)
+        checks_before = math.floor((last_tick - phase) / m.check_s) + 1
+        first_check = phase + checks_before * m.check_s
+        return first_check + m.check_s + m.poll_s
+
+    def _detect(self, world: _World, faulty: str, fault: str, t: float, resume: float | None):
+        members = world.life.members
+        for survivor in members:
+            if survivor == faulty or survivor not in self.alive or survivor in self.hung:
+                continue
+            rank, bad = members.index(survivor), members.index(faulty)
+            lo, hi, how = detection_window(self.model, self.kind, self.interval, fault, rank, bad)
+            blocked = self.kind != "allreduce" and (rank == 0 or bad == 0)
+            at = self._sample(how, world, t, survivor, blocked)
+            optional = (
+                fault == "hang" and resume is not None and resume < t + hi - self.model.slack_s
+            )
+            if resume is not None and at >= resume:
+                continue  # the peer came back before the watchdog looked twice
+            self.env.process(
+                self._report(world, survivor, at, (t + lo, t + hi), how, optional, faulty)
+            )
+
+    def _report(self, world, survivor, at, window, how, optional, faulty):
+        yield self.env.timeout(max(0.0, at - self.env.now))
+        if survivor not in self.alive or survivor in world.reported:
+            return
+        if faulty in self.alive and faulty not in self.hung:
+            return  # a hang that ended: nothing silent any more
+        world.reported.add(survivor)
+        attrs = dict(world.attrs(), worker=survivor, reason=f"model: {how}")
+        attrs["window"] = [round(window[0], 6), round(window[1], 6)]
+        if optional:
+            attrs["optional"] = True
+        self._emit(at, "broken", **attrs)
+        self._end(world, at)
+
+    # -- steps ---------------------------------------------------------------------------
+
+    def _fault_record(self, step: Step) -> dict[str, Any]:
+        e = step.event
+        record: dict[str, Any] = {"do": e.do, "target": e.target}
+        if e.do == "crash_host":
+            record["workers"] = list(step.workers)
+        if e.do == "slow":
+            record["delay_ms"] = e.delay_ms
+        if e.do in ("hang", "slow"):
+            record["for_s"] = e.for_s
+        return record
+
+    def _kill(self, worker: str, t: float, fault: str, code: int) -> None:
+        self.alive.discard(worker)
+        self.hung.pop(worker, None)
+        self.died_at[worker] = t
+        for world in self._worlds_of(worker, t):
+            formed = world.formed
+            self._close(world, t)
+            if formed:  # a world that never formed has nobody waiting on it
+                self._detect(world, worker, fault, t, None)
+        gone = t + (self.model.kill_s if code else self.model.leave_s)
+        self._emit(gone, "exit", worker=worker, code=code, expected=True)
+
+    def _step(self, step: Step):
+        e = step.event
+        yield self.env.timeout(e.at)
+        t = self.env.now
+        if e.do in ("crash", "crash_host", "hang", "leave", "slow"):
+            self._emit(t, "fault", **self._fault_record(step), confirmed=True)
+        if e.do in ("crash", "crash_host"):
+            for worker in step.workers:
+                self._kill(worker, t, e.do, -9)
+        elif e.do == "leave":
+            for world in self._worlds_of(e.target, t):
+                self._emit(t + self.model.leave_s / 2, "left", **world.attrs(), worker=e.target)
+            self._kill(e.target, t, "leave", 0)
+        elif e.do == "hang":
+            resume = t + e.for_s if e.for_s is not None else None
+            self.hung[e.target] = resume
+            for world in self._worlds_of(e.target, t):
+                self._flush(world, t)
+                world.paused.add(e.target)
+                if world.formed:
+                    self._detect(world, e.target, "hang", t, resume)
+            if resume is not None:
+                self.env.process(self._resume(e.target, resume))
+        elif e.do == "slow":
+            self.slow[e.target] = e.delay_ms / 1000
+            for world in self._worlds_of(e.target, t):
+                self._set_period(world, t)
+            if e.for_s is not None:
+                self.env.process(self._heal(e.target, t + e.for_s))
+        elif e.do == "join":
+            self._emit(t, "scale", do="join", worker=e.worker, worlds=sorted(e.worlds))
+            self.ready_at[e.worker] = t + self.model.spawn_s
+            self.env.process(self._join(step, t))
+        elif e.do == "add_world":
+            self._emit(t, "scale", do="add_world", world=e.world, members=list(e.members))
+            for world in self._lives_of(step):
+                self.env.process(self._form(world, t))
+        elif e.do == "remove_world":
+            self._emit(t, "scale", do="remove_world", world=e.world)
+            for world in self.by_member.get(step.workers[0], []):
+                if world.life.end_event == step.index:
+                    self._close(world, t)
+                    for member in world.life.members:
+                        left = t + self.interval + self.model.op_latency_s
+                        self._emit(left, "left", **world.attrs(), worker=member)
+
+    def _lives_of(self, step: Step) -> list[_World]:
+        return self.by_origin.get(step.index, [])
+
+    def _resume(self, worker: str, at: float):
+        yield self.env.timeout(at - self.env.now)
+        if self.hung.get(worker, -1.0) != at:
+            return  # it died meanwhile
+        del self.hung[worker]  # also when it was still starting up: SIGCONT reaches it anyway
+        self._emit(at, "resumed", do="hang", target=worker, confirmed=True)
+        for world in self._worlds_of(worker, at):
+            world.paused.discard(worker)
+            if world.serving:
+                world.next_op = at
+
+    def _heal(self, worker: str, at: float):
+        yield self.env.timeout(at - self.env.now)
+        if worker not in self.alive:
+            return
+        self.slow.pop(worker, None)
+        self._emit(at, "resumed", do="slow", target=worker, confirmed=True)
+        for world in self._worlds_of(worker, at):
+            self._set_period(world, at)
+
+    def _join(self, step: Step, t: float):
+        yield self.env.timeout(self.model.spawn_s)
+        if self.died_at.get(step.event.worker, -1.0) >= t:
+            return  # it was told to go before it was even up
+        self.alive.add(step.event.worker)
+        for world in self._lives_of(step):
+            self.env.process(self._form(world, self.env.now))
+
+    def _form(self, world: _World, asked: float):
+        """Form a world once every member's process is up (commands wait for them)."""
+        members = world.life.members
+        up = max(self.ready_at.get(m, 0.0) for m in members)
+        at = max(asked, up) + self.model.init_s
+        yield self.env.timeout(max(0.0, at - self.env.now))
+        while any(m in self.hung for m in members):  # a stopped process cannot do its part
+            back = [self.hung[m] for m in members if m in self.hung]
+            if None in back:
+                return
+            at = max(max(back), self.env.now) + self.model.init_s  # type: ignore[type-var]
+            yield self.env.timeout(at - self.env.now)
+        if world.closed or any(m not in self.alive for m in members):
+            return
+        for member in members:
+            self._emit(at, "joined", **world.attrs(), worker=member)
+        world.formed = True
+        world.next_op = at
+        self._set_period(world, at)
+
+    # -- run -----------------------------------------------------------------------------
+
+    def run(self) -> History:
+        s, m = self.scenario, self.model
+        self._emit(
+            -(m.spawn_s + m.init_s),
+            "run",
+            scenario=s.name,
+            mode="sim",
+            runtime=s.runtime,
+            backend=s.backend,
+            seed=s.seed,
+        )
+        self.alive = set(self.plan.initial.workers())
+        for world in self.worlds:
+            if world.life.origin == "initial":
+                for member in world.life.members:
+                    self._emit(-m.init_s, "joined", **world.attrs(), worker=member)
+                world.formed, world.next_op = True, 0.0
+        for step in self.plan.steps:
+            self.env.process(self._step(step))
+        self.env.run(until=s.duration_s)
+        end = s.duration_s
+        for world in self.worlds:
+            self._end(world, end)
+        self._emit(end, "phase", name="stop")
+        for worker in sorted(self.alive):
+            code = -9 if worker in self.hung else 0
+            self._emit(end + m.leave_s, "exit", worker=worker, code=code, expected=True)
+        self._emit(
+            end + 2 * m.leave_s, "hygiene", ok=True, detail="simulated: no process to leave behind"
+        )
+        return History(self.events)
+
+
+def simulate(
+    scenario: Scenario,
+    *,
+    seed: int | None = None,
+    model: RuntimeModel | None = None,
+    detail: str = "auto",
+) -> History:
+    """Predict the History of ``scenario`` on a correct runtime.
+
+    ``seed`` (default: the scenario's) fixes every random choice, so the same scenario and
+    seed give a byte-identical history. ``detail`` is ``ops`` (one event per op),
+    ``spans`` (``ops`` events covering runs of ops) or ``auto`` (spans for big runs).
+    """
+    return Simulation(scenario, seed=seed, model=model, detail=detail).run()

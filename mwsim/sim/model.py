@@ -1,0 +1,101 @@
+"""Timing parameters of a runtime, in one place: what the simulator predicts and the
+checkers' default bounds come from.
+
+``MODELS["multiworld"]`` holds values measured on a 2-core gloo machine with ``mwsim
+calibrate`` (see the README's model table); ``calibrate`` refits them from real runs and
+``RuntimeModel.load`` reads a fitted file. The model describes a *correct* MultiWorld:
+every runtime under test is judged against it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RuntimeModel:
+    """How long things take in a runtime (seconds)."""
+
+    op_latency_s: float = 0.0005  # a tensor from send to receipt
+    fail_s: float = 0.01  # an op on a closed connection raising
+    kill_s: float = 0.02  # SIGKILL to the process being gone
+    init_s: float = 0.01  # live processes forming a new world
+    spawn_s: float = 0.1  # a joining worker's process up (forked from the warm zygote)
+    leave_s: float = 0.03  # a leaving worker's exit after the command
+    tick_s: float = 0.3  # watchdog tick into each world's store
+    check_every: int = 10  # ticks per liveness check
+    poll_s: float = 0.02  # the agent's broken-world poll
+    slack_s: float = 0.75  # added to each predicted window's upper end (loaded machines)
+    progress_window_s: float = 2.0  # default: a healthy world completes an op this often
+    join_bound_s: float = 3.0  # default: a joining worker's world serves its first op by then
+    add_world_bound_s: float = 2.0  # default: an added world serves its first op by then
+    source: str = "defaults measured with mwsim calibrate (gloo, 2 cores)"
+
+    @property
+    def check_s(self) -> float:
+        """Time between two liveness checks of the watchdog."""
+        return self.tick_s * self.check_every
+
+    def watchdog_window(self) -> tuple[float, float]:
+        """Delay after a peer goes silent until the watchdog flags it: [lo, hi]."""
+        return self.check_s - self.tick_s, 2 * self.check_s + self.tick_s + self.slack_s
+
+    def store_window(self) -> tuple[float, float]:
+        """Delay after a world's store host dies until a member's next tick fails."""
+        return 0.0, self.tick_s + self.fail_s + self.slack_s
+
+    def op_window(self, interval_s: float) -> tuple[float, float]:
+        """Delay until the next op on a broken connection raises."""
+        return 0.0, 2 * interval_s + self.fail_s + self.poll_s + self.slack_s
+
+    def dump(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> RuntimeModel:
+        data = json.loads(Path(path).read_text())
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"{path}: unknown model parameters: {', '.join(sorted(unknown))}")
+        return replace(cls(), **data)
+
+
+MODELS: dict[str, RuntimeModel] = {"multiworld": RuntimeModel()}
+
+
+def model_for(runtime: str) -> RuntimeModel:
+    """The model a runtime is judged against: its own if it has one, else MultiWorld's."""
+    return MODELS.get(runtime, MODELS["multiworld"])
+
+
+def talks(workload: str, rank_a: int, rank_b: int) -> bool:
+    """Do two ranks exchange data directly in this workload (so a dead peer fails an op)?"""
+    return workload == "allreduce" or 0 in (rank_a, rank_b)
+
+
+def detection_window(
+    model: RuntimeModel,
+    workload: str,
+    interval_s: float,
+    fault: str,
+    survivor_rank: int,
+    faulty_rank: int,
+) -> tuple[float, float, str]:
+    """When a survivor must see a faulty member, relative to the fault: (lo, hi, how).
+
+    A dead peer fails the next op that touches it; a dead rank 0 takes the world's store
+    with it, failing the next watchdog tick; anything silent is left to the watchdog.
+    """
+    options: list[tuple[float, float, str]] = []
+    if fault != "hang":
+        if talks(workload, survivor_rank, faulty_rank):
+            options.append((*model.op_window(interval_s), "an op on the broken connection"))
+        if faulty_rank == 0:
+            options.append((*model.store_window(), "the world's store went away"))
+    options.append((*model.watchdog_window(), "the watchdog saw no ticks"))
+    lo = min(o[0] for o in options)
+    best = min(options, key=lambda o: o[1])
+    return lo, best[1], best[2]

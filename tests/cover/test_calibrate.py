@@ -1,0 +1,34 @@
+"""Calibration's fitting, on simulated histories whose true parameters are known."""
+
+import pytest
+
+from mwsim.calibrate import MICRO, _samples
+from mwsim.sim import RuntimeModel, simulate
+from mwsim.testing import scenario
+
+TRUE = RuntimeModel(fail_s=0.011, kill_s=0.022, leave_s=0.033, init_s=0.044, spawn_s=1.55)
+
+
+@pytest.mark.parametrize(
+    ("micro", "key", "value"),
+    [
+        ("crash", "kill_s", TRUE.kill_s),
+        ("leave", "leave_s", TRUE.leave_s),
+        ("add_world", "init_s", TRUE.init_s),
+        ("join", "spawn_s", TRUE.spawn_s),
+    ],
+)
+def test_fit_recovers_the_parameter_a_history_was_made_with(micro, key, value):
+    history = simulate(scenario(MICRO[micro], name=micro), model=TRUE)
+    assert _samples(history, micro, TRUE)[key] == pytest.approx(value, abs=1e-3)
+
+
+def test_crash_fit_gives_the_failure_latency():
+    history = simulate(scenario(MICRO["crash"], name="crash"), model=TRUE)
+    assert _samples(history, "crash", TRUE)["fail_s"] == pytest.approx(TRUE.fail_s, abs=1e-3)
+
+
+def test_hang_sample_lies_in_the_watchdog_window():
+    history = simulate(scenario(MICRO["hang"], name="hang"), model=TRUE)
+    lo, hi = TRUE.watchdog_window()
+    assert lo <= _samples(history, "hang", TRUE)["watchdog"] <= hi

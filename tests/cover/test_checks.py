@@ -1,0 +1,296 @@
+"""Each property on synthetic histories, both ways: a planted violation is flagged with
+the right evidence, the clean history passes, and an unconfirmed fault never passes."""
+
+import pytest
+
+from mwsim.checks import check, check_conformance, expected_violations, judge
+from mwsim.history import History, event
+from mwsim.sim import RuntimeModel, simulate
+from mwsim.testing import scenario
+
+OP_HI = RuntimeModel().op_window(0.02)[1]  # a crashed peer's window at a 20 ms interval
+CRASH = scenario(
+    """
+    name: crash
+    topology: {generator: fan_in, workers: 3}
+    duration_s: 8
+    events: [{at: 3.0, do: crash, target: w2}]
+    """
+)
+JOIN = scenario(
+    """
+    name: join
+    topology: {generator: fan_in, workers: 2}
+    duration_s: 12
+    events:
+      - {at: 1.0, do: join, worker: w3, worlds: {world3: [leader, w3]}}
+      - {at: 2.0, do: add_world, world: x, members: [w1, w2]}
+    """
+)
+HANG = scenario(
+    """
+    name: hang
+    topology: {generator: fan_in, workers: 2}
+    duration_s: 12
+    events: [{at: 2.0, do: hang, target: w1, for_s: 8.0}]
+    """
+)
+
+
+def verdicts(history, s):
+    return {v.name: v for v in check(history, s)}
+
+
+def edit(history, keep=lambda e: True, change=lambda e: e):
+    return History([change(e) for e in history if keep(e)])
+
+
+def with_attrs(e, **attrs):
+    return event(e.t, e.kind, **{**e.attrs, **attrs})
+
+
+@pytest.mark.parametrize("s", [CRASH, JOIN, HANG], ids=lambda s: s.name)
+def test_clean_histories_pass_everything(s):
+    result = verdicts(simulate(s), s)
+    assert {v.verdict for v in result.values()} == {"pass"}, result
+
+
+# -- progress -----------------------------------------------------------------------------
+
+
+def test_progress_flags_a_stall_of_a_healthy_world():
+    h = edit(
+        simulate(CRASH),
+        keep=lambda e: not (e.kind == "op" and e["world"] == "world1" and 4 < e.t < 6.5),
+    )
+    v = verdicts(h, CRASH)["progress"]
+    assert v.verdict == "fail" and v.world == "world1"
+    assert "world1: no op from 3.98 s to 6.50 s while healthy (window 2 s)" in v.detail
+
+
+def test_progress_does_not_ask_a_broken_world_to_progress():
+    h = simulate(CRASH)
+    assert not [e for e in h.of_kind("op") if e["world"] == "world2" and e.t > 3.1]
+    assert verdicts(h, CRASH)["progress"].verdict == "pass"
+
+
+def test_progress_window_comes_from_expect():
+    s = CRASH.model_copy(
+        update={"expect": CRASH.expect.model_copy(update={"progress_window_s": 3.0})}
+    )
+    h = edit(
+        simulate(s),
+        keep=lambda e: not (e.kind == "op" and e["world"] == "world1" and 4 < e.t < 6.5),
+    )
+    assert verdicts(h, s)["progress"].verdict == "pass"
+
+
+# -- detection ----------------------------------------------------------------------------
+
+
+def test_detection_flags_a_missing_report():
+    h = edit(simulate(CRASH), keep=lambda e: e.kind != "broken")
+    v = verdicts(h, CRASH)["detection"]
+    assert v.verdict == "fail" and v.world == "world2"
+    assert (
+        "leader did not report it broken within" in v.detail
+        and "crash of w2 at 3.00 s; it never did" in v.detail
+    )
+
+
+def test_detection_flags_a_late_report():
+    def late(e):
+        return event(9.5, "broken", **e.attrs) if e.kind == "broken" else e
+
+    h = edit(simulate(CRASH), change=late)
+    assert "reported it at 9.50 s" in verdicts(h, CRASH)["detection"].detail
+
+
+def test_hang_must_be_seen_within_the_watchdog_bound():
+    h = simulate(HANG)
+    assert verdicts(h, HANG)["detection"].verdict == "pass"
+    h = edit(h, keep=lambda e: e.kind != "broken")
+    v = verdicts(h, HANG)["detection"]
+    assert v.verdict == "fail" and "hang of w1 at 2.00 s" in v.detail
+
+
+def test_a_short_hang_need_not_be_seen():
+    short = scenario(
+        """
+        topology: {generator: fan_in, workers: 2}
+        duration_s: 10
+        events: [{at: 2.0, do: hang, target: w1, for_s: 1.5}]
+        """
+    )
+    assert verdicts(simulate(short), short)["detection"].verdict == "pass"
+
+
+# -- no_false_alarm -----------------------------------------------------------------------
+
+
+def test_false_alarm_is_flagged():
+    h = simulate(CRASH)
+    h = History([*h, event(2.5, "broken", world="world1", worker="leader", reason="planted")])
+    v = verdicts(h, CRASH)["no_false_alarm"]
+    assert v.verdict == "fail" and v.world == "world1"
+    assert "world1: leader reported it broken at 2.50 s while no member was faulty" in v.detail
+
+
+def test_a_report_before_the_fault_is_a_false_alarm():
+    h = edit(
+        simulate(CRASH),
+        change=lambda e: event(2.0, "broken", **e.attrs) if e.kind == "broken" else e,
+    )
+    assert verdicts(h, CRASH)["no_false_alarm"].verdict == "fail"
+
+
+# -- integrity ----------------------------------------------------------------------------
+
+
+def test_wrong_data_is_flagged():
+    h = edit(
+        simulate(CRASH),
+        change=lambda e: (
+            with_attrs(e, ok=False)
+            if e.kind == "op" and e["world"] == "world3" and e["seq"] == 40
+            else e
+        ),
+    )
+    v = verdicts(h, CRASH)["integrity"]
+    assert (
+        v.verdict == "fail"
+        and "world3: op 40 at leader from w3 at 0.80 s carried wrong data" in v.detail
+    )
+
+
+def test_duplicate_is_flagged():
+    h = simulate(CRASH)
+    dup = next(e for e in h.of_kind("op") if e["world"] == "world1" and e["seq"] == 10)
+    h = History([*h, event(dup.t + 0.005, "op", **dup.attrs)])
+    assert "duplicate or out of order" in verdicts(h, CRASH)["integrity"].detail
+
+
+def test_a_gap_while_healthy_is_flagged_but_not_after_a_fault():
+    h = edit(
+        simulate(CRASH),
+        keep=lambda e: not (e.kind == "op" and e["world"] == "world1" and e["seq"] == 77),
+    )
+    assert "op(s) 77 lost while healthy" in verdicts(h, CRASH)["integrity"].detail
+    resumed = scenario(
+        """
+        topology: {generator: fan_in, workers: 2}
+        duration_s: 10
+        events: [{at: 2.0, do: hang, target: w1, for_s: 1.0}]
+        """
+    )
+    h = simulate(resumed)
+    renumbered = edit(
+        h,
+        change=lambda e: (
+            with_attrs(e, seq=e["seq"] + 5)
+            if e.kind == "op" and e["world"] == "world1" and e.t > 3.0
+            else e
+        ),
+    )
+    assert verdicts(renumbered, resumed)["integrity"].verdict == "pass"
+
+
+# -- scale_out ----------------------------------------------------------------------------
+
+
+def test_slow_first_op_of_a_joined_world_is_flagged():
+    h = edit(
+        simulate(JOIN), keep=lambda e: not (e.kind == "op" and e["world"] == "world3" and e.t < 4.5)
+    )
+    v = verdicts(h, JOIN)["scale_out"]
+    assert v.verdict == "fail" and v.world == "world3"
+    assert "no op within 3 s of the join at 1.00 s (the first at 4.5" in v.detail
+
+
+def test_added_world_that_never_serves_is_flagged():
+    h = edit(simulate(JOIN), keep=lambda e: not (e.kind == "op" and e["world"] == "x"))
+    assert (
+        "x: no op within 2 s of the add_world at 2.00 s (none at all)"
+        in verdicts(h, JOIN)["scale_out"].detail
+    )
+
+
+# -- hygiene ------------------------------------------------------------------------------
+
+
+def test_hygiene_fail_and_missing():
+    h = edit(
+        simulate(CRASH),
+        change=lambda e: (
+            with_attrs(e, ok=False, detail="process groups still alive: 4242")
+            if e.kind == "hygiene"
+            else e
+        ),
+    )
+    v = verdicts(h, CRASH)["hygiene"]
+    assert v.verdict == "fail" and "4242" in v.detail
+    h = edit(simulate(CRASH), keep=lambda e: e.kind != "hygiene")
+    assert verdicts(h, CRASH)["hygiene"].verdict == "unknown"
+
+
+# -- unconfirmed faults -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["unconfirmed", "missing"])
+def test_unconfirmed_fault_never_passes(how):
+    if how == "unconfirmed":
+        h = edit(
+            simulate(CRASH),
+            change=lambda e: with_attrs(e, confirmed=False) if e.kind == "fault" else e,
+        )
+    else:
+        h = edit(simulate(CRASH), keep=lambda e: e.kind != "fault")
+    result = verdicts(h, CRASH)
+    assert "pass" not in {v.verdict for v in result.values()}
+    assert "crash of w2 at 3.00 s was not confirmed" in result["detection"].detail
+    overall, _ = judge(list(result.values()), set())
+    assert overall == "unknown"
+
+
+# -- conformance --------------------------------------------------------------------------
+
+
+def test_conformance_passes_on_itself_and_flags_differences():
+    predicted = simulate(CRASH, seed=1)
+    assert check_conformance(simulate(CRASH, seed=2), predicted, CRASH).verdict == "pass"
+    late = edit(
+        predicted, change=lambda e: event(5.0, "broken", **e.attrs) if e.kind == "broken" else e
+    )
+    v = check_conformance(late, predicted, CRASH)
+    assert (
+        v.verdict == "fail"
+        and f"reported it broken at 5.00 s, outside the predicted [3.00, {3.0 + OP_HI:.2f}] s"
+        in v.detail
+    )
+    missing = edit(predicted, keep=lambda e: e.kind != "broken")
+    assert (
+        "was predicted to report it broken" in check_conformance(missing, predicted, CRASH).detail
+    )
+    extra = History([*predicted, event(4.0, "broken", world="world1", worker="w1", reason="x")])
+    assert "the model predicts no report" in check_conformance(extra, predicted, CRASH).detail
+
+
+# -- expected violations ------------------------------------------------------------------
+
+
+def test_negative_control_passes_only_with_exactly_its_violations():
+    s = CRASH.model_copy(update={"expect": replace_expect(CRASH, ["detection"])})
+    missing = edit(simulate(s), keep=lambda e: e.kind != "broken")
+    overall, marked = judge(check(missing, s), expected_violations(s, "real"))
+    assert overall == "pass" and [v.name for v in marked if v.expected] == ["detection"]
+    overall, marked = judge(check(simulate(s), s), expected_violations(s, "real"))
+    assert overall == "fail"
+    assert (
+        "expected to be violated, but it held"
+        in next(v for v in marked if v.name == "detection").detail
+    )
+    assert expected_violations(s, "sim") == set()
+
+
+def replace_expect(s, violations):
+    return s.expect.model_copy(update={"violations": violations})

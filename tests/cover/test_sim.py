@@ -1,0 +1,150 @@
+"""The simpy model: blast radius, detection windows, determinism, big deployments."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mwsim import load_scenario, plan
+from mwsim.checks import check, expected_violations, judge
+from mwsim.generate import FAMILIES, generate
+from mwsim.scenario import parse_scenario
+from mwsim.sim import RuntimeModel, simulate
+from mwsim.testing import scenario
+
+LIBRARY = sorted(Path(__file__).parents[2].joinpath("scenarios").rglob("*.yaml"))
+BREAKING = ("crash", "leave", "crash_host", "hang")
+
+
+def blast_radius_with_survivors(s) -> set[str]:
+    """Worlds the topology says the scenario's faults break, that have someone left to tell."""
+    out = set()
+    for step in plan(s).steps:
+        if step.event.do in BREAKING:
+            for world in step.worlds:
+                members = next(life.members for life in plan(s).lives_of(world))
+                if set(members) - set(step.workers):
+                    out.add(world)
+    return out
+
+
+@pytest.mark.parametrize("path", LIBRARY, ids=[p.stem for p in LIBRARY])
+def test_predicted_broken_worlds_are_the_blast_radius(path):
+    s = load_scenario(path)
+    history = simulate(s)
+    predicted = {e["world"] for e in history.of_kind("broken")}
+    assert predicted == blast_radius_with_survivors(s)
+
+
+@pytest.mark.parametrize("path", LIBRARY, ids=[p.stem for p in LIBRARY])
+def test_simulated_library_satisfies_every_property(path):
+    s = load_scenario(path)
+    overall, verdicts = judge(check(simulate(s), s), expected_violations(s, "sim"))
+    assert overall == "pass", [(v.name, v.detail) for v in verdicts if v.verdict != "pass"]
+
+
+HANG = """
+topology: {generator: fan_in, workers: 2}
+duration_s: 20
+events: [{at: 2.0, do: hang, target: w1}]
+"""
+
+
+@pytest.mark.parametrize(("tick", "every"), [(0.3, 10), (0.1, 5), (1.0, 3)])
+def test_hang_detection_window_follows_the_watchdog_periods(tick, every):
+    model = RuntimeModel(tick_s=tick, check_every=every)
+    s = scenario(HANG)
+    seen = []
+    for seed in range(20):
+        (report,) = simulate(s, seed=seed, model=model).of_kind("broken")
+        lo, hi = report["window"]
+        check_s = tick * every
+        assert lo == pytest.approx(2.0 + check_s - tick)
+        assert hi == pytest.approx(2.0 + 2 * check_s + tick + model.slack_s)
+        assert lo <= report.t <= hi
+        seen.append(report.t - 2.0)
+    assert min(seen) < 1.5 * tick * every < max(seen)  # the phase of each watchdog varies
+
+
+def test_a_hang_shorter_than_the_watchdog_is_not_detected():
+    s = scenario(HANG.replace("target: w1}", "target: w1, for_s: 1.0}"))
+    history = simulate(s)
+    assert not history.of_kind("broken")
+    world1 = [e.t for e in history.of_kind("op") if e["world"] == "world1"]
+    assert any(3.0 < t < 3.1 for t in world1)  # ops resume after the hang
+
+
+def test_crash_is_seen_at_the_next_op_and_store_loss_within_a_tick():
+    s = scenario(
+        """
+        topology: {generator: fan_in, workers: 2}
+        workload: {interval_ms: 50}
+        duration_s: 5
+        events: [{at: 1.01, do: crash, target: w1}, {at: 2.0, do: crash, target: leader}]
+        """
+    )
+    model = RuntimeModel()
+    reports = {e["world"]: e for e in simulate(s, model=model).of_kind("broken")}
+    assert reports["world1"]["worker"] == "leader"
+    assert reports["world1"].t - 1.01 <= model.fail_s + model.poll_s + 1e-6  # blocked in recv
+    assert reports["world2"]["worker"] == "w2"
+    assert reports["world2"].t - 2.0 <= model.tick_s + model.fail_s + model.poll_s
+
+
+def test_slow_worker_slows_its_world_without_breaking_it():
+    s = scenario(
+        """
+        topology: {generator: fan_in, workers: 2}
+        duration_s: 6
+        events: [{at: 1.0, do: slow, target: w1, delay_ms: 200, for_s: 3.0}]
+        """
+    )
+    history = simulate(s)
+    assert not history.of_kind("broken")
+    slow = [e for e in history.of_kind("op") if e["world"] == "world1" and 1.0 < e.t < 4.0]
+    fast = [e for e in history.of_kind("op") if e["world"] == "world2" and 1.0 < e.t < 4.0]
+    assert 12 <= len(slow) <= 16 and 140 <= len(fast) <= 160
+
+
+def test_join_takes_the_spawn_and_init_time():
+    s = load_scenario(LIBRARY[0].parent / "fanin-join.yaml")
+    model = RuntimeModel()
+    history = simulate(s, model=model)
+    joined = [e for e in history.of_kind("joined") if e["world"] == "world3"]
+    assert joined and all(e.t == pytest.approx(2.0 + model.spawn_s + model.init_s) for e in joined)
+
+
+@pytest.mark.parametrize("path", LIBRARY[:6], ids=[p.stem for p in LIBRARY[:6]])
+def test_same_seed_same_bytes(path):
+    s = load_scenario(path)
+    assert simulate(s, seed=11).to_jsonl() == simulate(s, seed=11).to_jsonl()
+
+
+def test_different_seeds_differ_where_chance_matters():
+    s = scenario(HANG)
+    assert simulate(s, seed=1).to_jsonl() != simulate(s, seed=2).to_jsonl()
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+@settings(max_examples=50, deadline=None)
+@given(seed=st.integers(0, 2**31))
+def test_every_family_generates_valid_scenarios_that_simulate_clean(family, seed):
+    data = generate(family, seed)
+    assert generate(family, seed) == data  # reproducible from the seed alone
+    s = parse_scenario(yaml.safe_dump(data, sort_keys=False), f"{family}-{seed}")
+    assert s.seed == seed and s.name == f"{family}-{seed}"
+    overall, verdicts = judge(check(simulate(s), s), set())
+    assert overall == "pass", [(v.name, v.detail) for v in verdicts if v.verdict != "pass"]
+
+
+def test_big_deployment_uses_spans_not_one_event_per_op():
+    data = generate("mtbf", 3, workers=512, hosts=8, duration_s=600.0, mtbf_s=1800.0)
+    s = parse_scenario(yaml.safe_dump(data, sort_keys=False))
+    history = simulate(s)
+    spans = history.of_kind("ops")
+    assert spans and not history.of_kind("op")
+    ops = sum(e["last"] - e["first"] + 1 for e in spans)
+    assert ops > 100 * len(history)  # far more ops than events
+    assert check(history, s)  # the checks read spans too

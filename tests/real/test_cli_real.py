@@ -1,0 +1,152 @@
+"""The command line on real processes: the demo, re-judging, interruption, negative control."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).parents[2]
+MWSIM = [sys.executable, "-m", "mwsim.cli"]
+
+LONG = """\
+mwsim: 1
+name: long
+topology: {generator: fan_in, workers: 3}
+duration_s: 60
+events: [{at: 30.0, do: crash, target: w1}]
+"""
+
+
+def wait_for(condition, timeout_s, what):
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def run_processes(proc: subprocess.Popen) -> tuple[list[psutil.Process], list[psutil.Process]]:
+    """The run's fork server(s) and the agents forked from it."""
+    try:
+        children = psutil.Process(proc.pid).children()
+        zygotes = [c for c in children if "mwsim.replay.zygote" in " ".join(c.cmdline())]
+        agents = [a for z in zygotes for a in z.children()]
+    except psutil.NoSuchProcess:
+        return [], []
+    return zygotes, agents
+
+
+def gone(pids):
+    def check():
+        for pid in pids:
+            try:
+                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                    return False
+            except psutil.NoSuchProcess:
+                pass
+        return True
+
+    return check
+
+
+def test_demo_run_in_both_modes_passes_and_check_agrees(tmp_path):
+    out, report = tmp_path / "out", tmp_path / "report.json"
+    scenario = ROOT / "scenarios" / "fanin-crash-one.yaml"
+    run = subprocess.run(
+        [*MWSIM, "run", str(scenario), "--out", str(out), "--json", str(report)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    data = json.loads(report.read_text())
+    assert data["mode"] == "both" and data["verdict"] == "pass"
+    assert {p["name"]: p["verdict"] for p in data["properties"]}["conformance"] == "pass"
+    assert data["broken_worlds"] == ["world2"]
+    assert [r["mode"] for r in data["runs"]] == ["sim", "real"]
+    assert Path(data["artifacts"]["timeline"]).stat().st_size > 10_000
+    real = next(r for r in data["runs"] if r["mode"] == "real")
+    again = tmp_path / "again.json"
+    check = subprocess.run(
+        [*MWSIM, "check", real["history"], "--scenario", str(scenario), "--json", str(again)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert json.loads(again.read_text())["properties"] == real["properties"]
+
+
+def test_ctrl_c_stops_the_run_and_leaves_nothing(tmp_path):
+    path = tmp_path / "long.yaml"
+    path.write_text(LONG)
+    proc = subprocess.Popen(
+        [*MWSIM, "run", str(path), "--real", "--out", str(tmp_path / "out")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for(lambda: len(run_processes(proc)[1]) == 4, 120, "four agents")
+        zygotes, agents = run_processes(proc)
+        pids = [p.pid for p in zygotes + agents]
+        history = tmp_path / "out" / "long" / "real" / "history.jsonl"
+        wait_for(lambda: history.exists() and '"op"' in history.read_text(), 120, "the workload")
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, output
+    assert "interrupted" in output
+    wait_for(gone(pids), 10, "agents to be gone")
+    lines = history.read_text().splitlines()
+    assert '"interrupted"' in lines[-2] and '"hygiene"' in lines[-1] and '"ok": true' in lines[-1]
+
+
+def test_agents_die_with_a_killed_controller(tmp_path):
+    path = tmp_path / "long.yaml"
+    path.write_text(LONG)
+    proc = subprocess.Popen(
+        [*MWSIM, "run", str(path), "--real", "--out", str(tmp_path / "out")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: len(run_processes(proc)[1]) == 4, 120, "four agents")
+        zygotes, agents = run_processes(proc)
+        pids = [p.pid for p in zygotes + agents]
+        proc.kill()
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    wait_for(gone(pids), 15, "agents to follow their controller")
+
+
+def test_negative_control_is_confirmed_for_real(tmp_path):
+    report = tmp_path / "r.json"
+    run = subprocess.run(
+        [
+            *MWSIM,
+            "run",
+            str(ROOT / "scenarios" / "fanin-leader-hang.yaml"),
+            "--out",
+            str(tmp_path / "out"),
+            "--json",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    verdicts = {p["name"]: p for p in json.loads(report.read_text())["properties"]}
+    assert verdicts["detection"]["verdict"] == "fail" and verdicts["detection"]["expected"]
+    assert verdicts["conformance"]["verdict"] == "fail" and verdicts["conformance"]["expected"]
+    assert all(
+        v["verdict"] == "pass" for k, v in verdicts.items() if k not in ("detection", "conformance")
+    )
