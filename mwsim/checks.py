@@ -10,7 +10,7 @@ facts that returns a ``Verdict`` with one line of evidence.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from mwsim.history import Event, History
@@ -32,9 +32,13 @@ class Verdict:
     detail: str
     world: str | None = None
     expected: bool = False  # a violation the scenario names in expect.violations
+    worlds: tuple[str, ...] = ()  # every world with a problem (``world`` is the first)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        out = {k: v for k, v in asdict(self).items() if v is not None and k != "worlds"}
+        if len(self.worlds) > 1:
+            out["worlds"] = list(self.worlds)
+        return out
 
 
 @dataclass(frozen=True)
@@ -270,7 +274,8 @@ def _summary(name: str, problems: list[tuple[str | None, str]], ok: str) -> Verd
         return Verdict(name, PASS, ok)
     world, detail = problems[0]
     more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-    return Verdict(name, FAIL, detail + more, world)
+    worlds = tuple(dict.fromkeys(w for w, _ in problems if w is not None))
+    return Verdict(name, FAIL, detail + more, world, worlds=worlds)
 
 
 # -- the properties -----------------------------------------------------------------------
@@ -312,16 +317,25 @@ def _gap(world: str, a: float, b: float, allowed: float) -> str:
     return f"{world}: no op from {_fmt(a)} to {_fmt(b)} while healthy (window {allowed:g} s)"
 
 
+def _free_at(f: Facts, worker: str, since: float) -> float | None:
+    """When ``worker`` can look at ``since``: then, or when its own hang ends (None: never)."""
+    for x in f.faults.values():
+        ev = x.step.event
+        if ev.do == "hang" and ev.target == worker and x.t <= since:
+            if x.end is None:
+                return None
+            if x.end > since:
+                return x.end
+    return since
+
+
 def _alive_until(f: Facts, worker: str, since: float) -> float:
     """When ``worker`` stopped being able to report, after ``since`` (its exit or a hang)."""
     times = [t for t, _ in f.died.get(worker, []) if since <= t < f.end]
     for x in f.faults.values():
         ev = x.step.event
-        if ev.do == "hang" and ev.target == worker:
-            if x.t >= since:
-                times.append(x.t)
-            elif x.end is None or x.end > since:
-                return since  # hung already
+        if ev.do == "hang" and ev.target == worker and x.t > since:
+            times.append(x.t)
     return min(times, default=float("inf"))
 
 
@@ -366,7 +380,10 @@ def _detection_needs(f: Facts) -> tuple[list[_Need], list[str]]:
             for survivor in life.members:
                 if survivor in fault.step.workers:
                     continue
-                deadline = fault.t + _bound(f, life, fault, survivor)
+                free = _free_at(f, survivor, fault.t)  # a hung survivor looks once back
+                if free is None:
+                    continue
+                deadline = free + _bound(f, life, fault, survivor)
                 if ev.do == "hang" and fault.end is not None and fault.end < deadline:
                     continue  # back before the bound: a report is allowed, not required
                 if _alive_until(f, survivor, fault.t) < deadline:
@@ -551,7 +568,7 @@ def check(history: History, scenario: Scenario, model: RuntimeModel | None = Non
     doubts = _unconfirmed(f)
     if doubts:
         verdicts = [
-            Verdict(v.name, UNKNOWN, doubts[0], v.world) if v.verdict == PASS else v
+            replace(v, verdict=UNKNOWN, detail=doubts[0]) if v.verdict == PASS else v
             for v in verdicts
         ]
     return verdicts
@@ -631,10 +648,7 @@ def expected_violations(scenario: Scenario, mode: str) -> set[str]:
 def judge(verdicts: list[Verdict], expected: set[str]) -> tuple[str, list[Verdict]]:
     """Overall verdict: pass only if exactly the expected properties are violated and nothing
     else is in doubt. Expected violations are marked on their verdicts."""
-    marked = [
-        Verdict(v.name, v.verdict, v.detail, v.world, v.name in expected and v.verdict == FAIL)
-        for v in verdicts
-    ]
+    marked = [replace(v, expected=v.name in expected and v.verdict == FAIL) for v in verdicts]
     judged = {v.name for v in marked}
     failed = {v.name for v in marked if v.verdict == FAIL}
     missing = (expected & judged) - failed
@@ -674,6 +688,11 @@ def detections(f: Facts) -> list[dict[str, Any]]:
                 record["latency_s"] = None
             out.append(record)
     return out
+
+
+def violated_pairs(verdicts: list[Verdict]) -> set[tuple[str, str | None]]:
+    """(property, world) for every world a failed property names."""
+    return {(v.name, w) for v in verdicts if v.verdict == FAIL for w in (v.worlds or (v.world,))}
 
 
 def broken_worlds(f: Facts) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -106,6 +107,7 @@ def run_scenario(
     seed: int | None = None,
     progress: Progress | None = None,
     bringup_timeout_s: float = 90.0,
+    zygote: Any = None,
 ) -> Outcome:
     """Run ``scenario`` in ``mode`` and judge it; histories land under ``out_dir``.
 
@@ -126,7 +128,11 @@ def run_scenario(
         from mwsim.replay import Controller
 
         controller = Controller(
-            scenario, out / "real", progress=progress, bringup_timeout_s=bringup_timeout_s
+            scenario,
+            out / "real",
+            progress=progress,
+            bringup_timeout_s=bringup_timeout_s,
+            zygote=zygote,
         )
         real = controller.run()
         if real.status != "completed":

@@ -16,7 +16,6 @@ import contextlib
 import ctypes
 import os
 import signal
-import socket
 import sys
 import time
 import traceback
@@ -26,6 +25,7 @@ from typing import Any
 
 from mwsim import runtimes
 from mwsim.replay import protocol
+from mwsim.replay.processes import free_port
 from mwsim.replay.protocol import Boot
 
 WATCH_PERIOD_S = 0.02
@@ -47,13 +47,6 @@ async def _until(condition: Any, timeout_s: float) -> bool:
 def instance_name(world: str, life: int) -> str:
     """The runtime's name for a world incarnation (MultiWorld cannot reuse a name)."""
     return world if life == 0 else f"{world}~{life}"
-
-
-def reserve_port(addr: str) -> int:
-    """A port free right now on ``addr`` (the world's store binds it right after)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((addr, 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -159,7 +152,11 @@ class Agent:
         self.workloads = workloads
         self.slowness = workloads.Slowness()
         loop = asyncio.get_running_loop()
-        self.runtime = runtimes.load(self.boot.runtime)(self.boot.backend)
+        boot = self.boot
+        context = runtimes.Context(
+            boot.worker, boot.backend, boot.store_addr, tuple(boot.peers), boot.rendezvous
+        )
+        self.runtime = runtimes.load(boot.runtime)(context)
         await self.runtime.start()
         self.send({"type": "ready"})
         loop.add_reader(self.conn.fileno(), self._readable)
@@ -202,11 +199,11 @@ class Agent:
         run = WorldRun(world, life, rank, message["members"], instance_name(world, life))
         port = message.get("port")
         if port is None:  # rank 0 hosts the store: pick its port now
-            port = reserve_port(self.boot.store_addr)
+            port = free_port(self.boot.store_addr)
             self.send({"type": "port", "world": world, "life": life, "port": port})
         try:
             await self.runtime.init_world(
-                run.name, rank, run.size, self.boot.store_addr, port, self.boot.device
+                run.name, rank, run.size, self.boot.store_addr, port, self.boot.device, run.members
             )
         except Exception as exc:
             self.emit("error", run, message=f"forming the world failed: {exc!r}"[:300])

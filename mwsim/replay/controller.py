@@ -12,6 +12,8 @@ history, and the teardown leaves no process or port behind whatever ends the run
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import os
 import queue
 import secrets
@@ -25,12 +27,15 @@ from multiprocessing.connection import Connection, Listener, wait
 from pathlib import Path
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from mwsim import runtimes
 from mwsim.history import Event, HistoryWriter
 from mwsim.membership import Plan, Step, WorldLife, plan
 from mwsim.replay import processes, protocol
 from mwsim.replay.processes import Leftovers
 from mwsim.replay.zygote import Zygote, ZygoteError
+from mwsim.scenario import Event as ScenarioEvent
 from mwsim.scenario import Scenario
 
 STORE_ADDR = "127.0.0.1"
@@ -43,10 +48,15 @@ PROGRESS_EVERY_S = 0.25
 FAULTS = ("crash", "crash_host", "hang", "leave", "slow")
 
 Progress = Callable[[float, float, dict[str, int]], None]
+_EVENT = TypeAdapter(ScenarioEvent)
 
 
 class Inconclusive(Exception):
     """The environment lacks what the scenario needs; nothing was started."""
+
+
+class BringUpFailed(Exception):
+    """The deployment did not come up (an agent died, or the bring-up deadline passed)."""
 
 
 @dataclass
@@ -162,6 +172,7 @@ class Controller:
             cls = runtimes.load(self.runtime)
         except LookupError as exc:
             raise Inconclusive(str(exc)) from None
+        self.runtime_class = cls
         needed = len(set(self.devices.values())) if self.backend == "nccl" else 0
         reason = cls.unavailable(self.backend, needed)
         if reason:
@@ -201,9 +212,11 @@ class Controller:
             parent_pid=self.zygote.pid,
             runtime=self.runtime,
             backend=self.backend,
-            device=self.devices[worker],
+            device=self.devices.get(worker, "cpu"),
             store_addr=STORE_ADDR,
             workload=self.scenario.workload.model_dump(),
+            peers=tuple(self.plan.initial.workers()),
+            rendezvous=self.rendezvous,
         )
         pid = self.zygote.fork(asdict(boot), log)
         agent = AgentProc(worker, incarnation, pid, log)
@@ -428,23 +441,23 @@ class Controller:
 
     # -- the timeline --------------------------------------------------------------------
 
-    def _actions(self) -> list[tuple[float, int, Callable[[], None]]]:
-        actions: list[tuple[float, int, Callable[[], None]]] = []
-        for n, step in enumerate(self.plan.steps):
-            event = step.event
-            actions.append((event.at, 2 * n, lambda s=step: self._do(s)))
-            for_s = getattr(event, "for_s", None)
-            if event.do in ("hang", "slow") and for_s is not None:
-                actions.append((event.at + for_s, 2 * n + 1, lambda s=step: self._heal(s)))
-        return sorted(actions, key=lambda a: (a[0], a[1]))
+    def _schedule(self, step: Step) -> None:
+        """Queue a step, and the end of its hang or slow, on the timeline."""
+        event = step.event
+        heapq.heappush(self.actions, (event.at, next(self.order), lambda: self._do(step)))
+        for_s = getattr(event, "for_s", None)
+        if event.do in ("hang", "slow") and for_s is not None:
+            ends = (event.at + for_s, next(self.order), lambda: self._heal(step))
+            heapq.heappush(self.actions, ends)
 
     def _alive_agents(self, workers: tuple[str, ...]) -> list[AgentProc]:
         return [self.agents[w] for w in workers if w in self.agents and self.agents[w].alive]
 
     def _pend(self, record: dict[str, Any], check: Callable[[], bool], within: float) -> None:
-        now = time.monotonic()
+        """Await the kernel's confirmation; the record keeps the instant the action began."""
         self.counts["faults"] += record["kind"] == "fault"
-        self.pending.append(_Pending(record, now, check, now + within))
+        began = self.acting_since
+        self.pending.append(_Pending(record, began, check, time.monotonic() + within))
 
     def _not_running(self, record: dict[str, Any], targets: tuple[str, ...]) -> bool:
         """Record a fault that cannot be injected because its process already ended."""
@@ -454,6 +467,7 @@ class Controller:
         return True
 
     def _do(self, step: Step) -> None:
+        self.acting_since = time.monotonic()  # before any signal: reports may follow at once
         event = step.event
         do = event.do
         if do in FAULTS and self._not_running(
@@ -522,6 +536,7 @@ class Controller:
                 self._command(member, {"type": "remove_world", "world": event.world})
 
     def _heal(self, step: Step) -> None:
+        self.acting_since = time.monotonic()
         event = step.event
         agent = self.agents.get(event.target)
         if agent is None or not agent.alive or agent.incarnation != self._incarnation_at(step):
@@ -539,17 +554,41 @@ class Controller:
         name = step.event.target
         return sum(1 for w in self.plan.workers if w.name == name and w.start <= step.event.at) - 1
 
-    def _play(self) -> None:
-        assert self.t0 is not None
-        end = self.t0 + self.scenario.duration_s
-        actions = self._actions()
+    def now(self) -> float:
+        """Seconds since the workload started."""
+        assert self.t0 is not None, "start() first"
+        return time.monotonic() - self.t0
+
+    def advance(self, until: float) -> None:
+        """Play the timeline until ``until`` seconds after the workload started."""
+        assert self.t0 is not None, "start() first"
+        end = self.t0 + until
         while True:
             now = time.monotonic()
-            while actions and self.t0 + actions[0][0] <= now:
-                actions.pop(0)[2]()
+            while self.actions and self.t0 + self.actions[0][0] <= now:
+                heapq.heappop(self.actions)[2]()
             if now >= end:
                 return
-            self._pump(min(end, self.t0 + actions[0][0]) if actions else end)
+            due = self.t0 + self.actions[0][0] if self.actions else end
+            self._pump(min(end, due))
+
+    def inject(self, fields: dict[str, Any]) -> Step:
+        """Add an event that happens now to the running scenario, and do it.
+
+        For interactive use (the stateful fuzzer): ``fields`` are an event's keys without
+        ``at``. ``PlanError`` if the event is impossible at this moment.
+        """
+        at = round(self.now(), 3)
+        events = [*self.scenario.events, _EVENT.validate_python({**fields, "at": at})]
+        duration = max(self.scenario.duration_s, at)
+        grown = self.scenario.model_copy(update={"events": events, "duration_s": duration})
+        self.plan = plan(grown)
+        self.scenario = grown
+        self.devices = self._devices()
+        step = next(s for s in self.plan.steps if s.index == len(events) - 1)
+        self._schedule(step)
+        self.advance(at)
+        return step
 
     def _wind_down(self) -> None:
         """Stop recording everywhere, then ask every agent to exit."""
@@ -577,15 +616,24 @@ class Controller:
 
     # -- run -----------------------------------------------------------------------------
 
-    def run(self) -> RealRun:
-        """Bring up, play, wind down; the teardown runs whatever ends the run."""
-        started = time.monotonic()
+    def start(self) -> None:
+        """Bring the deployment up and start the workload (``BringUpFailed`` if it cannot).
+
+        After ``start``, ``finish`` must be called (it is what stops every process).
+        """
+        self._started = time.monotonic()
         self.logs.mkdir(parents=True, exist_ok=True)
         self.writer = HistoryWriter(self.out / "history.jsonl")
         self.key = secrets.token_bytes(32)
-        self.listener = Listener((STORE_ADDR, 0), authkey=self.key)
+        self.listener = Listener((STORE_ADDR, 0), backlog=128, authkey=self.key)
         self.accepted: queue.Queue = queue.Queue()
         self.by_pid: dict[int, AgentProc] = {}
+        self.actions: list[tuple[float, int, Callable[[], None]]] = []
+        self.order = itertools.count()
+        self.rendezvous = None
+        if self.runtime_class.needs_rendezvous:
+            self.rendezvous = processes.free_port(STORE_ADDR)
+            self.ports.add(self.rendezvous)
         self.zygote = self.shared_zygote or Zygote(
             self.runtime, self.logs / "zygote.log", self._agent_env()
         )
@@ -599,19 +647,19 @@ class Controller:
             runtime=self.runtime,
             backend=self.backend,
         )
-        status, reason = "completed", ""
-        leftovers = Leftovers((), ())
+        failure = self._bring_up()
+        if failure is not None:
+            self._note("error", message=failure[:2000])
+            raise BringUpFailed(failure)
+        for step in self.plan.steps:
+            self._schedule(step)
+        self.advance(0.0)  # return once the workload has started everywhere
+
+    def finish(self, status: str = "completed", reason: str = "") -> RealRun:
+        """Wind down (if the run went well) and tear everything down; the outcome."""
         try:
-            failure = self._bring_up()
-            if failure is not None:
-                status, reason = "bringup_failed", failure
-                self._note("error", message=failure[:2000])
-            else:
-                self._play()
+            if status == "completed":
                 self._wind_down()
-        except BaseException:
-            status, reason = "interrupted", "interrupted"
-            raise
         finally:
             leftovers = self._teardown(status)
         return RealRun(
@@ -620,8 +668,20 @@ class Controller:
             status,
             reason,
             leftovers,
-            time.monotonic() - started,
+            time.monotonic() - self._started,
         )
+
+    def run(self) -> RealRun:
+        """Bring up, play the scenario, wind down; the teardown runs whatever ends the run."""
+        try:
+            self.start()
+            self.advance(self.scenario.duration_s)
+        except BringUpFailed as exc:
+            return self.finish("bringup_failed", str(exc))
+        except BaseException:
+            self.finish("interrupted", "interrupted")
+            raise
+        return self.finish()
 
     def _agent_env(self) -> dict[str, str]:
         env = dict(os.environ)

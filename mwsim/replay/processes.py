@@ -8,11 +8,19 @@ it started. Facts about a process are read from ``/proc`` (is it stopped?) and f
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+
+
+def free_port(addr: str) -> int:
+    """A port free right now on ``addr`` (the caller's process binds it right after)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((addr, 0))
+        return int(sock.getsockname()[1])
 
 
 def signal_group(pgid: int, sig: int) -> bool:

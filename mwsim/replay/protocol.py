@@ -34,6 +34,8 @@ class Boot:
     device: str
     store_addr: str
     workload: dict[str, Any]
+    peers: tuple[str, ...] = ()
+    rendezvous: int | None = None
 
     def to_line(self) -> bytes:
         return (json.dumps(asdict(self)) + "\n").encode()
@@ -42,6 +44,7 @@ class Boot:
     def from_line(cls, line: str) -> Boot:
         data = json.loads(line)
         data["controller"] = tuple(data["controller"])
+        data["peers"] = tuple(data.get("peers", ()))
         return cls(**data)
 
 

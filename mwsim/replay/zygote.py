@@ -75,9 +75,7 @@ def _child(request: dict[str, Any], keep: tuple[int, ...]) -> None:
         with contextlib.suppress(OSError):
             os.close(fd)
     try:
-        boot = request["boot"]
-        boot["controller"] = tuple(boot["controller"])
-        serve(Boot(**boot))
+        serve(Boot.from_line(json.dumps(request["boot"])))
     finally:
         os._exit(1)
 

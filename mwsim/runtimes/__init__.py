@@ -13,6 +13,8 @@ from __future__ import annotations
 import abc
 import subprocess
 import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
@@ -20,13 +22,27 @@ GROUP = "mwsim.runtimes"
 DEFAULT = "multiworld"
 
 
+@dataclass(frozen=True)
+class Context:
+    """What a runtime may know about the deployment it runs in."""
+
+    worker: str
+    backend: str
+    addr: str  # where stores listen
+    peers: tuple[str, ...] = ()  # the workers there at bring-up, in topology order
+    rendezvous: int | None = None  # a deployment-wide port, if the runtime asks for one
+
+
 class Runtime(abc.ABC):
     """The system under test in one worker process; created inside the agent's event loop."""
 
     name: ClassVar[str]
+    #: Ask the controller for a deployment-wide port (``Context.rendezvous``).
+    needs_rendezvous: ClassVar[bool] = False
 
-    def __init__(self, backend: str) -> None:
-        self.backend = backend
+    def __init__(self, context: Context) -> None:
+        self.context = context
+        self.backend = context.backend
 
     @classmethod
     def unavailable(cls, backend: str, devices: int) -> str | None:
@@ -46,9 +62,17 @@ class Runtime(abc.ABC):
 
     @abc.abstractmethod
     async def init_world(
-        self, world: str, rank: int, size: int, addr: str, port: int, device: str
+        self,
+        world: str,
+        rank: int,
+        size: int,
+        addr: str,
+        port: int,
+        device: str,
+        members: Sequence[str] = (),
     ) -> None:
-        """Form ``world`` with its other members; rank 0 hosts the world's store at addr:port."""
+        """Form ``world`` with its other members (``members`` in rank order); rank 0 hosts
+        the world's store at addr:port."""
 
     @abc.abstractmethod
     def remove_world(self, world: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +26,26 @@ class MultiWorldRuntime(Runtime):
             return "multiworld's one-time torch patch has not run (run: make install)"
         return super().unavailable(backend, devices)
 
+    #: Whether MultiWorld's watchdog runs (a mutant turns it off).
+    watchdog = True
+
     async def start(self) -> None:
         from multiworld.communicator import BrokenWorldException
         from multiworld.manager import WorldManager
 
-        self._manager = WorldManager()
+        self._manager = WorldManager(enable_monitor=self.watchdog)
         self._comm = self._manager.communicator
         self._broken = BrokenWorldException
 
     async def init_world(
-        self, world: str, rank: int, size: int, addr: str, port: int, device: str
+        self,
+        world: str,
+        rank: int,
+        size: int,
+        addr: str,
+        port: int,
+        device: str,
+        members: Sequence[str] = (),
     ) -> None:
         import torch
 

@@ -198,18 +198,35 @@ class Simulation:
         first_check = phase + checks_before * m.check_s
         return first_check + m.check_s + m.poll_s
 
-    def _detect(self, world: _World, faulty: str, fault: str, t: float, resume: float | None):
+    def _detect(
+        self, world: _World, faulty: list[str], fault: str, t: float, resume: float | None
+    ) -> None:
+        """Schedule each survivor's report of ``world``; several members may fail at once
+        (a host crash): the earliest mechanism among them fires."""
         members = world.life.members
         for survivor in members:
-            if survivor == faulty or survivor not in self.alive or survivor in self.hung:
+            if survivor in faulty or survivor not in self.alive:
                 continue
-            rank, bad = members.index(survivor), members.index(faulty)
-            lo, hi, how = detection_window(self.model, self.kind, self.interval, fault, rank, bad)
-            blocked = self.kind != "allreduce" and (rank == 0 or bad == 0)
-            at = self._sample(how, world, t, survivor, blocked)
+            back = self.hung.get(survivor, 0.0) if survivor in self.hung else None
+            if survivor in self.hung and back is None:
+                continue  # hung for good: it never gets to look
+            rank = members.index(survivor)
+            options = []
+            for bad in (members.index(f) for f in faulty):
+                lo, hi, how = detection_window(
+                    self.model, self.kind, self.interval, fault, rank, bad
+                )
+                blocked = self.kind != "allreduce" and (rank == 0 or bad == 0)
+                options.append((self._sample(how, world, t, survivor, blocked), lo, hi, how))
+            at, _, _, how = min(options)
+            lo, hi = min(o[1] for o in options), min(o[2] for o in options)
             optional = (
                 fault == "hang" and resume is not None and resume < t + hi - self.model.slack_s
             )
+            if back is not None:  # the survivor is stopped itself: it looks once it resumes
+                at = max(at, back + self.model.fail_s + self.model.poll_s)
+                hi = max(hi, back - t + hi)
+                optional = True
             if resume is not None and at >= resume:
                 continue  # the peer came back before the watchdog looked twice
             self.env.process(
@@ -220,7 +237,7 @@ class Simulation:
         yield self.env.timeout(max(0.0, at - self.env.now))
         if survivor not in self.alive or survivor in world.reported:
             return
-        if faulty in self.alive and faulty not in self.hung:
+        if all(f in self.alive and f not in self.hung for f in faulty):
             return  # a hang that ended: nothing silent any more
         world.reported.add(survivor)
         attrs = dict(world.attrs(), worker=survivor, reason=f"model: {how}")
@@ -243,17 +260,22 @@ class Simulation:
             record["for_s"] = e.for_s
         return record
 
-    def _kill(self, worker: str, t: float, fault: str, code: int) -> None:
-        self.alive.discard(worker)
-        self.hung.pop(worker, None)
-        self.died_at[worker] = t
-        for world in self._worlds_of(worker, t):
+    def _kill(self, workers: tuple[str, ...], t: float, fault: str, code: int) -> None:
+        """End ``workers`` at once; their worlds close and the survivors must notice."""
+        worlds = {id(w): w for worker in workers for w in self._worlds_of(worker, t)}
+        for worker in workers:
+            self.alive.discard(worker)
+            self.hung.pop(worker, None)
+            self.died_at[worker] = t
+        for world in worlds.values():
             formed = world.formed
             self._close(world, t)
             if formed:  # a world that never formed has nobody waiting on it
-                self._detect(world, worker, fault, t, None)
+                dead = [m for m in world.life.members if m in workers]
+                self._detect(world, dead, fault, t, None)
         gone = t + (self.model.kill_s if code else self.model.leave_s)
-        self._emit(gone, "exit", worker=worker, code=code, expected=True)
+        for worker in workers:
+            self._emit(gone, "exit", worker=worker, code=code, expected=True)
 
     def _step(self, step: Step):
         e = step.event
@@ -262,12 +284,11 @@ class Simulation:
         if e.do in ("crash", "crash_host", "hang", "leave", "slow"):
             self._emit(t, "fault", **self._fault_record(step), confirmed=True)
         if e.do in ("crash", "crash_host"):
-            for worker in step.workers:
-                self._kill(worker, t, e.do, -9)
+            self._kill(step.workers, t, e.do, -9)
         elif e.do == "leave":
             for world in self._worlds_of(e.target, t):
                 self._emit(t + self.model.leave_s / 2, "left", **world.attrs(), worker=e.target)
-            self._kill(e.target, t, "leave", 0)
+            self._kill((e.target,), t, "leave", 0)
         elif e.do == "hang":
             resume = t + e.for_s if e.for_s is not None else None
             self.hung[e.target] = resume
@@ -275,7 +296,7 @@ class Simulation:
                 self._flush(world, t)
                 world.paused.add(e.target)
                 if world.formed:
-                    self._detect(world, e.target, "hang", t, resume)
+                    self._detect(world, [e.target], "hang", t, resume)
             if resume is not None:
                 self.env.process(self._resume(e.target, resume))
         elif e.do == "slow":

@@ -1,0 +1,502 @@
+"""The fuzzers: on the model, on live deployments (stateful), and both at once (differential).
+
+- ``check_model``: a drawn scenario's simulated history must satisfy every property (the
+  model and the checks agree with each other; fast, many examples).
+- ``LiveDeployment``: a Hypothesis state machine whose rules crash, hang, slow, join,
+  add and remove worlds on a *live* deployment, with the properties as invariants after
+  every step, and a teardown that must leave nothing behind.
+- ``check_differential``: a drawn scenario run on the model and for real must pass and
+  conform.
+
+Every failing example is shrunk and written out as a scenario file that ``mwsim run``
+reproduces; keep it under ``scenarios/regressions/``. On the model Hypothesis shrinks it.
+On real processes each shrink step is a whole deployment, so Hypothesis only finds the
+example and ``minimize`` shrinks it by replay: it drops events one at a time, keeping each
+drop whose replay still violates the same property, until no single event can go. The
+file written is the last one seen to reproduce. ``fuzz()`` drives them against a time
+budget for ``mwsim fuzz``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import hypothesis.strategies as st
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import seed as fix_seed
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    get_state_machine_test,
+    invariant,
+    precondition,
+    rule,
+)
+from pydantic import TypeAdapter
+
+from mwsim.checks import FAIL, Verdict, check, judge, violated_pairs
+from mwsim.history import read_history
+from mwsim.membership import PlanError, Timeline
+from mwsim.scenario import Event, Scenario, dump_scenario
+from mwsim.sim import simulate
+from mwsim.strategies import _tenths, judged_end, scenarios
+from mwsim.testing import scenario as inline
+
+_EVENT = TypeAdapter(Event)
+#: The live deployments the stateful fuzzer starts from (batch n uses variant n).
+LIVE_BASES = (
+    "topology: {generator: fan_in, workers: 3, hosts: 2}\nworkload: {kind: stream}\n",
+    "topology: {generator: fan_in, workers: 2, hosts: 1}\nworkload: {kind: request}\n",
+    "topology: {generator: pipeline, stages: [2], hosts: 2}\nworkload: {kind: stream}\n",
+    "topology: {generator: fan_in, workers: 3, hosts: 1}\nworkload: {kind: allreduce}\n",
+)
+
+
+class Violation(AssertionError):
+    """A drawn example violated a property; the scenario file reproduces it."""
+
+    def __init__(self, scenario: Scenario, verdicts: list[Verdict], path: Path) -> None:
+        self.scenario, self.verdicts, self.path = scenario, verdicts, path
+        failed = "; ".join(f"{v.name}: {v.detail}" for v in verdicts if v.verdict == FAIL)
+        super().__init__(f"{failed}\nreproduce with: mwsim run {path} --real")
+
+
+def save_failure(scenario: Scenario, verdicts: list[Verdict], path: Path, how: str) -> Path:
+    """Write the failing scenario (its runtime included) where ``mwsim run`` can replay it."""
+    failed = [v for v in verdicts if v.verdict == FAIL]
+    note = "; ".join(f"{v.name} violated ({v.detail})" for v in failed)
+    described = scenario.model_copy(
+        update={"description": f"found by mwsim fuzz ({how}) on runtime {scenario.runtime}: {note}"}
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(dump_scenario(described))
+    return path
+
+
+def failures(verdicts: list[Verdict]) -> list[Verdict]:
+    return [v for v in verdicts if v.verdict == FAIL]
+
+
+# -- model --------------------------------------------------------------------------------
+
+
+def check_model(scenario: Scenario, out: Path) -> None:
+    """The simulated history of ``scenario`` must satisfy every property."""
+    overall, verdicts = judge(check(simulate(scenario), scenario), set())
+    if overall == FAIL:
+        path = save_failure(scenario, verdicts, out / "model-failure.yaml", "model")
+        raise Violation(scenario, verdicts, path)
+
+
+# -- differential -------------------------------------------------------------------------
+
+
+def check_differential(
+    scenario: Scenario, out: Path, runtime: str = "multiworld", zygote: Any = None
+) -> None:
+    """``scenario`` run on the model and for real (with ``runtime``) must pass and conform."""
+    from mwsim.runs import run_scenario
+
+    drawn = scenario.model_copy(update={"runtime": runtime, "name": f"fuzz-{runtime}"})
+    outcome = run_scenario(drawn, mode="both", out_dir=out / "last-run", zygote=zygote)
+    if outcome.verdict == FAIL:
+        path = save_failure(
+            drawn, outcome.verdicts, out / f"differential-{runtime}.yaml", "differential"
+        )
+        raise Violation(drawn, outcome.verdicts, path)
+
+
+# -- stateful, on a live deployment -------------------------------------------------------
+
+
+class LiveDeployment(RuleBasedStateMachine):
+    """Rules act on live MultiWorld processes; after each step the properties must hold.
+
+    Configure with ``LiveDeployment.configured(runtime=..., out=..., zygote=...)``.
+    """
+
+    runtime: ClassVar[str] = "multiworld"
+    out: ClassVar[Path] = Path("out/fuzz")
+    zygote: ClassVar[Any] = None
+    variant: ClassVar[int] = 0
+    step_s: ClassVar[float] = 0.75
+    runs = itertools.count()
+
+    @classmethod
+    def configured(cls, **options: Any) -> type[LiveDeployment]:
+        return type(cls.__name__, (cls,), options)
+
+    def __init__(self) -> None:
+        from mwsim.replay import Controller
+
+        super().__init__()
+        text = LIVE_BASES[self.variant % len(LIVE_BASES)] + "duration_s: 3600\n"
+        base = inline(text, name=f"live-{self.runtime}")
+        base = base.model_copy(update={"runtime": self.runtime})
+        self.oracle = Timeline(base, base.build_topology())
+        self.fresh = 0
+        self.controller = Controller(
+            base,
+            self.out / "live-runs" / str(next(self.runs)),
+            zygote=self.zygote,
+            bringup_timeout_s=60,
+        )
+        self.finished = False
+        self.violated = False
+        try:
+            self.controller.start()
+        except BaseException:
+            self.finished = True
+            self.controller.finish("bringup_failed")
+            raise
+
+    # -- stepping ------------------------------------------------------------------------
+
+    def _act(self, fields: dict[str, Any]) -> None:
+        at = round(self.controller.now(), 3)
+        if self.oracle.try_apply(_EVENT.validate_python({**fields, "at": at})):
+            with contextlib.suppress(PlanError):  # the state moved on (a hang ended) meanwhile
+                self.controller.inject(fields)
+        self.controller.advance(self.controller.now() + self.step_s)
+
+    def _running(self) -> list[str]:
+        return self.oracle.running()
+
+    @precondition(lambda self: self._running())
+    @rule(data=st.data())
+    def crash(self, data: st.DataObject) -> None:
+        self._act({"do": "crash", "target": data.draw(st.sampled_from(self._running()))})
+
+    @precondition(lambda self: self._running())
+    @rule(data=st.data())
+    def leave(self, data: st.DataObject) -> None:
+        self._act({"do": "leave", "target": data.draw(st.sampled_from(self._running()))})
+
+    @precondition(lambda self: self._running())
+    @rule(data=st.data(), for_s=st.none() | _tenths(0.5, 9.0))
+    def hang(self, data: st.DataObject, for_s: float | None) -> None:
+        target = data.draw(st.sampled_from(self._running()))
+        self._act({"do": "hang", "target": target, "for_s": for_s})
+
+    @precondition(lambda self: self._running())
+    @rule(data=st.data(), delay_ms=st.sampled_from([50.0, 200.0]))
+    def slow(self, data: st.DataObject, delay_ms: float) -> None:
+        target = data.draw(st.sampled_from(self._running()))
+        self._act({"do": "slow", "target": target, "delay_ms": delay_ms, "for_s": 2.0})
+
+    @rule(data=st.data())
+    def crash_host(self, data: st.DataObject) -> None:
+        host = data.draw(st.sampled_from(self.oracle.topology.hosts()))
+        self._act({"do": "crash_host", "target": host})
+
+    @precondition(lambda self: self._running())
+    @rule(data=st.data())
+    def join(self, data: st.DataObject) -> None:
+        self.fresh += 1
+        worker, partner = f"j{self.fresh}", data.draw(st.sampled_from(self._running()))
+        self._act({"do": "join", "worker": worker, "worlds": {f"w{worker}": [partner, worker]}})
+
+    @precondition(lambda self: len(self._running()) >= 2)
+    @rule(data=st.data())
+    def add_world(self, data: st.DataObject) -> None:
+        running = self._running()
+        members = data.draw(st.lists(st.sampled_from(running), min_size=2, max_size=2, unique=True))
+        self.fresh += 1
+        self._act({"do": "add_world", "world": f"x{self.fresh}", "members": members})
+
+    @precondition(lambda self: self.oracle.topology.worlds())
+    @rule(data=st.data())
+    def remove_world(self, data: st.DataObject) -> None:
+        world = data.draw(st.sampled_from(self.oracle.topology.worlds()))
+        self._act({"do": "remove_world", "world": world})
+
+    @rule()
+    def wait(self) -> None:
+        self.controller.advance(self.controller.now() + self.step_s)
+
+    # -- judging -------------------------------------------------------------------------
+
+    def _so_far(self, end: float) -> Scenario:
+        return self.controller.scenario.model_copy(update={"duration_s": round(end, 3)})
+
+    def _judge(self, scenario: Scenario, final: bool) -> None:
+        history = read_history(self.controller.out / "history.jsonl")
+        verdicts = check(history, scenario)
+        if not final:
+            verdicts = [v for v in verdicts if v.name != "hygiene"]
+        if failures(verdicts):
+            self.violated = True
+            replay = scenario.model_copy(update={"duration_s": judged_end(scenario)})
+            path = save_failure(
+                replay, verdicts, self.out / f"stateful-{self.runtime}.yaml", "stateful"
+            )
+            raise Violation(replay, verdicts, path)
+
+    @invariant()
+    def properties_hold(self) -> None:
+        self._judge(self._so_far(self.controller.now()), final=False)
+
+    def teardown(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        end = self.controller.now()
+        try:
+            if not self.violated:  # let every bound fall due before the final judgement
+                end = max(end, judged_end(self._so_far(end), min_tail_s=0.5))
+                self.controller.advance(end)
+        finally:
+            outcome = self.controller.finish()
+        assert outcome.leftovers.clean, outcome.leftovers.describe()
+        if not self.violated:
+            self._judge(self._so_far(end), final=True)
+
+
+# -- shrinking by replay ------------------------------------------------------------------
+
+
+Pair = tuple[str, "str | None"]
+
+
+def replay(scenario: Scenario, out: Path, zygote: Any = None, both: bool = False) -> list[Verdict]:
+    """Replay ``scenario`` for real (and on the model with ``both``); its verdicts."""
+    from mwsim.runs import run_scenario
+
+    mode = "both" if both else "real"
+    return run_scenario(scenario, mode=mode, out_dir=out, zygote=zygote).verdicts
+
+
+def replay_violates(
+    scenario: Scenario, wanted: set[Pair], out: Path, zygote: Any = None
+) -> list[Verdict] | None:
+    """Replay ``scenario``; its verdicts if one of the ``wanted`` (property, world) pairs
+    is violated again."""
+    both = any(name == "conformance" for name, _ in wanted)
+    verdicts = replay(scenario, out, zygote, both)
+    return verdicts if violated_pairs(verdicts) & wanted else None
+
+
+def minimize(
+    violation: Violation,
+    out: Path,
+    zygote: Any = None,
+    log: Callable[[str], None] = lambda _: None,
+    reference: str | None = None,
+) -> Violation:
+    """Shrink a real violation by replay to a 1-minimal list of events (see the module doc).
+
+    With ``reference``, a shorter scenario is kept only if the reference runtime still
+    passes it, so the violation stays the runtime's own.
+    """
+    wanted = violated_pairs(violation.verdicts)
+    runs = itertools.count()
+
+    def fails(candidate: Scenario) -> list[Verdict] | None:
+        got = replay_violates(candidate, wanted, out / "shrink" / str(next(runs)), zygote)
+        if got is not None and reference:
+            upstream = candidate.model_copy(update={"runtime": reference})
+            theirs = replay_violates(upstream, wanted, out / "shrink" / str(next(runs)), zygote)
+            if theirs is not None and not (violated_pairs(got) - violated_pairs(theirs)):
+                return None  # what it violates, the reference violates too
+        return got
+
+    current = violation.scenario
+    verdicts = fails(current)
+    if verdicts is None:
+        log("the violation did not reproduce on replay; keeping the example as found")
+        return violation
+    changed = True
+    while changed:
+        changed = False
+        for i in reversed(range(len(current.events))):
+            candidate = _without(current, i)
+            if candidate is None:
+                continue  # a later event needs this one (say, a join)
+            got = fails(candidate)
+            if got is not None:
+                log(f"shrunk to {len(candidate.events)} event(s)")
+                current, verdicts, changed = candidate, got, True
+    path = save_failure(current, verdicts, violation.path, "shrunk by replay")
+    return Violation(current, verdicts, path)
+
+
+def _without(scenario: Scenario, index: int) -> Scenario | None:
+    from mwsim.membership import plan_problems
+
+    events = scenario.events[:index] + scenario.events[index + 1 :]
+    candidate = scenario.model_copy(update={"events": events})
+    if plan_problems(candidate):
+        return None
+    return candidate.model_copy(update={"duration_s": judged_end(candidate)})
+
+
+# -- driving them -------------------------------------------------------------------------
+
+
+@dataclass
+class FuzzResult:
+    """What a fuzzing session did and found."""
+
+    examples: int = 0
+    batches: int = 0
+    violation: Violation | None = None
+    first_failure_s: float | None = None
+    elapsed_s: float = 0.0
+    upstream: list[Violation] = field(default_factory=list)  # the reference fails them too
+    log: list[str] = field(default_factory=list)
+
+
+def _settings(examples: int, shrink: bool = True, **extra: Any) -> settings:
+    phases = [Phase.explicit, Phase.reuse, Phase.generate] + ([Phase.shrink] if shrink else [])
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        phases=phases,
+        suppress_health_check=list(HealthCheck),
+        **extra,
+    )
+
+
+def fuzz(
+    budget_s: float,
+    *,
+    real: bool = False,
+    runtime: str = "multiworld",
+    out: Path = Path("out/fuzz"),
+    batch: int = 5,
+    step_count: int = 5,
+    deterministic: bool = False,
+    reference: str | None = "multiworld",
+    fuzzers: tuple[str, ...] | None = None,
+    on_batch: Callable[[FuzzResult, str], None] | None = None,
+) -> FuzzResult:
+    """Fuzz in batches until a violation is found (shrunk, saved) or the budget is spent.
+
+    Without ``real``: the model fuzzer. With it: the stateful and the differential
+    fuzzers take turns on live deployments of ``runtime``. When ``runtime`` is not the
+    ``reference``, a violation the reference runtime shows on the same scenario is an
+    upstream finding (kept in ``upstream``), not the runtime's, and fuzzing goes on.
+    ``deterministic`` makes every batch's examples a function of the batch number.
+    """
+    from mwsim.replay.zygote import Zygote
+
+    result, started = FuzzResult(), time.monotonic()
+    out.mkdir(parents=True, exist_ok=True)
+    kinds = list(fuzzers or (("stateful", "differential") if real else ("model",)))
+    zygote = Zygote(runtime, out / "zygote.log") if real else None
+    counter = itertools.count()
+    draw_seed = random.Random(0 if deterministic else None)
+
+    def note_example() -> None:
+        result.examples += 1
+
+    try:
+        for kind in itertools.cycle(kinds):
+            if time.monotonic() - started >= budget_s:
+                break
+            batch_number = next(counter)
+            seed = draw_seed.getrandbits(64)
+            try:
+                if kind == "model":
+                    _run_model_batch(out, max(batch, 50), seed, note_example)
+                elif kind == "differential":
+                    _run_differential_batch(out, batch, seed, runtime, zygote, note_example)
+                else:
+                    machine = LiveDeployment.configured(
+                        runtime=runtime, out=out, zygote=zygote, variant=batch_number // len(kinds)
+                    )
+                    test = get_state_machine_test(
+                        machine,
+                        settings=_settings(batch, shrink=False, stateful_step_count=step_count),
+                    )
+                    fix_seed(seed)(test)()
+                    result.examples += batch
+            except (Violation, BaseExceptionGroup) as found:
+                violation = _first_violation(found)
+                if real and reference and runtime != reference:
+                    ours = violated_pairs(violation.verdicts)
+                    both = any(name == "conformance" for name, _ in ours)
+                    upstream = violation.scenario.model_copy(update={"runtime": reference})
+                    theirs = violated_pairs(replay(upstream, out / "reference", zygote, both))
+                    if not ours - theirs:
+                        result.upstream.append(violation)
+                        result.log.append(f"{reference} fails it too: {violation.path}")
+                        continue
+                    violation = Violation(
+                        violation.scenario,
+                        [_only(v, ours - theirs) for v in violation.verdicts],
+                        violation.path,
+                    )
+                result.first_failure_s = time.monotonic() - started
+                if real:
+                    other = reference if reference != runtime else None
+                    violation = minimize(violation, out, zygote, result.log.append, other)
+                result.violation = violation
+                break
+            finally:
+                result.batches += 1
+                if on_batch is not None:
+                    on_batch(result, kind)
+    finally:
+        if zygote is not None:
+            zygote.stop()
+        result.elapsed_s = time.monotonic() - started
+    return result
+
+
+def _only(verdict: Verdict, pairs: set[Pair]) -> Verdict:
+    """A failed verdict kept only for the (property, world) pairs that are the runtime's."""
+    from dataclasses import replace
+
+    if verdict.verdict != FAIL:
+        return verdict
+    worlds = tuple(w for w in (verdict.worlds or (verdict.world,)) if (verdict.name, w) in pairs)
+    if not worlds:
+        return replace(verdict, verdict="pass", detail="the reference runtime fails it too")
+    return replace(verdict, worlds=worlds, world=worlds[0])
+
+
+def _first_violation(found: BaseException) -> Violation:
+    """Hypothesis groups distinct failures; any of them reproduces a violation."""
+    if isinstance(found, Violation):
+        return found
+    if isinstance(found, BaseExceptionGroup):
+        for inner in found.exceptions:
+            if isinstance(inner, Violation):
+                return inner
+    raise found
+
+
+def _run_model_batch(out: Path, examples: int, seed: int, count: Callable[[], None]) -> None:
+    from hypothesis import given
+
+    @fix_seed(seed)
+    @_settings(examples)
+    @given(scenarios())
+    def batch(s: Scenario) -> None:
+        count()
+        check_model(s, out)
+
+    batch()
+
+
+def _run_differential_batch(
+    out: Path, examples: int, seed: int, runtime: str, zygote: Any, count: Callable[[], None]
+) -> None:
+    from hypothesis import given
+
+    @fix_seed(seed)
+    @_settings(examples, shrink=False)
+    @given(scenarios(max_workers=3, max_events=4))
+    def batch(s: Scenario) -> None:
+        count()
+        check_differential(s, out, runtime, zygote)
+
+    batch()

@@ -1,0 +1,137 @@
+"""Planted-bug runtimes ("mutants"): upstream MultiWorld with one realistic bug each.
+
+They are selectable like any runtime (``--runtime mutant-stop-all``) and exist to show
+that mwsim's fuzzers find such bugs on live processes. Each stays quiet until the kind of
+event that exposes it happens, so finding it takes a fuzzer, not luck.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from mwsim.runtimes.multiworld import MultiWorldRuntime
+
+
+class _Tracking(MultiWorldRuntime):
+    """Remembers this process's worlds, the ones it removed, and whether ops have run."""
+
+    async def start(self) -> None:
+        await super().start()
+        self.formed: list[str] = []
+        self.removed: set[str] = set()
+        self.working = False  # an op has run: later worlds are formed while others serve
+
+    async def init_world(
+        self,
+        world: str,
+        rank: int,
+        size: int,
+        addr: str,
+        port: int,
+        device: str,
+        members: Sequence[str] = (),
+    ) -> None:
+        await super().init_world(world, rank, size, addr, port, device, members)
+        self.formed.append(world)
+        self.formed_late = self.working
+
+    def remove_world(self, world: str) -> None:
+        self.removed.add(world)
+        super().remove_world(world)
+
+    def live(self) -> list[str]:
+        return [w for w in self.formed if w not in self.removed]
+
+    async def send(self, world: str, tensor: Any, dst: int) -> None:
+        self.working = True
+        await super().send(world, tensor, dst)
+
+    async def recv(self, world: str, tensor: Any, src: int) -> None:
+        self.working = True
+        await super().recv(world, tensor, src)
+
+    async def all_reduce(self, world: str, tensor: Any) -> None:
+        self.working = True
+        await super().all_reduce(world, tensor)
+
+
+class StopAllMutant(_Tracking):
+    """Once any of its worlds breaks, it stops all of them (no isolation)."""
+
+    name = "mutant-stop-all"
+
+    def _any_broken(self) -> bool:
+        return any(super(StopAllMutant, self).is_broken(w) for w in self.live())
+
+    def is_broken(self, world: str) -> bool:
+        return super().is_broken(world) or (world not in self.removed and self._any_broken())
+
+    async def _guard(self, world: str) -> None:
+        if self._any_broken():
+            raise self._broken(world, "stopped: another world of this process broke")
+
+    async def send(self, world: str, tensor: Any, dst: int) -> None:
+        await self._guard(world)
+        await super().send(world, tensor, dst)
+
+    async def recv(self, world: str, tensor: Any, src: int) -> None:
+        await self._guard(world)
+        await super().recv(world, tensor, src)
+
+    async def all_reduce(self, world: str, tensor: Any) -> None:
+        await self._guard(world)
+        await super().all_reduce(world, tensor)
+
+
+class NoWatchdogMutant(MultiWorldRuntime):
+    """Runs without MultiWorld's watchdog, so a silent (hung) peer is never reported."""
+
+    name = "mutant-no-watchdog"
+    watchdog = False
+
+
+class DropAfterJoinMutant(_Tracking):
+    """On a world formed while others already serve, the third message received is
+    silently replaced by the fourth: one message is lost after a join."""
+
+    name = "mutant-drop-after-join"
+
+    async def start(self) -> None:
+        await super().start()
+        self.late: set[str] = set()
+        self.received: dict[str, int] = {}
+
+    async def init_world(self, world: str, *args: Any, **kwargs: Any) -> None:
+        await super().init_world(world, *args, **kwargs)
+        if self.formed_late:
+            self.late.add(world)
+
+    async def recv(self, world: str, tensor: Any, src: int) -> None:
+        await super().recv(world, tensor, src)
+        self.received[world] = self.received.get(world, 0) + 1
+        if world in self.late and self.received[world] == 3:
+            await super().recv(world, tensor, src)  # the third message is lost
+
+
+class FalseAlarmMutant(_Tracking):
+    """Forming a world while others serve confuses its detector: the oldest other world,
+    healthy, is reported broken."""
+
+    name = "mutant-false-alarm"
+
+    async def start(self) -> None:
+        await super().start()
+        self.flagged: set[str] = set()
+
+    async def init_world(self, world: str, *args: Any, **kwargs: Any) -> None:
+        await super().init_world(world, *args, **kwargs)
+        others = [w for w in self.live() if w != world]
+        if self.formed_late and others:
+            self.flagged.add(others[0])
+
+    def is_broken(self, world: str) -> bool:
+        return world in self.flagged or super().is_broken(world)
+
+
+MUTANTS = (StopAllMutant, NoWatchdogMutant, DropAfterJoinMutant, FalseAlarmMutant)
