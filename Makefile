@@ -9,7 +9,8 @@ STAMP  := $(VENV)/.mwsim-installed
 # runs on the model; tests/real replays every fault and scale kind for real).
 CORE_REAL := scenarios/fanin-mixed.yaml scenarios/pipeline-host-crash.yaml \
              scenarios/explicit-crash-host.yaml scenarios/fanin-slow.yaml \
-             scenarios/allreduce-lose-member.yaml
+             scenarios/allreduce-lose-member.yaml \
+             scenarios/regressions/finding-early-loss-freezes-watchdog.yaml
 
 .PHONY: install demo test lint bench clean
 

@@ -7,6 +7,7 @@ violations occurred), 1 a property is violated, 2 bad input or usage, 3 inconclu
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -282,6 +283,121 @@ def calibrate(runtime: str, out_path: str | None, repeat: int) -> None:
     if out_path:
         fitted.dump(out_path)
         console.print(f"model written to {out_path}; use it with: mwsim run --model {out_path}")
+
+
+@main.command()
+@click.option(
+    "--budget",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(1, 86_400),
+    help="Seconds to fuzz for (a batch under way is finished).",
+)
+@click.option("--real", is_flag=True, help="Fuzz live deployments (stateful + differential).")
+@click.option("--runtime", default="multiworld", show_default=True, help="System under test.")
+@click.option(
+    "--out",
+    "out_dir",
+    default="out/fuzz",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Failing scenarios and reports go here.",
+)
+@click.option(
+    "--fuzzer",
+    "fuzzers",
+    multiple=True,
+    type=click.Choice(["model", "stateful", "differential"]),
+    help="Only these fuzzers (default: model; with --real stateful and differential).",
+)
+@click.option("--seed", type=int, help="Make the examples a function of this seed.")
+@click.option(
+    "--reference",
+    default="multiworld",
+    show_default=True,
+    help="Violations this runtime shows too are upstream findings, not the runtime's.",
+)
+def fuzz(
+    budget: float,
+    real: bool,
+    runtime: str,
+    out_dir: str,
+    fuzzers: tuple[str, ...],
+    seed: int | None,
+    reference: str,
+) -> None:
+    """Fuzz the model (default) or live deployments until a property is violated.
+
+    A violation is shrunk, written to OUT as a scenario file that `mwsim run` replays,
+    with its report; the exit status is then 1. 0 when the budget ran out clean.
+    """
+    from mwsim import report
+    from mwsim.fuzz import fuzz as explore
+    from mwsim.runtimes import load, names
+
+    if runtime not in names():
+        raise click.BadParameter(f"choose one of {', '.join(names())}", param_hint="--runtime")
+    if real and "model" in fuzzers:
+        raise click.BadParameter("the model fuzzer does not run with --real", param_hint="--fuzzer")
+    if not real and set(fuzzers) - {"model"}:
+        raise click.BadParameter("stateful and differential need --real", param_hint="--fuzzer")
+    if real:
+        why = load(runtime).unavailable("gloo", 0)
+        if why:
+            click.echo(f"inconclusive: runtime {runtime} cannot run here: {why}", err=True)
+            sys.exit(EXIT_INCONCLUSIVE)
+    console, out = Console(), Path(out_dir)
+    bar = Progress(
+        TextColumn("[bold]fuzz {task.fields[what]}"),
+        BarColumn(),
+        TextColumn("{task.completed:.0f}/{task.total:.0f} s"),
+        TextColumn("{task.fields[stats]}"),
+        console=console,
+        transient=True,
+    )
+    what = f"{runtime} (real)" if real else "the model"
+    started = time.monotonic()
+    with bar:
+        task = bar.add_task("fuzz", total=budget, what=what, stats="starting")
+
+        def on_batch(result, kind: str) -> None:
+            stats = f"{result.examples} examples, {result.batches} batches (last: {kind})"
+            bar.update(task, completed=min(budget, time.monotonic() - started), stats=stats)
+
+        try:
+            result = explore(
+                budget,
+                real=real,
+                runtime=runtime,
+                out=out,
+                fuzzers=fuzzers or None,
+                seed=seed,
+                reference=reference if real else None,
+                on_batch=on_batch,
+            )
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted; every process it started was stopped[/]")
+            sys.exit(130)
+    for line in result.log:
+        console.print(f"  {line}")
+    for found in result.upstream:
+        console.print(f"[yellow]{reference} violates it too (not the runtime's):[/] {found.path}")
+    summary = f"{result.examples} examples in {result.batches} batches, {result.elapsed_s:.0f} s"
+    if result.violation is None:
+        console.print(f"[green]no violation found[/] ({summary})")
+        sys.exit(EXIT_OK)
+    found = result.violation
+    console.print(f"[red]property violated[/] after {result.first_failure_s:.0f} s ({summary})")
+    for v in found.verdicts:
+        if v.verdict == "fail":
+            console.print(f"  {v.name} [{v.world or '-'}]: {v.detail}")
+    report_path = found.path.with_suffix(".json")
+    report.write_fuzz_report(found, report_path, "real" if real else "sim")
+    console.print(f"  scenario ({len(found.scenario.events)} events): {found.path}")
+    console.print(f"  report: {report_path}")
+    mode = "--real" if real else "--sim"
+    console.print(f"  reproduce: mwsim run {found.path} {mode}")
+    sys.exit(EXIT_VIOLATED)
 
 
 if __name__ == "__main__":

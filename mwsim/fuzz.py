@@ -34,6 +34,7 @@ from hypothesis import seed as fix_seed
 from hypothesis.stateful import (
     RuleBasedStateMachine,
     get_state_machine_test,
+    initialize,
     invariant,
     precondition,
     rule,
@@ -41,11 +42,12 @@ from hypothesis.stateful import (
 from pydantic import TypeAdapter
 
 from mwsim.checks import FAIL, Verdict, check, judge, violated_pairs
+from mwsim.findings import FIRST_HEARTBEAT_S, known_finding
 from mwsim.history import read_history
 from mwsim.membership import PlanError, Timeline
 from mwsim.scenario import Event, Scenario, dump_scenario
-from mwsim.sim import simulate
-from mwsim.strategies import _tenths, judged_end, scenarios
+from mwsim.sim import RuntimeModel, simulate
+from mwsim.strategies import FUZZ_KINDS, _tenths, judged_end, scenarios
 from mwsim.testing import scenario as inline
 
 _EVENT = TypeAdapter(Event)
@@ -86,9 +88,11 @@ def failures(verdicts: list[Verdict]) -> list[Verdict]:
 # -- model --------------------------------------------------------------------------------
 
 
-def check_model(scenario: Scenario, out: Path) -> None:
-    """The simulated history of ``scenario`` must satisfy every property."""
-    overall, verdicts = judge(check(simulate(scenario), scenario), set())
+def check_model(scenario: Scenario, out: Path, model: RuntimeModel | None = None) -> None:
+    """The simulated history of ``scenario`` (simulated with ``model``, if given) must
+    satisfy every property, judged by the runtime's default bounds."""
+    history = simulate(scenario, model=model)
+    overall, verdicts = judge(check(history, scenario), set())
     if overall == FAIL:
         path = save_failure(scenario, verdicts, out / "model-failure.yaml", "model")
         raise Violation(scenario, verdicts, path)
@@ -126,6 +130,8 @@ class LiveDeployment(RuleBasedStateMachine):
     zygote: ClassVar[Any] = None
     variant: ClassVar[int] = 0
     step_s: ClassVar[float] = 0.75
+    #: Steer clear of upstream MultiWorld's known findings (``mwsim.findings``).
+    avoid_known: ClassVar[bool] = False
     runs = itertools.count()
 
     @classmethod
@@ -165,44 +171,86 @@ class LiveDeployment(RuleBasedStateMachine):
                 self.controller.inject(fields)
         self.controller.advance(self.controller.now() + self.step_s)
 
+    @initialize(kinds=st.sets(st.sampled_from(FUZZ_KINDS), min_size=1), data=st.data())
+    def swarm(self, kinds: set[str], data: st.DataObject) -> None:
+        """Swarm testing: each example uses only some kinds of action, so that the
+        interplay of a few is explored deeply instead of every kind shallowly. Every
+        example starts with one of them (Hypothesis would often draw no step at all)."""
+        self.kinds = kinds
+        if self.avoid_known:  # let every first heartbeat be written (known finding 3)
+            self.controller.advance(FIRST_HEARTBEAT_S)
+        possible = [kind for kind in sorted(kinds) if self._can(kind)]
+        if possible:
+            getattr(self, data.draw(st.sampled_from(possible)))(data)
+
     def _running(self) -> list[str]:
         return self.oracle.running()
 
-    @precondition(lambda self: self._running())
+    def _targets(self, do: str, candidates: list[str]) -> list[str]:
+        """The ``candidates`` for ``do`` now, less those that run into a known finding."""
+        if not self.avoid_known:
+            return candidates
+        at = self.controller.now()
+        return [
+            c for c in candidates if known_finding(self.oracle, {"do": do, "target": c}, at) is None
+        ]
+
+    def _hosts(self) -> list[str]:
+        return self._targets("crash_host", self.oracle.topology.hosts())
+
+    def _can(self, kind: str) -> bool:
+        """Is ``kind`` enabled in this example, and has it something to act on now?"""
+        if kind not in self.kinds:
+            return False
+        if kind in ("crash", "leave", "hang"):
+            return bool(self._targets(kind, self._running()))
+        if kind == "crash_host":
+            return bool(self._hosts())
+        if kind == "add_world":
+            return len(self._running()) >= 2
+        if kind == "remove_world":
+            return bool(self.oracle.topology.worlds())
+        return bool(self._running())  # slow, join
+
+    @precondition(lambda self: self._can("crash"))
     @rule(data=st.data())
     def crash(self, data: st.DataObject) -> None:
-        self._act({"do": "crash", "target": data.draw(st.sampled_from(self._running()))})
+        target = data.draw(st.sampled_from(self._targets("crash", self._running())))
+        self._act({"do": "crash", "target": target})
 
-    @precondition(lambda self: self._running())
+    @precondition(lambda self: self._can("leave"))
     @rule(data=st.data())
     def leave(self, data: st.DataObject) -> None:
-        self._act({"do": "leave", "target": data.draw(st.sampled_from(self._running()))})
+        target = data.draw(st.sampled_from(self._targets("leave", self._running())))
+        self._act({"do": "leave", "target": target})
 
-    @precondition(lambda self: self._running())
-    @rule(data=st.data(), for_s=st.none() | _tenths(0.5, 9.0))
-    def hang(self, data: st.DataObject, for_s: float | None) -> None:
-        target = data.draw(st.sampled_from(self._running()))
+    @precondition(lambda self: self._can("hang"))
+    @rule(data=st.data())
+    def hang(self, data: st.DataObject) -> None:
+        target = data.draw(st.sampled_from(self._targets("hang", self._running())))
+        for_s = data.draw(st.none() | _tenths(0.5, 9.0))
         self._act({"do": "hang", "target": target, "for_s": for_s})
 
-    @precondition(lambda self: self._running())
-    @rule(data=st.data(), delay_ms=st.sampled_from([50.0, 200.0]))
-    def slow(self, data: st.DataObject, delay_ms: float) -> None:
+    @precondition(lambda self: self._can("slow"))
+    @rule(data=st.data())
+    def slow(self, data: st.DataObject) -> None:
         target = data.draw(st.sampled_from(self._running()))
+        delay_ms = data.draw(st.sampled_from([50.0, 200.0]))
         self._act({"do": "slow", "target": target, "delay_ms": delay_ms, "for_s": 2.0})
 
+    @precondition(lambda self: self._can("crash_host"))
     @rule(data=st.data())
     def crash_host(self, data: st.DataObject) -> None:
-        host = data.draw(st.sampled_from(self.oracle.topology.hosts()))
-        self._act({"do": "crash_host", "target": host})
+        self._act({"do": "crash_host", "target": data.draw(st.sampled_from(self._hosts()))})
 
-    @precondition(lambda self: self._running())
+    @precondition(lambda self: self._can("join"))
     @rule(data=st.data())
     def join(self, data: st.DataObject) -> None:
         self.fresh += 1
         worker, partner = f"j{self.fresh}", data.draw(st.sampled_from(self._running()))
         self._act({"do": "join", "worker": worker, "worlds": {f"w{worker}": [partner, worker]}})
 
-    @precondition(lambda self: len(self._running()) >= 2)
+    @precondition(lambda self: self._can("add_world"))
     @rule(data=st.data())
     def add_world(self, data: st.DataObject) -> None:
         running = self._running()
@@ -210,7 +258,7 @@ class LiveDeployment(RuleBasedStateMachine):
         self.fresh += 1
         self._act({"do": "add_world", "world": f"x{self.fresh}", "members": members})
 
-    @precondition(lambda self: self.oracle.topology.worlds())
+    @precondition(lambda self: self._can("remove_world"))
     @rule(data=st.data())
     def remove_world(self, data: st.DataObject) -> None:
         world = data.draw(st.sampled_from(self.oracle.topology.worlds()))
@@ -291,26 +339,48 @@ def minimize(
 ) -> Violation:
     """Shrink a real violation by replay to a 1-minimal list of events (see the module doc).
 
-    With ``reference``, a shorter scenario is kept only if the reference runtime still
-    passes it, so the violation stays the runtime's own.
+    With ``reference``, the result must be the runtime's own: the reference runtime must
+    pass it. That is checked once at the end; only if the reference fails the shrunk
+    scenario is the shrinking redone, checking the reference at every step.
     """
     wanted = violated_pairs(violation.verdicts)
     runs = itertools.count()
 
-    def fails(candidate: Scenario) -> list[Verdict] | None:
-        got = replay_violates(candidate, wanted, out / "shrink" / str(next(runs)), zygote)
-        if got is not None and reference:
-            upstream = candidate.model_copy(update={"runtime": reference})
-            theirs = replay_violates(upstream, wanted, out / "shrink" / str(next(runs)), zygote)
-            if theirs is not None and not (violated_pairs(got) - violated_pairs(theirs)):
-                return None  # what it violates, the reference violates too
+    def ours(candidate: Scenario) -> list[Verdict] | None:
+        return replay_violates(candidate, wanted, out / "shrink" / str(next(runs)), zygote)
+
+    def reference_too(candidate: Scenario, got: list[Verdict]) -> bool:
+        """Whatever ``candidate`` violates (``got``), the reference violates too."""
+        assert reference is not None
+        upstream = candidate.model_copy(update={"runtime": reference})
+        theirs = replay_violates(upstream, wanted, out / "shrink" / str(next(runs)), zygote)
+        return theirs is not None and not (violated_pairs(got) - violated_pairs(theirs))
+
+    def only_ours(candidate: Scenario) -> list[Verdict] | None:
+        got = ours(candidate)
+        if got is None or (reference and reference_too(candidate, got)):
+            return None
         return got
 
-    current = violation.scenario
-    verdicts = fails(current)
+    verdicts = ours(violation.scenario)
     if verdicts is None:
         log("the violation did not reproduce on replay; keeping the example as found")
         return violation
+    current, verdicts = _shrink(violation.scenario, verdicts, ours, log)
+    if reference and reference_too(current, verdicts):
+        log(f"{reference} fails the shrunk scenario too; shrinking again against it")
+        current, verdicts = _shrink(violation.scenario, verdicts, only_ours, log)
+    path = save_failure(current, verdicts, violation.path, "shrunk by replay")
+    return Violation(current, verdicts, path)
+
+
+def _shrink(
+    current: Scenario,
+    verdicts: list[Verdict],
+    fails: Callable[[Scenario], list[Verdict] | None],
+    log: Callable[[str], None],
+) -> tuple[Scenario, list[Verdict]]:
+    """Drop events one at a time while ``fails`` still holds, until none can go."""
     changed = True
     while changed:
         changed = False
@@ -322,8 +392,7 @@ def minimize(
             if got is not None:
                 log(f"shrunk to {len(candidate.events)} event(s)")
                 current, verdicts, changed = candidate, got, True
-    path = save_failure(current, verdicts, violation.path, "shrunk by replay")
-    return Violation(current, verdicts, path)
+    return current, verdicts
 
 
 def _without(scenario: Scenario, index: int) -> Scenario | None:
@@ -372,7 +441,7 @@ def fuzz(
     out: Path = Path("out/fuzz"),
     batch: int = 5,
     step_count: int = 5,
-    deterministic: bool = False,
+    seed: int | None = None,
     reference: str | None = "multiworld",
     fuzzers: tuple[str, ...] | None = None,
     on_batch: Callable[[FuzzResult, str], None] | None = None,
@@ -383,7 +452,7 @@ def fuzz(
     fuzzers take turns on live deployments of ``runtime``. When ``runtime`` is not the
     ``reference``, a violation the reference runtime shows on the same scenario is an
     upstream finding (kept in ``upstream``), not the runtime's, and fuzzing goes on.
-    ``deterministic`` makes every batch's examples a function of the batch number.
+    With ``seed``, every batch's examples are a function of it and the batch number.
     """
     from mwsim.replay.zygote import Zygote
 
@@ -392,7 +461,8 @@ def fuzz(
     kinds = list(fuzzers or (("stateful", "differential") if real else ("model",)))
     zygote = Zygote(runtime, out / "zygote.log") if real else None
     counter = itertools.count()
-    draw_seed = random.Random(0 if deterministic else None)
+    draw_seed = random.Random(seed)
+    avoid_known = bool(reference) and runtime != reference
 
     def note_example() -> None:
         result.examples += 1
@@ -402,21 +472,27 @@ def fuzz(
             if time.monotonic() - started >= budget_s:
                 break
             batch_number = next(counter)
-            seed = draw_seed.getrandbits(64)
+            batch_seed = draw_seed.getrandbits(64)
             try:
                 if kind == "model":
-                    _run_model_batch(out, max(batch, 50), seed, note_example)
+                    _run_model_batch(out, max(batch, 50), batch_seed, note_example)
                 elif kind == "differential":
-                    _run_differential_batch(out, batch, seed, runtime, zygote, note_example)
+                    _run_differential_batch(
+                        out, batch, batch_seed, runtime, zygote, note_example, avoid_known
+                    )
                 else:
                     machine = LiveDeployment.configured(
-                        runtime=runtime, out=out, zygote=zygote, variant=batch_number // len(kinds)
+                        runtime=runtime,
+                        out=out,
+                        zygote=zygote,
+                        variant=batch_number // len(kinds),
+                        avoid_known=avoid_known,
                     )
                     test = get_state_machine_test(
                         machine,
                         settings=_settings(batch, shrink=False, stateful_step_count=step_count),
                     )
-                    fix_seed(seed)(test)()
+                    fix_seed(batch_seed)(test)()
                     result.examples += batch
             except (Violation, BaseExceptionGroup) as found:
                 violation = _first_violation(found)
@@ -424,10 +500,15 @@ def fuzz(
                     ours = violated_pairs(violation.verdicts)
                     both = any(name == "conformance" for name, _ in ours)
                     upstream = violation.scenario.model_copy(update={"runtime": reference})
-                    theirs = violated_pairs(replay(upstream, out / "reference", zygote, both))
+                    where = out / "reference" / str(batch_number)
+                    theirs = violated_pairs(replay(upstream, where, zygote, both))
                     if not ours - theirs:
-                        result.upstream.append(violation)
-                        result.log.append(f"{reference} fails it too: {violation.path}")
+                        kept = out / f"upstream-{len(result.upstream) + 1}.yaml"
+                        save_failure(violation.scenario, violation.verdicts, kept, "upstream")
+                        result.upstream.append(
+                            Violation(violation.scenario, violation.verdicts, kept)
+                        )
+                        result.log.append(f"{reference} fails it too: {kept}")
                         continue
                     violation = Violation(
                         violation.scenario,
@@ -488,13 +569,19 @@ def _run_model_batch(out: Path, examples: int, seed: int, count: Callable[[], No
 
 
 def _run_differential_batch(
-    out: Path, examples: int, seed: int, runtime: str, zygote: Any, count: Callable[[], None]
+    out: Path,
+    examples: int,
+    seed: int,
+    runtime: str,
+    zygote: Any,
+    count: Callable[[], None],
+    avoid_known: bool,
 ) -> None:
     from hypothesis import given
 
     @fix_seed(seed)
     @_settings(examples, shrink=False)
-    @given(scenarios(max_workers=3, max_events=4))
+    @given(scenarios(max_workers=3, min_events=1, max_events=4, avoid_known=avoid_known))
     def batch(s: Scenario) -> None:
         count()
         check_differential(s, out, runtime, zygote)

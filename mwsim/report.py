@@ -88,6 +88,21 @@ def write_json(outcomes: list[Outcome], path: str | Path) -> None:
     Path(path).write_text(json.dumps(data[0] if len(data) == 1 else data, indent=2) + "\n")
 
 
+def write_fuzz_report(violation: Any, path: str | Path, mode: str) -> Path:
+    """The report of a fuzzing find, in the shape of Contract 3's JSON."""
+    data = {
+        "scenario": violation.scenario.name,
+        "mode": mode,
+        "verdict": "fail",
+        "properties": [v.to_dict() for v in violation.verdicts],
+        "runtime": violation.scenario.runtime,
+        "events": len(violation.scenario.events),
+        "scenario_file": str(violation.path),
+    }
+    Path(path).write_text(json.dumps(data, indent=2) + "\n")
+    return Path(path)
+
+
 # -- shared view of a history -------------------------------------------------------------
 
 

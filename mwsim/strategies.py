@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
 from mwsim import topology as topo
+from mwsim.findings import known_finding
 from mwsim.membership import Timeline, plan
 from mwsim.scenario import Event, Scenario, parse_scenario
 from mwsim.sim.model import detection_window, model_for
@@ -131,16 +132,19 @@ def scenarios(
     *,
     max_workers: int = 4,
     max_events: int = 5,
+    min_events: int = 0,
     kinds: tuple[str, ...] = FUZZ_KINDS,
     workloads: tuple[str, ...] = ("stream", "request", "allreduce"),
     shapes: tuple[str, ...] = ("fan_in", "explicit"),
     name: str = "fuzz",
+    avoid_known: bool = False,
 ) -> Any:
     """A small scenario whose events are valid by construction.
 
     Swarm style: each example enables its own subset of ``kinds``. Every event is drawn
     from the membership state at its time and vetted by the validator's own timeline, and
-    the run lasts long enough after the last event for every bound to be judged.
+    the run lasts long enough after the last event for every bound to be judged. With
+    ``avoid_known``, no event runs into a known upstream finding (``mwsim.findings``).
     """
     shape = draw(st.sampled_from(shapes))
     hosts = draw(st.integers(1, 2))
@@ -176,10 +180,12 @@ def scenarios(
     enabled = sorted(draw(st.sets(st.sampled_from(kinds), min_size=1)))
     events: list[dict[str, Any]] = []
     t = 0.0
-    for _ in range(draw(st.integers(0, max_events))):
+    for _ in range(draw(st.integers(min_events, max_events))):
         t = round(t + draw(_tenths(0.3, 1.5)), 1)
         fields = propose(draw(st.sampled_from(enabled)))
         if fields is None:
+            continue
+        if avoid_known and known_finding(timeline, fields, t) is not None:
             continue
         event = {"at": t, **fields}
         if timeline.try_apply(_EVENT.validate_python(event)):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import textwrap
 from collections import defaultdict
 from itertools import pairwise
+from typing import Any
 
 from mwsim.history import Event, History
 from mwsim.scenario import Scenario, parse_scenario
@@ -49,3 +50,44 @@ def broken_reports(history: History) -> dict[str, dict[str, float]]:
 
 def faults(history: History, do: str | None = None) -> list[Event]:
     return [e for e in history.of_kind("fault") if do is None or e["do"] == do]
+
+
+# -- hypothesis ---------------------------------------------------------------------------
+
+
+def register_profiles() -> None:
+    """Register the ``ci`` and ``dev`` Hypothesis profiles of mwsim's property tests.
+
+    ``ci``: derandomized (every run draws the same examples), no deadline (real processes
+    have no steady speed), bounded examples, no database. ``dev``: random, ten times the
+    examples, failing examples kept in ``.hypothesis/examples/`` and replayed first.
+    """
+    from hypothesis import HealthCheck, settings
+    from hypothesis.database import DirectoryBasedExampleDatabase
+
+    slow_is_fine = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+    settings.register_profile(
+        "ci",
+        derandomize=True,
+        deadline=None,
+        max_examples=200,
+        database=None,
+        print_blob=True,
+        suppress_health_check=slow_is_fine,
+    )
+    settings.register_profile(
+        "dev",
+        deadline=None,
+        max_examples=2000,
+        database=DirectoryBasedExampleDatabase(".hypothesis/examples"),
+        suppress_health_check=slow_is_fine,
+    )
+
+
+def real_settings(least: int = 2, **extra: Any) -> Any:
+    """The active Hypothesis profile scaled for examples that each start a deployment:
+    a hundredth of its examples, at least ``least``."""
+    from hypothesis import settings
+
+    current = settings.default
+    return settings(current, max_examples=max(least, current.max_examples // 100), **extra)

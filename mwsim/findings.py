@@ -1,0 +1,56 @@
+"""What upstream MultiWorld 0.2.3 is known to get wrong (README "Findings").
+
+Fuzzing a runtime against MultiWorld as the reference, an example that runs into one of
+these cannot be blamed on the runtime and ends the example early; ``known_finding`` lets
+the fuzzers steer around them (``avoid_known``). ``REPRODUCERS`` names, per finding, the
+scenario whose real run shows it is still there (its ``expect.violations``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mwsim.membership import Timeline
+
+FINDINGS = {
+    1: "a member lost from an all-reduce world makes the survivors' sums wrong, silently",
+    2: "a hung rank 0 (it hosts the world's store) is never detected",
+    3: "a worker lost or hung before its first watchdog heartbeat on a world freezes the "
+    "watchdogs of the world's other members, whose healthy worlds are then torn down",
+}
+
+REPRODUCERS = {
+    1: "scenarios/allreduce-lose-member.yaml",
+    2: "scenarios/fanin-leader-hang.yaml",
+    3: "scenarios/regressions/finding-early-loss-freezes-watchdog.yaml",
+}
+
+#: A world's members have written their first watchdog heartbeat by then: MultiWorld
+#: ticks every 0.3 s, a joiner takes up to about 0.4 s more to form its worlds.
+FIRST_HEARTBEAT_S = 1.0
+
+_ENDING = ("crash", "leave", "crash_host")
+
+
+def known_finding(timeline: Timeline, fields: dict[str, Any], at: float) -> int | None:
+    """The number of the known finding the event ``fields`` at ``at`` would run into,
+    given the membership state ``timeline`` just before it (None: none)."""
+    topology, do = timeline.topology, fields["do"]
+    if do == "crash_host":
+        if not topology.has_host(fields["target"]):
+            return None
+        targets = topology.workers_on(fields["target"])
+    elif do in ("crash", "leave", "hang"):
+        targets = [fields["target"]] if topology.has_worker(fields["target"]) else []
+    else:
+        return None
+    for worker in targets:
+        worlds = topology.worlds_of(worker)
+        if do in _ENDING and worlds and timeline.scenario.workload.kind == "allreduce":
+            return 1
+        if do == "hang" and any(topology.rank(w, worker) == 0 for w in worlds):
+            return 2
+        young = [w for w in worlds if at - timeline.worlds[w].start < FIRST_HEARTBEAT_S]
+        if any(topology.rank(w, worker) != 0 for w in young):  # rank 0's loss ends the store
+            return 3
+    return None
