@@ -29,14 +29,19 @@ async def worker(rank: int, port: int, seconds: float, numel: int, start_at: flo
     while time.monotonic() < start_at:
         await asyncio.sleep(0.001)
     end, ops = start_at + seconds, 0
-    while time.monotonic() < end:
-        if rank == 0:
+    if rank == 0:  # count what arrives before the end, until the sender says stop (-1)
+        while True:
             await comm.recv(tensor, 1, "w")
-            ops += 1
-        else:
+            if int(tensor[0]) < 0:
+                break
+            ops += time.monotonic() < end
+    else:
+        while time.monotonic() < end:
             tensor[0] = ops
             await comm.send(tensor, 0, "w")
             ops += 1
+        tensor[0] = -1
+        await comm.send(tensor, 0, "w")
     print(json.dumps({"rank": rank, "ops": ops}), flush=True)
     os._exit(0)
 

@@ -395,8 +395,8 @@ def fuzz(
     report.write_fuzz_report(found, report_path, "real" if real else "sim")
     console.print(f"  scenario ({len(found.scenario.events)} events): {found.path}")
     console.print(f"  report: {report_path}")
-    mode = "--real" if real else "--sim"
-    console.print(f"  reproduce: mwsim run {found.path} {mode}")
+    mode = {"model": " --sim", "stateful": " --real", "differential": ""}[result.found_by or ""]
+    console.print(f"  reproduce: mwsim run {found.path}{mode}")
     sys.exit(EXIT_VIOLATED)
 
 

@@ -15,6 +15,10 @@ example and ``minimize`` shrinks it by replay: it drops events one at a time, ke
 drop whose replay still violates the same property, until no single event can go. The
 file written is the last one seen to reproduce. ``fuzz()`` drives them against a time
 budget for ``mwsim fuzz``.
+
+Fuzzing a runtime other than the reference (upstream MultiWorld), a violation counts only
+if the reference, replaying the same scenario, does not show it too; and the fuzzers steer
+around the reference's known findings (``mwsim.findings``, ``avoid_known``).
 """
 
 from __future__ import annotations
@@ -133,6 +137,7 @@ class LiveDeployment(RuleBasedStateMachine):
     #: Steer clear of upstream MultiWorld's known findings (``mwsim.findings``).
     avoid_known: ClassVar[bool] = False
     runs = itertools.count()
+    on_example: ClassVar[Callable[[], None] | None] = None
 
     @classmethod
     def configured(cls, **options: Any) -> type[LiveDeployment]:
@@ -142,6 +147,8 @@ class LiveDeployment(RuleBasedStateMachine):
         from mwsim.replay import Controller
 
         super().__init__()
+        if self.on_example is not None:
+            type(self).on_example()
         text = LIVE_BASES[self.variant % len(LIVE_BASES)] + "duration_s: 3600\n"
         base = inline(text, name=f"live-{self.runtime}")
         base = base.model_copy(update={"runtime": self.runtime})
@@ -415,6 +422,7 @@ class FuzzResult:
     examples: int = 0
     batches: int = 0
     violation: Violation | None = None
+    found_by: str | None = None  # model | stateful | differential
     first_failure_s: float | None = None
     elapsed_s: float = 0.0
     upstream: list[Violation] = field(default_factory=list)  # the reference fails them too
@@ -487,13 +495,13 @@ def fuzz(
                         zygote=zygote,
                         variant=batch_number // len(kinds),
                         avoid_known=avoid_known,
+                        on_example=staticmethod(note_example),
                     )
                     test = get_state_machine_test(
                         machine,
                         settings=_settings(batch, shrink=False, stateful_step_count=step_count),
                     )
                     fix_seed(batch_seed)(test)()
-                    result.examples += batch
             except (Violation, BaseExceptionGroup) as found:
                 violation = _first_violation(found)
                 if real and reference and runtime != reference:
@@ -516,6 +524,7 @@ def fuzz(
                         violation.path,
                     )
                 result.first_failure_s = time.monotonic() - started
+                result.found_by = kind
                 if real:
                     other = reference if reference != runtime else None
                     violation = minimize(violation, out, zygote, result.log.append, other)

@@ -29,3 +29,23 @@ def test_validate_bad_file_exits_2_without_traceback(tmp_path):
 def test_usage_error_exits_2():
     assert run("validate").returncode == 2
     assert run("no-such-command").returncode == 2
+
+
+def test_fuzz_on_the_model_runs_its_budget_and_exits_0(tmp_path):
+    result = run("fuzz", "--budget", "3", "--seed", "1", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no violation found" in result.stdout
+    examples = int(result.stdout.split("(")[-1].split()[0])
+    assert examples >= 50
+
+
+def test_fuzz_usage_errors_exit_2(tmp_path):
+    for args in (
+        ["--runtime", "no-such-runtime"],
+        ["--fuzzer", "stateful"],  # needs --real
+        ["--real", "--fuzzer", "model"],
+        ["--budget", "0"],
+    ):
+        result = run("fuzz", *args, "--out", str(tmp_path))
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert "Traceback" not in result.stderr
