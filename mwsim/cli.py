@@ -6,6 +6,7 @@ violations occurred), 1 a property is violated, 2 bad input or usage, 3 inconclu
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from collections.abc import Iterable
@@ -14,6 +15,7 @@ from pathlib import Path
 import click
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mwsim.problems import ProblemError
@@ -47,6 +49,11 @@ def _load_all(files: Iterable[str]) -> list[Scenario]:
     if bad:
         sys.exit(EXIT_BAD_INPUT)
     return scenarios
+
+
+def _interrupted_status(exc: KeyboardInterrupt) -> int:
+    """128 + the signal, as a shell reports it: 130 for Ctrl-C, 143 for SIGTERM."""
+    return 128 + int(getattr(exc, "signum", signal.SIGINT))
 
 
 def exit_status(verdicts: Iterable[str]) -> int:
@@ -148,9 +155,9 @@ def run(
             console.print(f"[yellow]{scenario.name}: inconclusive: {exc}[/]")
             statuses.append("unknown")
             continue
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             console.print(f"[yellow]{scenario.name}: interrupted; its processes were stopped[/]")
-            sys.exit(130)
+            sys.exit(_interrupted_status(exc))
         report.write_artifacts(outcome)
         console.print(report.verdict_table(outcome))
         for name, path in outcome.artifacts.items():
@@ -335,8 +342,9 @@ def fuzz(
     from mwsim.fuzz import fuzz as explore
     from mwsim.runtimes import load, names
 
-    if runtime not in names():
-        raise click.BadParameter(f"choose one of {', '.join(names())}", param_hint="--runtime")
+    for option, value in (("--runtime", runtime), ("--reference", reference)):
+        if value not in names():
+            raise click.BadParameter(f"choose one of {', '.join(names())}", param_hint=option)
     if real and "model" in fuzzers:
         raise click.BadParameter("the model fuzzer does not run with --real", param_hint="--fuzzer")
     if not real and set(fuzzers) - {"model"}:
@@ -375,11 +383,11 @@ def fuzz(
                 reference=reference if real else None,
                 on_batch=on_batch,
             )
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             console.print("[yellow]interrupted; every process it started was stopped[/]")
-            sys.exit(130)
+            sys.exit(_interrupted_status(exc))
     for line in result.log:
-        console.print(f"  {line}")
+        console.print(f"  {escape(line)}")
     for found in result.upstream:
         console.print(f"[yellow]{reference} violates it too (not the runtime's):[/] {found.path}")
     summary = f"{result.examples} examples in {result.batches} batches, {result.elapsed_s:.0f} s"
@@ -390,13 +398,14 @@ def fuzz(
     console.print(f"[red]property violated[/] after {result.first_failure_s:.0f} s ({summary})")
     for v in found.verdicts:
         if v.verdict == "fail":
-            console.print(f"  {v.name} [{v.world or '-'}]: {v.detail}")
+            console.print(f"  {v.name}: {escape(v.detail)}")
     report_path = found.path.with_suffix(".json")
-    report.write_fuzz_report(found, report_path, "real" if real else "sim")
+    mode = {"model": "sim", "stateful": "real"}.get(result.found_by or "", "both")
+    report.write_fuzz_report(found, report_path, mode)
     console.print(f"  scenario ({len(found.scenario.events)} events): {found.path}")
     console.print(f"  report: {report_path}")
-    mode = {"model": " --sim", "stateful": " --real", "differential": ""}[result.found_by or ""]
-    console.print(f"  reproduce: mwsim run {found.path}{mode}")
+    flag = {"sim": " --sim", "real": " --real", "both": ""}[mode]
+    console.print(f"  reproduce: mwsim run {found.path}{flag}")
     sys.exit(EXIT_VIOLATED)
 
 

@@ -59,6 +59,15 @@ class BringUpFailed(Exception):
     """The deployment did not come up (an agent died, or the bring-up deadline passed)."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM reached the controller; raised where it waits, after which the
+    teardown runs in full. ``signum`` is the signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
 @dataclass
 class RealRun:
     """The outcome of one real replay."""
@@ -148,6 +157,9 @@ class Controller:
         self.pending: list[_Pending] = []
         self.counts = {"ops": 0, "broken": 0, "faults": 0}
         self.last_progress = 0.0
+        self.interrupt: int | None = None
+        self.tearing_down = False
+        self._handlers: dict[int, Any] = {}
 
     # -- environment ---------------------------------------------------------------------
 
@@ -319,8 +331,33 @@ class Controller:
 
     # -- the loop ------------------------------------------------------------------------
 
+    # -- signals -------------------------------------------------------------------------
+
+    def _trap_signals(self) -> None:
+        """Turn Ctrl-C and SIGTERM into ``Interrupted`` raised only where the controller
+        waits: never inside a lock or a half-written record, so the teardown always runs."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._handlers[signum] = signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self.interrupt = signum
+        with contextlib.suppress(OSError):
+            self.wake_w.send(b"!")
+
+    def _release_signals(self) -> None:
+        for signum, handler in self._handlers.items():
+            signal.signal(signum, handler)
+        self._handlers = {}
+
+    def _check_interrupt(self) -> None:
+        if self.interrupt is not None and not self.tearing_down:
+            raise Interrupted(self.interrupt)
+
     def _pump(self, until: float) -> None:
         """Handle everything that happens until ``until`` (or the next due check)."""
+        self._check_interrupt()
         now = time.monotonic()
         horizon = min(until, now + PROGRESS_EVERY_S)
         if self.pending:
@@ -344,6 +381,7 @@ class Controller:
                 self._exited(int(message["exit"]), int(message["code"]))
         self._confirm()
         self._report_progress()
+        self._check_interrupt()
 
     def _report_progress(self) -> None:
         now = time.monotonic()
@@ -639,6 +677,8 @@ class Controller:
         )
         self.wake_r, self.wake_w = socket.socketpair()
         self.wake_r.setblocking(False)
+        self.wake_w.setblocking(False)
+        self._trap_signals()
         threading.Thread(target=self._accept_loop, name="mwsim-accept", daemon=True).start()
         self._note(
             "run",
@@ -692,6 +732,13 @@ class Controller:
 
     def _teardown(self, status: str) -> Leftovers:
         """Kill what is left (whole groups), reap, check nothing is left, close the history."""
+        self.tearing_down = True  # a second Ctrl-C now waits for the teardown to finish
+        try:
+            return self._tear_down(status)
+        finally:
+            self._release_signals()
+
+    def _tear_down(self, status: str) -> Leftovers:
         live = [a for a in self.every_agent if a.alive]
         for agent in live:
             agent.expect_exit = agent.expect_exit or "teardown"

@@ -1,6 +1,7 @@
 """The command line on real processes: the demo, re-judging, interruption, negative control."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 ROOT = Path(__file__).parents[2]
 MWSIM = [sys.executable, "-m", "mwsim.cli"]
@@ -80,7 +82,8 @@ def test_demo_run_in_both_modes_passes_and_check_agrees(tmp_path):
     assert json.loads(again.read_text())["properties"] == real["properties"]
 
 
-def test_ctrl_c_stops_the_run_and_leaves_nothing(tmp_path):
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_stops_the_run_and_leaves_nothing(tmp_path, signum, status):
     path = tmp_path / "long.yaml"
     path.write_text(LONG)
     proc = subprocess.Popen(
@@ -88,6 +91,7 @@ def test_ctrl_c_stops_the_run_and_leaves_nothing(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"},
     )
     try:
         wait_for(lambda: len(run_processes(proc)[1]) == 4, 120, "four agents")
@@ -95,12 +99,17 @@ def test_ctrl_c_stops_the_run_and_leaves_nothing(tmp_path):
         pids = [p.pid for p in zygotes + agents]
         history = tmp_path / "out" / "long" / "real" / "history.jsonl"
         wait_for(lambda: history.exists() and '"op"' in history.read_text(), 120, "the workload")
-        proc.send_signal(signal.SIGINT)
-        output, _ = proc.communicate(timeout=60)
+        proc.send_signal(signum)
+        try:
+            output, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:  # show where it hangs: faulthandler dumps on SIGABRT
+            proc.send_signal(signal.SIGABRT)
+            output, _ = proc.communicate(timeout=10)
+            raise AssertionError(f"no exit 60 s after {signum!r}; stacks:\n{output}") from None
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, output
+    assert proc.returncode == status, output
     assert "interrupted" in output
     wait_for(gone(pids), 10, "agents to be gone")
     lines = history.read_text().splitlines()
