@@ -148,6 +148,13 @@ def _op_times(history: History) -> dict[tuple[str, int | None], list[float]]:
 # -- timeline PNG -------------------------------------------------------------------------
 
 
+def _marker(ax, t: float, label: str, colour: str, rows: int, solid: bool) -> None:
+    """A vertical line at ``t`` labelled along its top: solid for faults, dashed for scaling."""
+    ax.axvline(t, color=colour, linewidth=1.6 if solid else 1.2, linestyle="-" if solid else "--")
+    top = rows - 0.05
+    ax.text(t, top, f" {label}", color=colour, fontsize=7, rotation=90, va="top", ha="right")
+
+
 def _draw(ax, outcome: Outcome, run: ModeRun, labels: list[str]) -> None:
     import numpy as np
 
@@ -189,31 +196,11 @@ def _draw(ax, outcome: Outcome, run: ModeRun, labels: list[str]) -> None:
                     for x in life.spans
                 ):
                     ax.fill_between([e.t, end], row, row + 1, color=colour, alpha=0.22, linewidth=0)
-        ax.axvline(e.t, color=colour, linewidth=1.6, linestyle="-")
-        ax.text(
-            e.t,
-            len(labels) - 0.05,
-            f" {e['do']} {e['target']}",
-            color=colour,
-            fontsize=7,
-            rotation=90,
-            va="top",
-            ha="right",
-        )
+        _marker(ax, e.t, f"{e['do']} {e['target']}", colour, len(labels), solid=True)
     for e in run.history.of_kind("scale"):
         colour = SCALE_COLOURS.get(e["do"], "grey")
-        ax.axvline(e.t, color=colour, linewidth=1.2, linestyle="--")
         name = e.get("world") or e.get("worker")
-        ax.text(
-            e.t,
-            len(labels) - 0.05,
-            f" {e['do']} {name}",
-            color=colour,
-            fontsize=7,
-            rotation=90,
-            va="top",
-            ha="right",
-        )
+        _marker(ax, e.t, f"{e['do']} {name}", colour, len(labels), solid=False)
     for e in run.history.of_kind("broken"):
         if e.t > duration:
             continue

@@ -356,8 +356,8 @@ class Controller:
             raise Interrupted(self.interrupt)
 
     def _pump(self, until: float) -> None:
-        """Handle everything that happens until ``until`` (or the next due check)."""
-        self._check_interrupt()
+        """Handle everything that happens until ``until`` (or the next due check); a signal
+        taken meanwhile wakes the wait (``wake_w``) and is raised at the end."""
         now = time.monotonic()
         horizon = min(until, now + PROGRESS_EVERY_S)
         if self.pending:
