@@ -18,9 +18,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mwsim.events import Crash, Join, Kind, Leave
 from mwsim.generate import generate
-from mwsim.membership import plan
-from mwsim.scenario import Crash, Join, Leave, parse_scenario
+from mwsim.scenario import parse_scenario
 from mwsim.sim import simulate
 
 WORKERS, HOUR = 4096, 3600.0
@@ -60,7 +60,7 @@ def naive(horizon: float) -> dict:
     """Every worker ticks into each of its worlds every 0.3 s; every member checks every
     peer every 3 s. Faults stop a worker's ticks; a check that sees no new tick reports."""
     s = deployment()
-    p = plan(s)
+    p = s.plan
     env = simpy.Environment()
     ticks: dict[tuple[str, str], int] = {}
     dead: set[str] = set()
@@ -89,9 +89,9 @@ def naive(horizon: float) -> dict:
     def faults():
         for step in p.steps:
             yield env.timeout(max(0.0, step.event.at - env.now))
-            if step.event.do in ("crash", "leave"):
-                dead.add(step.event.target)
-            elif step.event.do == "join":
+            if step.event.kind in (Kind.CRASH, Kind.LEAVE):
+                dead.add(step.event.subject)
+            elif isinstance(step.event, Join):
                 worker = step.event.worker
                 worlds = list(step.event.worlds)
                 env.process(heartbeat(worker, worlds))

@@ -8,16 +8,11 @@ from __future__ import annotations
 import pytest
 
 from mwsim.runs import run_scenario
+from mwsim.runtimes import cuda_devices
 from mwsim.testing import broken_reports, ops_by_world
 from mwsim.testing import scenario as inline
 
 pytestmark = [pytest.mark.gpu, pytest.mark.real]
-
-
-def cuda_devices() -> int:
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 @pytest.fixture

@@ -13,34 +13,37 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-from mwsim.history import History, read_history
-from mwsim.replay import Controller
-from mwsim.sim.model import RuntimeModel, model_for
-from mwsim.testing import scenario
+from mwsim.events import Kind
+from mwsim.history import Event, History, read_history
+from mwsim.replay import Controller, RunStatus
+from mwsim.scenario import parse_inline
+from mwsim.timing import RuntimeModel, model_for
 
+#: One micro-scenario per mechanism, named by the kind of event that exercises it.
 MICRO = {
-    "crash": """
+    Kind.CRASH: """
         topology: {generator: fan_in, workers: 1}
         duration_s: 3.0
         events: [{at: 1.5, do: crash, target: w1}]
         """,
-    "leave": """
+    Kind.LEAVE: """
         topology: {generator: fan_in, workers: 1}
         duration_s: 3.0
         events: [{at: 1.5, do: leave, target: w1}]
         """,
-    "hang": """
+    Kind.HANG: """
         topology: {generator: fan_in, workers: 1}
         duration_s: 9.0
         events: [{at: 1.0, do: hang, target: w1, for_s: 7.5}]
         """,
-    "add_world": """
+    Kind.ADD_WORLD: """
         topology: {generator: fan_in, workers: 2}
         duration_s: 2.5
         events: [{at: 1.0, do: add_world, world: x, members: [w1, w2]}]
         """,
-    "join": """
+    Kind.JOIN: """
         topology: {generator: fan_in, workers: 1}
         duration_s: 7.0
         events: [{at: 1.0, do: join, worker: w2, worlds: {world2: [leader, w2]}}]
@@ -48,32 +51,32 @@ MICRO = {
 }
 
 
-def _first(history: History, kind: str, **match: str):
+def _first(history: History, kind: str, **match: str) -> Event | None:
     for e in history.of_kind(kind):
         if all(e.get(k) == v for k, v in match.items()):
             return e
     return None
 
 
-def _samples(history: History, name: str, model: RuntimeModel) -> dict[str, float]:
+def _samples(history: History, kind: Kind, model: RuntimeModel) -> dict[str, float]:
     out: dict[str, float] = {}
-    if name in ("crash", "leave"):
-        fault = _first(history, "fault", do=name)
+    if kind in (Kind.CRASH, Kind.LEAVE):
+        fault = _first(history, "fault", do=kind.value)
         report = _first(history, "broken", world="world1", worker="leader")
         died = _first(history, "exit", worker="w1")
         if fault and report:
             out["fail_s"] = max(0.0, report.t - fault.t - model.poll_s)
         if fault and died:
-            out["kill_s" if name == "crash" else "leave_s"] = died.t - fault.t
-    elif name == "hang":
-        fault, report = _first(history, "fault", do="hang"), _first(history, "broken")
+            out["kill_s" if kind is Kind.CRASH else "leave_s"] = died.t - fault.t
+    elif kind is Kind.HANG:
+        fault, report = _first(history, "fault", do=kind.value), _first(history, "broken")
         if fault and report:
             out["watchdog"] = report.t - fault.t
-    elif name == "add_world":
+    elif kind is Kind.ADD_WORLD:
         asked, joined = _first(history, "scale"), _first(history, "joined", world="x")
         if asked and joined:
             out["init_s"] = joined.t - asked.t
-    elif name == "join":
+    elif kind is Kind.JOIN:
         asked, joined = _first(history, "scale"), _first(history, "joined", world="world2")
         if asked and joined:
             out["spawn_s"] = joined.t - asked.t - model.init_s
@@ -84,29 +87,30 @@ def calibrate(
     runtime: str = "multiworld",
     repeat: int = 2,
     log: Callable[[str], None] = print,
-    only: tuple[str, ...] = tuple(MICRO),
+    only: tuple[Kind | str, ...] = tuple(MICRO),
 ) -> tuple[RuntimeModel, list[tuple[str, str, str, str]]]:
     """Run the micro-scenarios ``repeat`` times; return the fitted model and table rows."""
     current = model_for(runtime)
     found: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="mwsim-calibrate-") as tmp:
-        for name in only:
-            text = MICRO[name]
-            micro = scenario(text, name=f"calibrate-{name}").model_copy(update={"runtime": runtime})
+        for kind in map(Kind, only):
+            micro = parse_inline(MICRO[kind], name=f"calibrate-{kind}")
+            micro = micro.model_copy(update={"runtime": runtime})
             for n in range(repeat):
-                log(f"calibrating: {name} ({n + 1}/{repeat})")
-                outcome = Controller(micro, Path(tmp) / f"{name}-{n}").run()
-                if outcome.status != "completed":
+                log(f"calibrating: {kind} ({n + 1}/{repeat})")
+                outcome = Controller(micro, Path(tmp) / f"{kind}-{n}").run()
+                if outcome.status is not RunStatus.COMPLETED:
                     log(f"  skipped: {outcome.reason}")
                     continue
-                for key, value in _samples(read_history(outcome.history), name, current).items():
+                for key, value in _samples(read_history(outcome.history), kind, current).items():
                     found.setdefault(key, []).append(value)
     fitted = current
     rows = []
     for key in ("fail_s", "kill_s", "leave_s", "init_s", "spawn_s"):
         values = found.get(key, [])
         if values:
-            fitted = replace(fitted, **{key: round(statistics.median(values), 4)})
+            change: dict[str, Any] = {key: round(statistics.median(values), 4)}
+            fitted = replace(fitted, **change)
         rows.append(
             (key, f"{getattr(current, key):g}", f"{getattr(fitted, key):g}", _describe(values))
         )

@@ -11,15 +11,25 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
 from typing import Any
 
-from mwsim.history import Event, History
-from mwsim.membership import Plan, Step, WorldLife, plan
-from mwsim.scenario import PROPERTIES, Scenario
-from mwsim.sim.model import RuntimeModel, detection_window, model_for
+from mwsim.events import BREAKING, Kind, Slow
+from mwsim.history import Event, History, Mode
+from mwsim.membership import Plan, Step, WorldId, WorldLife
+from mwsim.scenario import Property, Scenario
+from mwsim.timing import RuntimeModel, detection_window, model_for
 
-PASS, FAIL, UNKNOWN = "pass", "fail", "unknown"
-BREAKING = ("crash", "leave", "crash_host", "hang")
+
+class Result(StrEnum):
+    """A property's verdict."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    UNKNOWN = "unknown"
+
+
+PASS, FAIL, UNKNOWN = Result.PASS, Result.FAIL, Result.UNKNOWN
 CONFORMANCE_TOLERANCE_S = 0.1
 
 
@@ -28,7 +38,7 @@ class Verdict:
     """One property's verdict with one line of evidence."""
 
     name: str
-    verdict: str  # pass | fail | unknown
+    verdict: Result
     detail: str
     world: str | None = None
     expected: bool = False  # a violation the scenario names in expect.violations
@@ -93,30 +103,15 @@ class Facts:
     end: float
     faults: dict[int, Injected] = field(default_factory=dict)  # by step index
     scaled: dict[int, float] = field(default_factory=dict)  # step index -> when it was done
-    ops: dict[int, dict[tuple[str, str | None], list[Seg]]] = field(default_factory=dict)
-    reports: dict[int, dict[str, Event]] = field(default_factory=dict)  # first per worker
-    joined: dict[int, dict[str, float]] = field(default_factory=dict)
+    ops: dict[WorldId, dict[tuple[str, str | None], list[Seg]]] = field(default_factory=dict)
+    reports: dict[WorldId, dict[str, Event]] = field(default_factory=dict)  # first per worker
+    joined: dict[WorldId, dict[str, float]] = field(default_factory=dict)
     died: dict[str, list[tuple[float, bool]]] = field(default_factory=dict)  # exits
     hygiene: Event | None = None
-    mode: str = "real"
-
-    def life_index(self, life: WorldLife) -> int:
-        return self.plan.index(life)
+    mode: str = Mode.REAL
 
 
 # -- reading a history --------------------------------------------------------------------
-
-
-def _life_of(p: Plan, name: str, t: float, life: int | None) -> int | None:
-    lives = p.lives_of(name)
-    if not lives:
-        return None
-    if life is not None:
-        chosen = lives[life] if 0 <= life < len(lives) else None
-    else:
-        started = [x for x in lives if x.start <= max(t, 0.0) + 1e-6]
-        chosen = started[-1] if started else lives[0]
-    return None if chosen is None else p.index(chosen)
 
 
 def _nearest(candidates: list[Step], t: float, taken: set[int]) -> int | None:
@@ -128,8 +123,8 @@ def _nearest(candidates: list[Step], t: float, taken: set[int]) -> int | None:
 
 
 def facts(history: History, scenario: Scenario, model: RuntimeModel | None = None) -> Facts:
-    """Read ``history`` against ``scenario``."""
-    p = plan(scenario)
+    """Read ``history`` against ``scenario`` (once: every property reads the same facts)."""
+    p: Plan = scenario.plan
     model = model or model_for(scenario.runtime)
     stops = [e.t for e in history.of_kind("phase") if e.get("name") in ("stop", "interrupted")]
     meta = history.meta
@@ -139,46 +134,45 @@ def facts(history: History, scenario: Scenario, model: RuntimeModel | None = Non
         model,
         Bounds.of(scenario, model),
         min(stops) if stops else scenario.duration_s,
-        mode=meta.get("mode", "real") if meta else "real",
+        mode=meta.get("mode", Mode.REAL) if meta else Mode.REAL,
     )
     taken: set[int] = set()
     steps = {s.index: s for s in p.steps}
     by_fault: dict[tuple[str, str], list[Step]] = defaultdict(list)
     by_scale: dict[str, list[Step]] = defaultdict(list)
     for step in p.steps:
-        target = getattr(step.event, "target", None)
-        if target is not None:
-            by_fault[(step.event.do, target)].append(step)
+        if step.event.info.fault:
+            by_fault[(step.kind, step.event.subject)].append(step)
         else:
-            by_scale[step.event.do].append(step)
+            by_scale[step.kind].append(step)
     resumed: dict[tuple[str, str], list[float]] = defaultdict(list)
     for e in history:
         kind = e.kind
         if kind in ("op", "ops"):
-            index = _life_of(p, e["world"], e.t, e.get("life"))
-            if index is None:
+            life = p.resolve(e["world"], e.get("life"), e.t)
+            if life is None:
                 continue
             key = (e["worker"], e.get("peer"))
             if kind == "op":
                 seg = Seg(e.t, e.t, e["seq"], 1, bool(e["ok"]))
             else:
                 seg = Seg(float(e["t0"]), e.t, e["first"], e["last"] - e["first"] + 1, True)
-            f.ops.setdefault(index, {}).setdefault(key, []).append(seg)
+            f.ops.setdefault(life.id, {}).setdefault(key, []).append(seg)
         elif kind == "broken":
-            index = _life_of(p, e["world"], e.t, e.get("life"))
-            if index is not None:
-                f.reports.setdefault(index, {}).setdefault(e["worker"], e)
+            life = p.resolve(e["world"], e.get("life"), e.t)
+            if life is not None:
+                f.reports.setdefault(life.id, {}).setdefault(e["worker"], e)
         elif kind == "joined":
-            index = _life_of(p, e["world"], e.t, e.get("life"))
-            if index is not None:
-                f.joined.setdefault(index, {}).setdefault(e["worker"], e.t)
+            life = p.resolve(e["world"], e.get("life"), e.t)
+            if life is not None:
+                f.joined.setdefault(life.id, {}).setdefault(e["worker"], e.t)
         elif kind == "fault":
             index = _nearest(by_fault.get((e.get("do"), e.get("target")), []), e.t, taken)
             if index is not None:
                 taken.add(index)
                 f.faults[index] = Injected(steps[index], e.t, bool(e.get("confirmed", False)))
         elif kind == "resumed":
-            resumed[(e.get("do", "hang"), e["target"])].append(e.t)
+            resumed[(e.get("do", Kind.HANG), e["target"])].append(e.t)
         elif kind == "scale":
             index = _nearest(by_scale.get(e.get("do"), []), e.t, set(f.scaled))
             if index is not None:
@@ -189,11 +183,12 @@ def facts(history: History, scenario: Scenario, model: RuntimeModel | None = Non
             f.hygiene = e
     for step in p.steps:  # faults the history does not record were never confirmed
         ev = step.event
-        if ev.do in ("crash", "crash_host", "leave", "hang", "slow"):
+        if ev.info.fault:
             got = f.faults.setdefault(step.index, Injected(step, ev.at, False))
-            if ev.do in ("hang", "slow") and ev.for_s is not None:
-                later = [t for t in resumed[(ev.do, ev.target)] if t >= got.t]
-                got.end = later[0] if later else ev.at + ev.for_s
+            lasts = ev.lasts()
+            if lasts is not None:
+                later = [t for t in resumed[(ev.kind, ev.subject)] if t >= got.t]
+                got.end = later[0] if later else ev.at + lasts
     for segs in f.ops.values():
         for series in segs.values():
             series.sort(key=lambda s: s.t0)
@@ -222,9 +217,9 @@ def _unexpected_exits(f: Facts, life: WorldLife) -> list[float]:
 
 
 def _formed_at(f: Facts, life: WorldLife) -> float | None:
-    if life.origin == "initial":
+    if life.origin is None:
         return 0.0
-    joined = f.joined.get(f.life_index(life), {})
+    joined = f.joined.get(life.id, {})
     if not all(m in joined for m in life.members):
         return None
     return max(joined[m] for m in life.members)
@@ -239,8 +234,8 @@ def healthy_segments(f: Facts, life: WorldLife) -> list[tuple[float, float]]:
     if life.end is not None:
         end = min(end, f.faults[life.end_event].t if life.end_event in f.faults else life.end)
     end = min([end, *_unexpected_exits(f, life)])
-    hangs = [x for x in _faults_of(f, life) if x.step.event.do == "hang"]
-    reported = bool(f.reports.get(f.life_index(life)))
+    hangs = [x for x in _faults_of(f, life) if x.step.kind is Kind.HANG]
+    reported = bool(f.reports.get(life.id))
     out, cursor = [], start
     for hang in hangs:
         if hang.t >= end:
@@ -260,7 +255,7 @@ def _slow_allowance(f: Facts, life: WorldLife, a: float, b: float) -> float:
     extra = 0.0
     for x in _faults_of(f, life):
         ev = x.step.event
-        if ev.do == "slow" and x.t < b and (x.end is None or x.end > a):
+        if isinstance(ev, Slow) and x.t < b and (x.end is None or x.end > a):
             extra = max(extra, ev.delay_ms / 1000)
     return extra
 
@@ -286,7 +281,7 @@ def check_progress(f: Facts) -> Verdict:
     problems: list[tuple[str | None, str]] = []
     judged = 0
     for life in f.plan.worlds:
-        segs = [s for series in f.ops.get(f.life_index(life), {}).values() for s in series]
+        segs = [s for series in f.ops.get(life.id, {}).values() for s in series]
         segs.sort(key=lambda s: s.t0)
         for a, b in healthy_segments(f, life):
             if b - a <= 0:
@@ -320,8 +315,7 @@ def _gap(world: str, a: float, b: float, allowed: float) -> str:
 def _free_at(f: Facts, worker: str, since: float) -> float | None:
     """When ``worker`` can look at ``since``: then, or when its own hang ends (None: never)."""
     for x in f.faults.values():
-        ev = x.step.event
-        if ev.do == "hang" and ev.target == worker and x.t <= since:
+        if x.step.kind is Kind.HANG and x.step.event.subject == worker and x.t <= since:
             if x.end is None:
                 return None
             if x.end > since:
@@ -333,23 +327,22 @@ def _alive_until(f: Facts, worker: str, since: float) -> float:
     """When ``worker`` stopped being able to report, after ``since`` (its exit or a hang)."""
     times = [t for t, _ in f.died.get(worker, []) if since <= t < f.end]
     for x in f.faults.values():
-        ev = x.step.event
-        if ev.do == "hang" and ev.target == worker and x.t > since:
+        if x.step.kind is Kind.HANG and x.step.event.subject == worker and x.t > since:
             times.append(x.t)
     return min(times, default=float("inf"))
 
 
 def _bound(f: Facts, life: WorldLife, fault: Injected, survivor: str) -> float:
-    kind = fault.step.event.do
+    kind = fault.step.kind
     if kind in f.bounds.detect_within_s:
         return f.bounds.detect_within_s[kind]
-    interval = f.scenario.workload.interval_ms / 1000
+    interval = f.scenario.workload.interval_s
     faulty = [m for m in life.members if m in fault.step.workers]
     rank = life.members.index(survivor)
     return min(
         detection_window(
             f.model, f.scenario.workload.kind, interval, kind, rank, life.members.index(m)
-        )[1]
+        ).hi
         for m in faulty
     )
 
@@ -364,15 +357,15 @@ class _Need:
 
 def _detection_needs(f: Facts) -> tuple[list[_Need], list[str]]:
     """Every (world, survivor) that must report, with its deadline; plus why some are unknown."""
-    needs: dict[tuple[int, str], _Need] = {}
+    needs: dict[tuple[WorldId, str], _Need] = {}
     unknown: list[str] = []
     for life in f.plan.worlds:
         for fault in _faults_of(f, life):
             ev = fault.step.event
-            if ev.do not in BREAKING or fault.t >= f.end:
+            if ev.kind not in BREAKING or fault.t >= f.end:
                 continue
             if not fault.confirmed:
-                unknown.append(f"{ev.do} of {ev.target} at {_fmt(fault.t)} was not confirmed")
+                unknown.append(f"{ev.kind} of {ev.subject} at {_fmt(fault.t)} was not confirmed")
                 continue
             formed = _formed_at(f, life)
             if formed is None or formed > fault.t:
@@ -384,11 +377,11 @@ def _detection_needs(f: Facts) -> tuple[list[_Need], list[str]]:
                 if free is None:
                     continue
                 deadline = free + _bound(f, life, fault, survivor)
-                if ev.do == "hang" and fault.end is not None and fault.end < deadline:
+                if ev.kind is Kind.HANG and fault.end is not None and fault.end < deadline:
                     continue  # back before the bound: a report is allowed, not required
                 if _alive_until(f, survivor, fault.t) < deadline:
                     continue  # the survivor itself went down first
-                key = (f.life_index(life), survivor)
+                key = (life.id, survivor)
                 if key not in needs or deadline < needs[key].deadline:
                     needs[key] = _Need(life, survivor, fault, deadline)
     return list(needs.values()), unknown
@@ -399,9 +392,9 @@ def check_detection(f: Facts) -> Verdict:
     problems: list[tuple[str | None, str]] = []
     late_unknown: list[str] = []
     for need in needs:
-        report = f.reports.get(f.life_index(need.life), {}).get(need.survivor)
+        report = f.reports.get(need.life.id, {}).get(need.survivor)
         ev = need.fault.step.event
-        what = f"{ev.do} of {ev.target} at {_fmt(need.fault.t)}"
+        what = f"{ev.kind} of {ev.subject} at {_fmt(need.fault.t)}"
         bound = need.deadline - need.fault.t
         if report is not None and report.t <= need.deadline:
             continue
@@ -426,7 +419,7 @@ def check_detection(f: Facts) -> Verdict:
 
 
 def _first_fault_at(f: Facts, life: WorldLife) -> float | None:
-    times = [x.t for x in _faults_of(f, life) if x.step.event.do in BREAKING]
+    times = [x.t for x in _faults_of(f, life) if x.step.kind in BREAKING]
     times += _unexpected_exits(f, life)
     return min(times, default=None)
 
@@ -434,8 +427,8 @@ def _first_fault_at(f: Facts, life: WorldLife) -> float | None:
 def check_no_false_alarm(f: Facts) -> Verdict:
     problems: list[tuple[str | None, str]] = []
     count = 0
-    for index, by_worker in f.reports.items():
-        life = f.plan.worlds[index]
+    for world_id, by_worker in f.reports.items():
+        life = f.plan.world(world_id)
         first = _first_fault_at(f, life)
         for worker, report in by_worker.items():
             if report.t > f.end:
@@ -459,8 +452,8 @@ def _healthy_over(segments: list[tuple[float, float]], a: float, b: float) -> bo
 def check_integrity(f: Facts) -> Verdict:
     problems: list[tuple[str | None, str]] = []
     total = 0
-    for index, streams in f.ops.items():
-        life = f.plan.worlds[index]
+    for world_id, streams in f.ops.items():
+        life = f.plan.world(world_id)
         healthy = healthy_segments(f, life)
         formed = _formed_at(f, life) or life.start
         for (worker, peer), segs in streams.items():
@@ -488,15 +481,15 @@ def check_scale_out(f: Facts) -> Verdict:
     unknown: list[str] = []
     judged = 0
     for life in f.plan.worlds:
-        if life.origin == "initial" or life.origin_event is None:
+        if life.origin is None or life.origin_event is None:
             continue
         bound = f.bounds.join_within_s or (
-            f.model.join_bound_s if life.origin == "join" else f.model.add_world_bound_s
+            f.model.join_bound_s if life.origin is Kind.JOIN else f.model.add_world_bound_s
         )
         asked = f.scaled.get(life.origin_event, life.start)
         if _hung_within(f, life, asked, asked + bound):
             continue  # a member could not do its part of forming the world
-        streams = f.ops.get(f.life_index(life), {})
+        streams = f.ops.get(life.id, {})
         first = min((s.t0 for series in streams.values() for s in series), default=None)
         ended = life.end if life.end is not None else f.end
         if first is None:
@@ -527,8 +520,8 @@ def check_scale_out(f: Facts) -> Verdict:
 def _hung_within(f: Facts, life: WorldLife, a: float, b: float) -> bool:
     """Was a member of ``life`` hung at some time in ``[a, b]``?"""
     return any(
-        x.step.event.do == "hang"
-        and x.step.event.target in life.members
+        x.step.kind is Kind.HANG
+        and x.step.event.subject in life.members
         and x.t <= b
         and (x.end is None or x.end >= a)
         for x in f.faults.values()
@@ -543,27 +536,26 @@ def check_hygiene(f: Facts) -> Verdict:
 
 
 CHECKS = {
-    "progress": check_progress,
-    "detection": check_detection,
-    "no_false_alarm": check_no_false_alarm,
-    "integrity": check_integrity,
-    "scale_out": check_scale_out,
-    "hygiene": check_hygiene,
+    Property.PROGRESS: check_progress,
+    Property.DETECTION: check_detection,
+    Property.NO_FALSE_ALARM: check_no_false_alarm,
+    Property.INTEGRITY: check_integrity,
+    Property.SCALE_OUT: check_scale_out,
+    Property.HYGIENE: check_hygiene,
 }
 
 
 def _unconfirmed(f: Facts) -> list[str]:
     return [
-        f"{x.step.event.do} of {x.step.event.target} at {_fmt(x.t)} was not confirmed injected"
+        f"{x.step.kind} of {x.step.event.subject} at {_fmt(x.t)} was not confirmed injected"
         for x in f.faults.values()
         if not x.confirmed and x.t < f.end
     ]
 
 
-def check(history: History, scenario: Scenario, model: RuntimeModel | None = None) -> list[Verdict]:
+def evaluate(f: Facts) -> list[Verdict]:
     """Every property except conformance. A fault not confirmed injected turns a would-be
     pass into unknown."""
-    f = facts(history, scenario, model)
     verdicts = [fn(f) for fn in CHECKS.values()]
     doubts = _unconfirmed(f)
     if doubts:
@@ -574,18 +566,27 @@ def check(history: History, scenario: Scenario, model: RuntimeModel | None = Non
     return verdicts
 
 
+def check(history: History, scenario: Scenario, model: RuntimeModel | None = None) -> list[Verdict]:
+    """``evaluate`` the facts of ``history``."""
+    return evaluate(facts(history, scenario, model))
+
+
 def check_conformance(
     observed: History, predicted: History, scenario: Scenario, model: RuntimeModel | None = None
 ) -> Verdict:
     """Same broken worlds, and each observed report inside the predicted window."""
-    obs, pre = facts(observed, scenario, model), facts(predicted, scenario, model)
+    return conformance(facts(observed, scenario, model), facts(predicted, scenario, model))
+
+
+def conformance(obs: Facts, pre: Facts) -> Verdict:
+    """``check_conformance`` on the facts of the two histories."""
     problems: list[tuple[str | None, str]] = []
     tol = CONFORMANCE_TOLERANCE_S
-    for index, by_worker in pre.reports.items():
-        life = pre.plan.worlds[index]
+    for world_id, by_worker in pre.reports.items():
+        life = pre.plan.world(world_id)
         for worker, e in by_worker.items():
             lo, hi = e.get("window", [e.t, e.t])
-            seen = obs.reports.get(index, {}).get(worker)
+            seen = obs.reports.get(world_id, {}).get(worker)
             if seen is None or seen.t > obs.end:
                 if not e.get("optional") and hi < obs.end:
                     problems.append(
@@ -603,10 +604,10 @@ def check_conformance(
                         f"the predicted [{lo:.2f}, {hi:.2f}] s",
                     )
                 )
-    for index, by_worker in obs.reports.items():
-        life = obs.plan.worlds[index]
+    for world_id, by_worker in obs.reports.items():
+        life = obs.plan.world(world_id)
         for worker, e in by_worker.items():
-            if e.t > obs.end or worker in pre.reports.get(index, {}):
+            if e.t > obs.end or worker in pre.reports.get(world_id, {}):
                 continue
             if _ambiguous_hang(obs, life, e.t):
                 continue
@@ -627,7 +628,7 @@ def _ambiguous_hang(f: Facts, life: WorldLife, t: float) -> bool:
     """Was a member of ``life`` hung around ``t`` (a report then may or may not come)?"""
     lo, hi = f.model.watchdog_window()
     return any(
-        x.step.event.do == "hang"
+        x.step.kind is Kind.HANG
         and x.t + lo - CONFORMANCE_TOLERANCE_S <= t
         and (x.end is None or t <= x.end + hi)
         for x in _faults_of(f, life)
@@ -638,14 +639,14 @@ def expected_violations(scenario: Scenario, mode: str) -> set[str]:
     """Properties this run must violate: the scenario's ``expect.violations`` as they apply
     to a mode. The simulator models a correct runtime, so it is expected to violate none."""
     wanted = set(scenario.expect.violations)
-    if mode == "sim":
+    if mode == Mode.SIM:
         return set()
-    if mode == "real":
-        return wanted - {"conformance"}
+    if mode == Mode.REAL:
+        return wanted - {Property.CONFORMANCE}
     return wanted
 
 
-def judge(verdicts: list[Verdict], expected: set[str]) -> tuple[str, list[Verdict]]:
+def judge(verdicts: list[Verdict], expected: set[str]) -> tuple[Result, list[Verdict]]:
     """Overall verdict: pass only if exactly the expected properties are violated and nothing
     else is in doubt. Expected violations are marked on their verdicts."""
     marked = [replace(v, expected=v.name in expected and v.verdict == FAIL) for v in verdicts]
@@ -672,16 +673,16 @@ def judge(verdicts: list[Verdict], expected: set[str]) -> tuple[str, list[Verdic
 def detections(f: Facts) -> list[dict[str, Any]]:
     """Each reported broken world with the fault it followed and the latency."""
     out = []
-    for index, by_worker in sorted(f.reports.items()):
-        life = f.plan.worlds[index]
-        faults = [x for x in _faults_of(f, life) if x.step.event.do in BREAKING]
+    for world_id, by_worker in sorted(f.reports.items(), key=lambda kv: f.plan.row(kv[0])):
+        life = f.plan.world(world_id)
+        faults = [x for x in _faults_of(f, life) if x.step.kind in BREAKING]
         for worker, e in sorted(by_worker.items(), key=lambda kv: kv[1].t):
             if e.t > f.end:
                 continue
             before = [x for x in faults if x.t <= e.t]
             record: dict[str, Any] = {"world": life.name, "worker": worker}
             if before:
-                record["fault"] = before[0].step.event.do
+                record["fault"] = before[0].step.kind.value
                 record["latency_s"] = round(e.t - before[0].t, 4)
             else:
                 record["fault"] = None
@@ -696,22 +697,4 @@ def violated_pairs(verdicts: list[Verdict]) -> set[tuple[str, str | None]]:
 
 
 def broken_worlds(f: Facts) -> list[str]:
-    return sorted({f.plan.worlds[i].name for i, by in f.reports.items() if by})
-
-
-__all__ = [
-    "FAIL",
-    "PASS",
-    "PROPERTIES",
-    "UNKNOWN",
-    "Bounds",
-    "Facts",
-    "Verdict",
-    "broken_worlds",
-    "check",
-    "check_conformance",
-    "detections",
-    "expected_violations",
-    "facts",
-    "judge",
-]
+    return sorted({world_id.name for world_id, by in f.reports.items() if by})

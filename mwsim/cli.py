@@ -1,4 +1,4 @@
-"""The ``mwsim`` command (Contract 3).
+"""The ``mwsim`` command (README "A short tour"; heavy modules are imported per command).
 
 Exit statuses of ``run`` and ``check``: 0 every property holds (or exactly the expected
 violations occurred), 1 a property is violated, 2 bad input or usage, 3 inconclusive.
@@ -9,17 +9,24 @@ from __future__ import annotations
 import signal
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 import yaml
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from mwsim.problems import ProblemError
+from mwsim.checks import Result
+from mwsim.errors import Inconclusive, ProblemError
+from mwsim.history import Mode
 from mwsim.scenario import Scenario, load_scenario
+
+if TYPE_CHECKING:
+    from mwsim.fuzz import FuzzResult
+    from mwsim.timing import RuntimeModel
 
 EXIT_OK, EXIT_VIOLATED, EXIT_BAD_INPUT, EXIT_INCONCLUSIVE = 0, 1, 2, 3
 
@@ -58,9 +65,9 @@ def _interrupted_status(exc: KeyboardInterrupt) -> int:
 
 def exit_status(verdicts: Iterable[str]) -> int:
     verdicts = list(verdicts)
-    if "fail" in verdicts:
+    if Result.FAIL in verdicts:
         return EXIT_VIOLATED
-    if "unknown" in verdicts:
+    if Result.UNKNOWN in verdicts:
         return EXIT_INCONCLUSIVE
     return EXIT_OK
 
@@ -88,8 +95,8 @@ def validate(files: tuple[str, ...]) -> None:
     sys.exit(EXIT_BAD_INPUT if bad else EXIT_OK)
 
 
-def _model(path: str | None):
-    from mwsim.sim import RuntimeModel
+def _model(path: str | None) -> RuntimeModel | None:
+    from mwsim.timing import RuntimeModel
 
     if path is None:
         return None
@@ -102,8 +109,8 @@ def _model(path: str | None):
 
 @main.command()
 @click.argument("files", nargs=-1, required=True)
-@click.option("--sim", "mode", flag_value="sim", help="Only the simulated run.")
-@click.option("--real", "mode", flag_value="real", help="Only the real run.")
+@click.option("--sim", "mode", flag_value=Mode.SIM.value, help="Only the simulated run.")
+@click.option("--real", "mode", flag_value=Mode.REAL.value, help="Only the real run.")
 @click.option("--runtime", help="System under test (default: the scenario's).")
 @click.option("--backend", type=click.Choice(["gloo", "nccl"]), help="Override the backend.")
 @click.option("--out", "out_dir", default="out", show_default=True, help="Artifacts go here.")
@@ -124,10 +131,9 @@ def run(
 ) -> None:
     """Run scenarios (both modes by default, adding conformance) and judge them."""
     from mwsim import report
-    from mwsim.replay import Inconclusive
     from mwsim.runs import run_scenario, with_overrides
 
-    mode = mode or "both"
+    mode = mode or Mode.BOTH
     model = _model(model_path)
     scenarios = _load_all(files)
     try:
@@ -153,7 +159,7 @@ def run(
                 )
         except Inconclusive as exc:
             console.print(f"[yellow]{scenario.name}: inconclusive: {exc}[/]")
-            statuses.append("unknown")
+            statuses.append(Result.UNKNOWN)
             continue
         except KeyboardInterrupt as exc:
             console.print(f"[yellow]{scenario.name}: interrupted; its processes were stopped[/]")
@@ -175,10 +181,10 @@ class _progress:
     def __init__(self, console: Console, name: str, mode: str) -> None:
         self.console, self.name, self.mode = console, name, mode
         self.bar: Progress | None = None
-        self.task = None
+        self.task = TaskID(0)
 
-    def __enter__(self):
-        if self.mode == "sim":
+    def __enter__(self) -> Callable[[float, float, dict[str, int]], None] | None:
+        if self.mode == Mode.SIM:
             return None
         self.bar = Progress(
             TextColumn("[bold]{task.description}"),
@@ -200,7 +206,7 @@ class _progress:
             self.task, completed=max(0.0, min(t, duration)), total=duration, stats=stats
         )
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         if self.bar is not None:
             self.bar.__exit__(*exc)
 
@@ -271,7 +277,6 @@ def generate(
 def calibrate(runtime: str, out_path: str | None, repeat: int) -> None:
     """Fit the simulator's timing model from micro-scenarios run for real."""
     from mwsim.calibrate import calibrate as fit
-    from mwsim.replay import Inconclusive
 
     console = Console()
     try:
@@ -368,7 +373,7 @@ def fuzz(
     with bar:
         task = bar.add_task("fuzz", total=budget, what=what, stats="starting")
 
-        def on_batch(result, kind: str) -> None:
+        def on_batch(result: FuzzResult, kind: str) -> None:
             stats = f"{result.examples} examples, {result.batches} batches (last: {kind})"
             bar.update(task, completed=min(budget, time.monotonic() - started), stats=stats)
 
@@ -397,14 +402,14 @@ def fuzz(
     found = result.violation
     console.print(f"[red]property violated[/] after {result.first_failure_s:.0f} s ({summary})")
     for v in found.verdicts:
-        if v.verdict == "fail":
+        if v.verdict == Result.FAIL:
             console.print(f"  {v.name}: {escape(v.detail)}")
     report_path = found.path.with_suffix(".json")
-    mode = {"model": "sim", "stateful": "real"}.get(result.found_by or "", "both")
+    mode = {"model": Mode.SIM, "stateful": Mode.REAL}.get(result.found_by or "", Mode.BOTH)
     report.write_fuzz_report(found, report_path, mode)
     console.print(f"  scenario ({len(found.scenario.events)} events): {found.path}")
     console.print(f"  report: {report_path}")
-    flag = {"sim": " --sim", "real": " --real", "both": ""}[mode]
+    flag = {Mode.SIM: " --sim", Mode.REAL: " --real", Mode.BOTH: ""}[mode]
     console.print(f"  reproduce: mwsim run {found.path}{flag}")
     sys.exit(EXIT_VIOLATED)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mwsim.events import ENDING, Kind, Target
 from mwsim.membership import Timeline
 
 FINDINGS = {
@@ -29,26 +30,27 @@ REPRODUCERS = {
 #: ticks every 0.3 s, a joiner takes up to about 0.4 s more to form its worlds.
 FIRST_HEARTBEAT_S = 1.0
 
-_ENDING = ("crash", "leave", "crash_host")
 
-
-def known_finding(timeline: Timeline, fields: dict[str, Any], at: float) -> int | None:
+def known_finding(
+    timeline: Timeline, fields: dict[str, Any], at: float, workload: str
+) -> int | None:
     """The number of the known finding the event ``fields`` at ``at`` would run into,
-    given the membership state ``timeline`` just before it (None: none)."""
-    topology, do = timeline.topology, fields["do"]
-    if do == "crash_host":
+    given the membership state ``timeline`` just before it and the scenario's workload
+    kind (None: none)."""
+    topology, kind = timeline.topology, Kind(fields["do"])
+    if not kind.info.breaks:
+        return None
+    if kind.info.target is Target.HOST:
         if not topology.has_host(fields["target"]):
             return None
         targets = topology.workers_on(fields["target"])
-    elif do in ("crash", "leave", "hang"):
-        targets = [fields["target"]] if topology.has_worker(fields["target"]) else []
     else:
-        return None
+        targets = [fields["target"]] if topology.has_worker(fields["target"]) else []
     for worker in targets:
         worlds = topology.worlds_of(worker)
-        if do in _ENDING and worlds and timeline.scenario.workload.kind == "allreduce":
+        if kind in ENDING and worlds and workload == "allreduce":
             return 1
-        if do == "hang" and any(topology.rank(w, worker) == 0 for w in worlds):
+        if kind is Kind.HANG and any(topology.rank(w, worker) == 0 for w in worlds):
             return 2
         young = [w for w in worlds if at - timeline.worlds[w].start < FIRST_HEARTBEAT_S]
         if any(topology.rank(w, worker) != 0 for w in young):  # rank 0's loss ends the store

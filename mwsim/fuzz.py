@@ -28,7 +28,7 @@ import itertools
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -40,21 +40,22 @@ from hypothesis.stateful import (
     get_state_machine_test,
     initialize,
     invariant,
-    precondition,
     rule,
 )
-from pydantic import TypeAdapter
 
-from mwsim.checks import FAIL, Verdict, check, judge, violated_pairs
+from mwsim.checks import FAIL, PASS, Verdict, check, judge, violated_pairs
+from mwsim.errors import MwsimError, PlanError
+from mwsim.events import Kind, parse_event
 from mwsim.findings import FIRST_HEARTBEAT_S, known_finding
-from mwsim.history import read_history
-from mwsim.membership import PlanError, Timeline
-from mwsim.scenario import Event, Scenario, dump_scenario
-from mwsim.sim import RuntimeModel, simulate
-from mwsim.strategies import FUZZ_KINDS, _tenths, judged_end, scenarios
-from mwsim.testing import scenario as inline
+from mwsim.history import Mode, read_history
+from mwsim.replay import Controller, RunStatus
+from mwsim.replay.zygote import Zygote
+from mwsim.runs import run_scenario
+from mwsim.scenario import Scenario, dump_scenario, parse_inline, plan_problems
+from mwsim.sim import simulate
+from mwsim.strategies import FUZZ_KINDS, Proposer, scenarios
+from mwsim.timing import RuntimeModel, judged_end
 
-_EVENT = TypeAdapter(Event)
 #: The live deployments the stateful fuzzer starts from (batch n uses variant n).
 LIVE_BASES = (
     "topology: {generator: fan_in, workers: 3, hosts: 2}\nworkload: {kind: stream}\n",
@@ -64,7 +65,7 @@ LIVE_BASES = (
 )
 
 
-class Violation(AssertionError):
+class Violation(MwsimError, AssertionError):
     """A drawn example violated a property; the scenario file reproduces it."""
 
     def __init__(self, scenario: Scenario, verdicts: list[Verdict], path: Path) -> None:
@@ -106,13 +107,11 @@ def check_model(scenario: Scenario, out: Path, model: RuntimeModel | None = None
 
 
 def check_differential(
-    scenario: Scenario, out: Path, runtime: str = "multiworld", zygote: Any = None
+    scenario: Scenario, out: Path, runtime: str = "multiworld", zygote: Zygote | None = None
 ) -> None:
     """``scenario`` run on the model and for real (with ``runtime``) must pass and conform."""
-    from mwsim.runs import run_scenario
-
     drawn = scenario.model_copy(update={"runtime": runtime, "name": f"fuzz-{runtime}"})
-    outcome = run_scenario(drawn, mode="both", out_dir=out / "last-run", zygote=zygote)
+    outcome = run_scenario(drawn, mode=Mode.BOTH, out_dir=out / "last-run", zygote=zygote)
     if outcome.verdict == FAIL:
         path = save_failure(
             drawn, outcome.verdicts, out / f"differential-{runtime}.yaml", "differential"
@@ -126,34 +125,35 @@ def check_differential(
 class LiveDeployment(RuleBasedStateMachine):
     """Rules act on live MultiWorld processes; after each step the properties must hold.
 
+    Each step draws one enabled kind of event (or a wait) and asks the ``Proposer`` of
+    :mod:`mwsim.strategies` for an event of that kind that is possible now: the same
+    proposals as the scenario strategy, so every kind of the vocabulary is fuzzed live.
     Configure with ``LiveDeployment.configured(runtime=..., out=..., zygote=...)``.
     """
 
     runtime: ClassVar[str] = "multiworld"
     out: ClassVar[Path] = Path("out/fuzz")
-    zygote: ClassVar[Any] = None
+    zygote: ClassVar[Zygote | None] = None
     variant: ClassVar[int] = 0
     step_s: ClassVar[float] = 0.75
     #: Steer clear of upstream MultiWorld's known findings (``mwsim.findings``).
     avoid_known: ClassVar[bool] = False
     runs = itertools.count()
-    on_example: ClassVar[Callable[[], None] | None] = None
+    counters: ClassVar[tuple[Callable[[], None], ...]] = ()  # called once per example
 
     @classmethod
     def configured(cls, **options: Any) -> type[LiveDeployment]:
         return type(cls.__name__, (cls,), options)
 
     def __init__(self) -> None:
-        from mwsim.replay import Controller
-
         super().__init__()
-        if self.on_example is not None:
-            type(self).on_example()
+        for count in self.counters:
+            count()
         text = LIVE_BASES[self.variant % len(LIVE_BASES)] + "duration_s: 3600\n"
-        base = inline(text, name=f"live-{self.runtime}")
+        base = parse_inline(text, name=f"live-{self.runtime}")
         base = base.model_copy(update={"runtime": self.runtime})
-        self.oracle = Timeline(base, base.build_topology())
-        self.fresh = 0
+        self.oracle = base.timeline()
+        self.kinds: list[Kind] = []
         self.controller = Controller(
             base,
             self.out / "live-runs" / str(next(self.runs)),
@@ -166,110 +166,47 @@ class LiveDeployment(RuleBasedStateMachine):
             self.controller.start()
         except BaseException:
             self.finished = True
-            self.controller.finish("bringup_failed")
+            self.controller.finish(RunStatus.BRINGUP_FAILED)
             raise
 
     # -- stepping ------------------------------------------------------------------------
 
-    def _act(self, fields: dict[str, Any]) -> None:
-        at = round(self.controller.now(), 3)
-        if self.oracle.try_apply(_EVENT.validate_python({**fields, "at": at})):
-            with contextlib.suppress(PlanError):  # the state moved on (a hang ended) meanwhile
-                self.controller.inject(fields)
+    def _allowed(self, kind: Kind, target: str) -> bool:
+        """Not a target that runs into a known finding (when steering around them)."""
+        if not self.avoid_known:
+            return True
+        fields = {"do": kind.value, "target": target}
+        workload = self.controller.scenario.workload.kind
+        return known_finding(self.oracle, fields, self.controller.now(), workload) is None
+
+    def _act(self, data: st.DataObject) -> None:
+        """Do one possible event of an enabled kind (or nothing), then let time pass."""
+        propose = Proposer(data.draw, self.oracle, self._allowed)
+        propose.fresh = len(self.controller.scenario.events)  # fresh names stay fresh
+        for kind in data.draw(st.permutations(self.kinds)):
+            fields = propose(kind)
+            if fields is None:
+                continue
+            at = round(self.controller.now(), 3)
+            if self.oracle.try_apply(parse_event({**fields, "at": at})):
+                with contextlib.suppress(PlanError):  # the state moved on (a hang ended)
+                    self.controller.inject(fields)
+                break
         self.controller.advance(self.controller.now() + self.step_s)
 
     @initialize(kinds=st.sets(st.sampled_from(FUZZ_KINDS), min_size=1), data=st.data())
-    def swarm(self, kinds: set[str], data: st.DataObject) -> None:
+    def swarm(self, kinds: set[Kind], data: st.DataObject) -> None:
         """Swarm testing: each example uses only some kinds of action, so that the
         interplay of a few is explored deeply instead of every kind shallowly. Every
         example starts with one of them (Hypothesis would often draw no step at all)."""
-        self.kinds = kinds
+        self.kinds = sorted(kinds)
         if self.avoid_known:  # let every first heartbeat be written (known finding 3)
             self.controller.advance(FIRST_HEARTBEAT_S)
-        possible = [kind for kind in sorted(kinds) if self._can(kind)]
-        if possible:
-            getattr(self, data.draw(st.sampled_from(possible)))(data)
+        self._act(data)
 
-    def _running(self) -> list[str]:
-        return self.oracle.running()
-
-    def _targets(self, do: str, candidates: list[str]) -> list[str]:
-        """The ``candidates`` for ``do`` now, less those that run into a known finding."""
-        if not self.avoid_known:
-            return candidates
-        at = self.controller.now()
-        return [
-            c for c in candidates if known_finding(self.oracle, {"do": do, "target": c}, at) is None
-        ]
-
-    def _hosts(self) -> list[str]:
-        return self._targets("crash_host", self.oracle.topology.hosts())
-
-    def _can(self, kind: str) -> bool:
-        """Is ``kind`` enabled in this example, and has it something to act on now?"""
-        if kind not in self.kinds:
-            return False
-        if kind in ("crash", "leave", "hang"):
-            return bool(self._targets(kind, self._running()))
-        if kind == "crash_host":
-            return bool(self._hosts())
-        if kind == "add_world":
-            return len(self._running()) >= 2
-        if kind == "remove_world":
-            return bool(self.oracle.topology.worlds())
-        return bool(self._running())  # slow, join
-
-    @precondition(lambda self: self._can("crash"))
     @rule(data=st.data())
-    def crash(self, data: st.DataObject) -> None:
-        target = data.draw(st.sampled_from(self._targets("crash", self._running())))
-        self._act({"do": "crash", "target": target})
-
-    @precondition(lambda self: self._can("leave"))
-    @rule(data=st.data())
-    def leave(self, data: st.DataObject) -> None:
-        target = data.draw(st.sampled_from(self._targets("leave", self._running())))
-        self._act({"do": "leave", "target": target})
-
-    @precondition(lambda self: self._can("hang"))
-    @rule(data=st.data())
-    def hang(self, data: st.DataObject) -> None:
-        target = data.draw(st.sampled_from(self._targets("hang", self._running())))
-        for_s = data.draw(st.none() | _tenths(0.5, 9.0))
-        self._act({"do": "hang", "target": target, "for_s": for_s})
-
-    @precondition(lambda self: self._can("slow"))
-    @rule(data=st.data())
-    def slow(self, data: st.DataObject) -> None:
-        target = data.draw(st.sampled_from(self._running()))
-        delay_ms = data.draw(st.sampled_from([50.0, 200.0]))
-        self._act({"do": "slow", "target": target, "delay_ms": delay_ms, "for_s": 2.0})
-
-    @precondition(lambda self: self._can("crash_host"))
-    @rule(data=st.data())
-    def crash_host(self, data: st.DataObject) -> None:
-        self._act({"do": "crash_host", "target": data.draw(st.sampled_from(self._hosts()))})
-
-    @precondition(lambda self: self._can("join"))
-    @rule(data=st.data())
-    def join(self, data: st.DataObject) -> None:
-        self.fresh += 1
-        worker, partner = f"j{self.fresh}", data.draw(st.sampled_from(self._running()))
-        self._act({"do": "join", "worker": worker, "worlds": {f"w{worker}": [partner, worker]}})
-
-    @precondition(lambda self: self._can("add_world"))
-    @rule(data=st.data())
-    def add_world(self, data: st.DataObject) -> None:
-        running = self._running()
-        members = data.draw(st.lists(st.sampled_from(running), min_size=2, max_size=2, unique=True))
-        self.fresh += 1
-        self._act({"do": "add_world", "world": f"x{self.fresh}", "members": members})
-
-    @precondition(lambda self: self._can("remove_world"))
-    @rule(data=st.data())
-    def remove_world(self, data: st.DataObject) -> None:
-        world = data.draw(st.sampled_from(self.oracle.topology.worlds()))
-        self._act({"do": "remove_world", "world": world})
+    def act(self, data: st.DataObject) -> None:
+        self._act(data)
 
     @rule()
     def wait(self) -> None:
@@ -319,16 +256,16 @@ class LiveDeployment(RuleBasedStateMachine):
 Pair = tuple[str, "str | None"]
 
 
-def replay(scenario: Scenario, out: Path, zygote: Any = None, both: bool = False) -> list[Verdict]:
+def replay(
+    scenario: Scenario, out: Path, zygote: Zygote | None = None, both: bool = False
+) -> list[Verdict]:
     """Replay ``scenario`` for real (and on the model with ``both``); its verdicts."""
-    from mwsim.runs import run_scenario
-
-    mode = "both" if both else "real"
+    mode = Mode.BOTH if both else Mode.REAL
     return run_scenario(scenario, mode=mode, out_dir=out, zygote=zygote).verdicts
 
 
 def replay_violates(
-    scenario: Scenario, wanted: set[Pair], out: Path, zygote: Any = None
+    scenario: Scenario, wanted: set[Pair], out: Path, zygote: Zygote | None = None
 ) -> list[Verdict] | None:
     """Replay ``scenario``; its verdicts if one of the ``wanted`` (property, world) pairs
     is violated again."""
@@ -340,7 +277,7 @@ def replay_violates(
 def minimize(
     violation: Violation,
     out: Path,
-    zygote: Any = None,
+    zygote: Zygote | None = None,
     log: Callable[[str], None] = lambda _: None,
     reference: str | None = None,
 ) -> Violation:
@@ -403,8 +340,6 @@ def _shrink(
 
 
 def _without(scenario: Scenario, index: int) -> Scenario | None:
-    from mwsim.membership import plan_problems
-
     events = scenario.events[:index] + scenario.events[index + 1 :]
     candidate = scenario.model_copy(update={"events": events})
     if plan_problems(candidate):
@@ -462,8 +397,6 @@ def fuzz(
     upstream finding (kept in ``upstream``), not the runtime's, and fuzzing goes on.
     With ``seed``, every batch's examples are a function of it and the batch number.
     """
-    from mwsim.replay.zygote import Zygote
-
     result, started = FuzzResult(), time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
     kinds = list(fuzzers or (("stateful", "differential") if real else ("model",)))
@@ -495,7 +428,7 @@ def fuzz(
                         zygote=zygote,
                         variant=batch_number // len(kinds),
                         avoid_known=avoid_known,
-                        on_example=staticmethod(note_example),
+                        counters=(note_example,),
                     )
                     test = get_state_machine_test(
                         machine,
@@ -543,13 +476,12 @@ def fuzz(
 
 def _only(verdict: Verdict, pairs: set[Pair]) -> Verdict:
     """A failed verdict kept only for the (property, world) pairs that are the runtime's."""
-    from dataclasses import replace
-
     if verdict.verdict != FAIL:
         return verdict
-    worlds = tuple(w for w in (verdict.worlds or (verdict.world,)) if (verdict.name, w) in pairs)
+    named = verdict.worlds or (verdict.world,)
+    worlds = tuple(w for w in named if w is not None and (verdict.name, w) in pairs)
     if not worlds:
-        return replace(verdict, verdict="pass", detail="the reference runtime fails it too")
+        return replace(verdict, verdict=PASS, detail="the reference runtime fails it too")
     return replace(verdict, worlds=worlds, world=worlds[0])
 
 
@@ -582,7 +514,7 @@ def _run_differential_batch(
     examples: int,
     seed: int,
     runtime: str,
-    zygote: Any,
+    zygote: Zygote | None,
     count: Callable[[], None],
     avoid_known: bool,
 ) -> None:

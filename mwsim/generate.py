@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
 import simpy
-from pydantic import TypeAdapter
 
+from mwsim.events import Kind, parse_event
 from mwsim.internal.rng import seeded
 from mwsim.membership import Timeline
-from mwsim.scenario import Event, Scenario
+from mwsim.scenario import Scenario
 
-_EVENT = TypeAdapter(Event)
 QUIET_TAIL_S = 10.0
+Process = Generator[simpy.Event, Any, None]
 
 
 @dataclass
@@ -56,26 +56,25 @@ class _Gen:
             "workload": {"kind": params.workload, "interval_ms": params.interval_ms},
             "duration_s": params.duration_s,
         }
-        skeleton = Scenario.model_validate(self.base)
-        self.timeline = Timeline(skeleton, skeleton.build_topology())
+        self.timeline: Timeline = Scenario.model_validate(self.base).timeline()
         self.events: list[dict[str, Any]] = []
         self.joined = 0  # joins so far, for fresh names
 
     @property
     def now(self) -> float:
-        return round(self.env.now, 3)
+        return round(float(self.env.now), 3)
 
     @property
     def quiet_from(self) -> float:
         """No event after this, so every bound (detection, join) can be judged in the run."""
         return self.params.duration_s - min(QUIET_TAIL_S, self.params.duration_s / 3)
 
-    def propose(self, **fields: Any) -> bool:
+    def propose(self, do: Kind, **fields: Any) -> bool:
         """Keep the event if it is possible at the current time."""
         if self.env.now > self.quiet_from:
             return False
-        data = {"at": self.now, **fields}
-        if not self.timeline.try_apply(_EVENT.validate_python(data)):
+        data = {"at": self.now, "do": do.value, **fields}
+        if not self.timeline.try_apply(parse_event(data)):
             return False
         self.events.append(data)
         return True
@@ -94,45 +93,47 @@ class _Gen:
 # -- building blocks (simpy processes) ---------------------------------------------------
 
 
-def _failures(g: _Gen, worker: str, mtbf: float, kinds: dict[str, float]) -> Iterator:
+def _failures(g: _Gen, worker: str, mtbf: float, kinds: dict[Kind, float]) -> Process:
     """A worker's failure clock: exponential gaps; crash and leave end it, hang pauses it."""
     names, weights = zip(*kinds.items(), strict=True)
     while True:
         yield g.env.timeout(g.rng.expovariate(1.0 / mtbf))
         if g.env.now > g.params.duration_s:
             return
-        kind = g.rng.choices(names, weights)[0]
-        if kind == "hang":
+        kind = Kind(g.rng.choices(names, weights)[0])
+        if kind is Kind.HANG:
             for_s = round(g.rng.uniform(1.0, 9.0), 3)
-            if g.propose(do="hang", target=worker, for_s=for_s):
+            if g.propose(kind, target=worker, for_s=for_s):
                 yield g.env.timeout(for_s)
-        elif kind == "slow":
+        elif kind is Kind.SLOW:
             for_s, delay = round(g.rng.uniform(1.0, 5.0), 3), round(g.rng.uniform(20, 200), 1)
-            if g.propose(do="slow", target=worker, delay_ms=delay, for_s=for_s):
+            if g.propose(kind, target=worker, delay_ms=delay, for_s=for_s):
                 yield g.env.timeout(for_s)
-        elif g.propose(do=kind, target=worker):
+        elif g.propose(kind, target=worker):
             return
 
 
-def _host_failures(g: _Gen, host: str, mtbf: float, hosts: list[str], correlation: float):
+def _host_failures(
+    g: _Gen, host: str, mtbf: float, hosts: list[str], correlation: float
+) -> Process:
     """A host's failure clock; with probability ``correlation`` a neighbour follows within 2 s."""
     yield g.env.timeout(g.rng.expovariate(1.0 / mtbf))
-    if not g.propose(do="crash_host", target=host):
+    if not g.propose(Kind.CRASH_HOST, target=host):
         return
     if g.rng.random() < correlation:
         neighbour = hosts[(hosts.index(host) + 1) % len(hosts)]
         yield g.env.timeout(g.rng.uniform(0.05, 2.0))
-        g.propose(do="crash_host", target=neighbour)
+        g.propose(Kind.CRASH_HOST, target=neighbour)
 
 
 def _join_one(g: _Gen, name: str | None = None, host: str | None = None) -> str | None:
     """A new worker joining with its own world to the leader."""
     worker = name or g.fresh_worker()
     world = f"world_{worker}"
-    fields: dict[str, Any] = {"do": "join", "worker": worker, "worlds": {world: ["leader", worker]}}
+    fields: dict[str, Any] = {"worker": worker, "worlds": {world: ["leader", worker]}}
     if host is not None:
         fields["host"] = host
-    return worker if g.propose(**fields) else None
+    return worker if g.propose(Kind.JOIN, **fields) else None
 
 
 # -- families ----------------------------------------------------------------------------
@@ -145,7 +146,7 @@ def _fan_in(p: Params) -> dict[str, Any]:
 def mtbf(g: _Gen) -> None:
     """Independent worker failures: every worker fails after an exponential time (``mtbf_s``),
     as a crash (60 %), hang (20 %) or leave (20 %); a hung worker may fail again later."""
-    kinds = g.params.extra.get("kinds", {"crash": 0.6, "hang": 0.2, "leave": 0.2})
+    kinds = g.params.extra.get("kinds", {Kind.CRASH: 0.6, Kind.HANG: 0.2, Kind.LEAVE: 0.2})
     for worker in g.timeline.topology.workers():
         g.env.process(_failures(g, worker, g.params.mtbf_s, kinds))
 
@@ -158,14 +159,14 @@ def hosts(g: _Gen) -> None:
         g.env.process(_host_failures(g, host, g.params.host_mtbf_s, names, 0.5))
 
 
-def _load(g: _Gen, level: list[float]) -> Iterator:
+def _load(g: _Gen, level: list[float]) -> Process:
     """A bursty request rate: quiet periods, then bursts of 2-6x, exponential dwell times."""
     while True:
         level[0] = 1.0 if level[0] > 1.0 else g.rng.uniform(2.0, 6.0)
         yield g.env.timeout(g.rng.expovariate(1.0 / (4.0 if level[0] > 1.0 else 6.0)))
 
 
-def _scaler(g: _Gen, level: list[float], per_worker: float, cooldown: float) -> Iterator:
+def _scaler(g: _Gen, level: list[float], per_worker: float, cooldown: float) -> Process:
     """Keep enough workers for the load: join when it rises, leave when it falls."""
     added: list[str] = []
     while True:
@@ -179,7 +180,7 @@ def _scaler(g: _Gen, level: list[float], per_worker: float, cooldown: float) -> 
             if worker:
                 added.append(worker)
         elif len(live) > target and live:
-            g.propose(do="leave", target=live[-1])
+            g.propose(Kind.LEAVE, target=live[-1])
 
 
 def autoscale(g: _Gen) -> None:
@@ -190,10 +191,10 @@ def autoscale(g: _Gen) -> None:
     if g.params.extra.get("failures"):  # the leader (the router) is kept reliable
         for worker in g.timeline.topology.workers():
             if worker != "leader":
-                g.env.process(_failures(g, worker, g.params.mtbf_s, {"crash": 1.0}))
+                g.env.process(_failures(g, worker, g.params.mtbf_s, {Kind.CRASH: 1.0}))
 
 
-def _waves(g: _Gen, mean_gap: float, fraction: float, spread: float, downtime: float):
+def _waves(g: _Gen, mean_gap: float, fraction: float, spread: float, downtime: float) -> Process:
     """Preemption waves: many leaves within ``spread`` seconds, rejoins after ``downtime``."""
     while True:
         yield g.env.timeout(g.rng.expovariate(1.0 / mean_gap))
@@ -208,7 +209,7 @@ def _waves(g: _Gen, mean_gap: float, fraction: float, spread: float, downtime: f
                 if g.timeline.topology.has_worker(worker)
                 else None
             )
-            if g.propose(do="leave", target=worker):
+            if g.propose(Kind.LEAVE, target=worker):
                 gone.append((worker, host))
         yield g.env.timeout(downtime)
         for worker, host in gone:
@@ -222,60 +223,60 @@ def spot(g: _Gen) -> None:
     g.env.process(_waves(g, mean_gap=8.0, fraction=0.6, spread=2.0, downtime=3.0))
 
 
-SWARM_KINDS = ("crash", "hang", "leave", "slow", "crash_host", "join", "add_world", "remove_world")
-
-
-def _poisson(g: _Gen, rate: float, act: Callable[[], None]) -> Iterator:
+def _poisson(g: _Gen, rate: float, act: Callable[[], None]) -> Process:
     while True:
         yield g.env.timeout(g.rng.expovariate(rate))
         act()
 
 
-def swarm(g: _Gen) -> None:
-    """Swarm testing: each seed enables a random subset of event kinds, each at its own rate."""
-    enabled = [k for k in SWARM_KINDS if g.rng.random() < 0.5] or [g.rng.choice(SWARM_KINDS)]
-    added = [0]
+def _swarm_action(g: _Gen, kind: Kind, added: list[int]) -> Callable[[], None]:
+    """What one enabled kind does each time its Poisson clock fires."""
 
     def pick(exclude: tuple[str, ...] = ()) -> str | None:
         live = g.running(exclude)
         return g.rng.choice(live) if live else None
 
-    def act(kind: str) -> Callable[[], None]:
-        def run() -> None:
-            if kind in ("crash", "leave"):
-                target = pick(("leader",)) if g.rng.random() < 0.9 else pick()
-                if target:
-                    g.propose(do=kind, target=target)
-            elif kind == "hang":
-                target = pick()
-                if target:
-                    g.propose(do="hang", target=target, for_s=round(g.rng.uniform(0.5, 8.0), 3))
-            elif kind == "slow":
-                target = pick()
-                if target:
-                    delay = round(g.rng.uniform(10, 250), 1)
-                    for_s = round(g.rng.uniform(0.5, 5.0), 3)
-                    g.propose(do="slow", target=target, delay_ms=delay, for_s=for_s)
-            elif kind == "crash_host":
-                g.propose(do="crash_host", target=g.rng.choice(g.timeline.topology.hosts()))
-            elif kind == "join":
-                _join_one(g, host=g.rng.choice(g.timeline.topology.hosts()))
-            elif kind == "add_world":
-                live = g.running()
-                if len(live) >= 2:
-                    added[0] += 1
-                    members = g.rng.sample(live, 2)
-                    g.propose(do="add_world", world=f"x{added[0]}", members=members)
-            elif kind == "remove_world":
-                extra = [w for w in g.timeline.topology.worlds() if w.startswith("x")]
-                if extra:
-                    g.propose(do="remove_world", world=g.rng.choice(extra))
+    def run() -> None:
+        if kind in (Kind.CRASH, Kind.LEAVE):
+            target = pick(("leader",)) if g.rng.random() < 0.9 else pick()
+            if target:
+                g.propose(kind, target=target)
+        elif kind is Kind.HANG:
+            target = pick()
+            if target:
+                g.propose(kind, target=target, for_s=round(g.rng.uniform(0.5, 8.0), 3))
+        elif kind is Kind.SLOW:
+            target = pick()
+            if target:
+                delay = round(g.rng.uniform(10, 250), 1)
+                for_s = round(g.rng.uniform(0.5, 5.0), 3)
+                g.propose(kind, target=target, delay_ms=delay, for_s=for_s)
+        elif kind is Kind.CRASH_HOST:
+            g.propose(kind, target=g.rng.choice(g.timeline.topology.hosts()))
+        elif kind is Kind.JOIN:
+            _join_one(g, host=g.rng.choice(g.timeline.topology.hosts()))
+        elif kind is Kind.ADD_WORLD:
+            live = g.running()
+            if len(live) >= 2:
+                added[0] += 1
+                members = g.rng.sample(live, 2)
+                g.propose(kind, world=f"x{added[0]}", members=members)
+        elif kind is Kind.REMOVE_WORLD:
+            extra = [w for w in g.timeline.topology.worlds() if w.startswith("x")]
+            if extra:
+                g.propose(kind, world=g.rng.choice(extra))
 
-        return run
+    return run
 
+
+def swarm(g: _Gen) -> None:
+    """Swarm testing: each seed enables a random subset of event kinds, each at its own rate."""
+    kinds = list(Kind)
+    enabled = [k for k in kinds if g.rng.random() < 0.5] or [g.rng.choice(kinds)]
+    added = [0]
     for kind in enabled:
         rate = g.rng.uniform(0.05, 0.5)
-        g.env.process(_poisson(g, rate, act(kind)))
+        g.env.process(_poisson(g, rate, _swarm_action(g, kind, added)))
 
 
 FAMILIES: dict[str, tuple[Callable[[_Gen], None], Params]] = {

@@ -1,4 +1,4 @@
-"""The history of a run: timestamped events, one JSON object per line (Contract 2).
+"""The history of a run: timestamped events, one JSON object per line (README "Histories").
 
 Both the simulator and the real replay write a history; the checkers read it. ``t`` is
 seconds since the workload started (bring-up events before that are negative). Kinds
@@ -14,11 +14,21 @@ import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
 from typing import IO, Any
 
-from mwsim.problems import Problem, ProblemError
+from mwsim.errors import Problem, ProblemError
+
+
+class Mode(StrEnum):
+    """How a scenario was run: on the model, for real, or both (adding conformance)."""
+
+    SIM = "sim"
+    REAL = "real"
+    BOTH = "both"
+
 
 _NUMBER = (int, float)
 _NONE = type(None)

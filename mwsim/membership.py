@@ -1,82 +1,91 @@
 """The membership timeline of a scenario: which workers and worlds exist, and when.
 
-``plan(scenario)`` walks the events in time order over an evolving ``Topology`` and
-records the life of every worker and every world incarnation (a world name may be used
-again once its earlier world is gone). ``plan_problems(scenario)`` lists what makes a
-timeline impossible (targets that are gone, names still in use, worlds of one member,
-...), each with the data path it is about, so the loader can point at a line.
-
-The simulator, the replay controller and the checkers all read the same ``Plan``.
+A ``Timeline`` applies events in time order to an evolving ``Topology`` and records the
+life of every worker and every world incarnation (a name may be used again once its
+earlier bearer is gone); an impossible event is recorded as a problem with the data path
+it is about, so the loader can point at a line. A walk over a whole scenario gives its
+``Plan``: the lives and the resolved steps that the simulator, the replay, the checks and
+the reports all read. Identities are explicit: a world incarnation is a ``WorldId``
+(name, life), a worker incarnation a ``WorkerLife`` with its ``incarnation`` number.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mwsim.scenario import (
+from mwsim.errors import Loc, PlanError
+from mwsim.events import (
     AddWorld,
+    AnyEvent,
     Crash,
     CrashHost,
-    ExplicitSpec,
     Hang,
     Join,
+    Kind,
     Leave,
-    PipelineSpec,
     RemoveWorld,
-    Scenario,
     Slow,
+    Target,
 )
 from mwsim.topology import Topology
-
-Loc = tuple[Any, ...]
-ENDING_FAULTS = ("crash", "leave", "crash_host")
 
 
 def _s(t: float) -> str:
     return f"{t:g} s"
 
 
+@dataclass(frozen=True, order=True)
+class WorldId:
+    """One world incarnation: its name and its life (0 for the first world of that name)."""
+
+    name: str
+    life: int = 0
+
+    @property
+    def instance(self) -> str:
+        """The runtime's name for it (MultiWorld refuses to reuse a name)."""
+        return self.name if self.life == 0 else f"{self.name}~{self.life}"
+
+    def attrs(self) -> dict[str, Any]:
+        """How history events name it: ``life`` only for a name used again."""
+        return {"world": self.name, "life": self.life} if self.life else {"world": self.name}
+
+
 @dataclass
 class Span:
     """A hang or slow of one member during a world's life; ``end`` None = to the run's end."""
 
-    kind: str
+    kind: Kind
     worker: str
     start: float
     end: float | None
-    event: int
-
-    def covers(self, t: float) -> bool:
-        return self.start <= t and (self.end is None or t < self.end)
+    event: int  # the step (index in the scenario's events) that began it
 
 
 @dataclass
 class WorldLife:
     """One incarnation of a world, from its formation to its end (if it ends)."""
 
-    name: str
+    id: WorldId
     members: tuple[str, ...]
     start: float
-    origin: str  # initial | join | add_world
+    origin: Kind | None = None  # the event that formed it (None: there from the start)
     origin_event: int | None = None
     end: float | None = None
-    end_cause: str | None = None  # crash | leave | crash_host | remove_world
+    end_cause: Kind | None = None
     end_event: int | None = None
     end_worker: str | None = None
     spans: list[Span] = field(default_factory=list)
 
+    @property
+    def name(self) -> str:
+        return self.id.name
+
     def alive_at(self, t: float) -> bool:
         return self.start <= t and (self.end is None or t < self.end)
-
-    @property
-    def broken_by_fault(self) -> bool:
-        return self.end_cause in ENDING_FAULTS
-
-    def hangs(self) -> list[Span]:
-        return [span for span in self.spans if span.kind == "hang"]
 
 
 @dataclass
@@ -84,108 +93,111 @@ class WorkerLife:
     """One worker process: from start (0 for the initial ones, or its join) to its end."""
 
     name: str
+    incarnation: int  # 0 for the first process of that name
     host: str
     gpu: int | None
     start: float
-    origin: str  # initial | join
-    origin_event: int | None = None
+    origin_event: int | None = None  # the join that started it (None: there from the start)
     end: float | None = None
-    end_cause: str | None = None  # crash | leave | crash_host
+    end_cause: Kind | None = None
     end_event: int | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class Step:
     """A scenario event as resolved at its time: the processes it acts on, the worlds it hits."""
 
-    index: int
-    event: Any
+    index: int  # position in the scenario's events (its identity)
+    event: AnyEvent
     workers: tuple[str, ...] = ()
     worlds: tuple[str, ...] = ()
 
+    @property
+    def kind(self) -> Kind:
+        return self.event.kind
 
-@dataclass
+    def record(self) -> dict[str, Any]:
+        """The fields of its ``fault`` or ``scale`` history record."""
+        out = self.event.record()
+        if self.event.info.target is Target.HOST:
+            out["workers"] = list(self.workers)
+        return out
+
+
 class Plan:
     """Every worker and world life of a scenario, and its resolved steps in time order."""
 
-    initial: Topology
-    workers: list[WorkerLife]
-    worlds: list[WorldLife]
-    steps: list[Step]
-    duration: float
-    _by_name: dict[str, list[WorldLife]] = field(default_factory=dict, repr=False)
-    _index: dict[int, int] = field(default_factory=dict, repr=False)
-
-    def __post_init__(self) -> None:
-        for i, life in enumerate(self.worlds):
-            self._by_name.setdefault(life.name, []).append(life)
-            self._index[id(life)] = i
-
-    def index(self, life: WorldLife) -> int:
-        """Position of a world life in ``worlds`` (its identity in checks and reports)."""
-        return self._index[id(life)]
+    def __init__(
+        self,
+        initial: Topology,
+        workers: list[WorkerLife],
+        worlds: list[WorldLife],
+        steps: list[Step],
+        duration: float,
+    ) -> None:
+        self.initial = initial
+        self.workers = workers
+        self.worlds = worlds
+        self.steps = steps
+        self.duration = duration
+        self._lives: dict[str, list[WorldLife]] = defaultdict(list)
+        self._rows: dict[WorldId, int] = {}
+        self._formed_by: dict[int, list[WorldLife]] = defaultdict(list)
+        self._incarnations: dict[str, list[WorkerLife]] = defaultdict(list)
+        for row, life in enumerate(worlds):
+            self._lives[life.name].append(life)
+            self._rows[life.id] = row
+            if life.origin_event is not None:
+                self._formed_by[life.origin_event].append(life)
+        for worker in workers:
+            self._incarnations[worker.name].append(worker)
 
     def lives_of(self, world: str) -> list[WorldLife]:
-        return self._by_name.get(world, [])
+        return self._lives.get(world, [])
+
+    def world(self, world_id: WorldId) -> WorldLife:
+        return self.worlds[self._rows[world_id]]
+
+    def row(self, world_id: WorldId) -> int:
+        """Position of a world incarnation in ``worlds`` (its row in reports)."""
+        return self._rows[world_id]
+
+    def label(self, life: WorldLife) -> str:
+        """How reports name it: ``name``, or ``name#k`` (k from 1) for a name used again."""
+        if len(self.lives_of(life.name)) == 1:
+            return life.name
+        return f"{life.name}#{life.id.life + 1}"
+
+    def resolve(self, world: str, life: int | None, t: float) -> WorldLife | None:
+        """The incarnation a history event names: its ``life`` if given (None if there is
+        no such life), else the latest one formed by ``t``. None for an unknown world."""
+        lives = self.lives_of(world)
+        if not lives:
+            return None
+        if life is not None:
+            return lives[life] if 0 <= life < len(lives) else None
+        started = [x for x in lives if x.start <= max(t, 0.0) + 1e-6]
+        return started[-1] if started else lives[0]
 
     def life_at(self, world: str, t: float) -> WorldLife | None:
-        for life in self.lives_of(world):
-            if life.alive_at(t):
-                return life
-        return None
+        return next((x for x in self.lives_of(world) if x.alive_at(t)), None)
+
+    def formed_by(self, step: Step) -> list[WorldLife]:
+        """The worlds a join or add_world forms."""
+        return self._formed_by.get(step.index, [])
 
     def worker(self, name: str, t: float | None = None) -> WorkerLife:
-        lives = [w for w in self.workers if w.name == name]
+        """The incarnation of ``name`` started last by ``t`` (default: the last one)."""
+        lives = self._incarnations[name]
         if t is not None:
             lives = [w for w in lives if w.start <= t] or lives
         return lives[-1]
 
 
-class PlanError(ValueError):
-    """The timeline is impossible; ``problems`` lists ``(loc, message)`` pairs."""
-
-    def __init__(self, problems: list[tuple[Loc, str]]) -> None:
-        self.problems = problems
-        super().__init__("; ".join(message for _, message in problems))
-
-
-def _explicit_problems(spec: ExplicitSpec, backend: str) -> list[tuple[Loc, str]]:
-    base: Loc = ("topology",)
-    problems: list[tuple[Loc, str]] = []
-    if not spec.hosts:
-        problems.append(((*base, "hosts"), "needs at least one host"))
-    for name, worker in spec.workers.items():
-        loc = (*base, "workers", name)
-        host = spec.hosts.get(worker.host)
-        if host is None:
-            known = ", ".join(spec.hosts) or "none"
-            problems.append(
-                ((*loc, "host"), f"worker '{name}': no host named '{worker.host}' (hosts: {known})")
-            )
-            continue
-        if worker.gpu is not None and worker.gpu >= host.gpus:
-            problems.append(
-                (
-                    (*loc, "gpu"),
-                    f"worker '{name}': host '{worker.host}' has {host.gpus} GPU(s), "
-                    f"no GPU {worker.gpu}",
-                )
-            )
-        if backend == "nccl" and host.gpus == 0:
-            problems.append(
-                (
-                    (*loc, "host"),
-                    f"worker '{name}': backend nccl needs a GPU per worker, "
-                    f"but host '{worker.host}' has gpus: 0",
-                )
-            )
-    for name, members in spec.worlds.items():
-        loc = (*base, "worlds", name)
-        problems += _members_problems(name, members, loc, lambda m: m in spec.workers)
-    return problems
-
-
-def _members_problems(world: str, members: Sequence[str], loc: Loc, exists) -> list:
+def members_problems(
+    world: str, members: Sequence[str], loc: Loc, exists: Callable[[str], bool]
+) -> list[tuple[Loc, str]]:
+    """What is wrong with a world's member list (too short, a member twice, unknown)."""
     problems: list[tuple[Loc, str]] = []
     if len(members) < 2:
         problems.append((loc, f"world '{world}' needs at least 2 members, has {len(members)}"))
@@ -204,13 +216,22 @@ class Timeline:
 
     ``apply`` records what is wrong with an impossible event and leaves the state as it
     was; ``try_apply`` does the same silently and says whether the event was taken, so a
-    generator can use the very rules the validator uses.
+    generator can use the very rules the validator uses. ``upcoming`` are the scenario's
+    events (to say "it joins later" of a worker that does not exist yet).
     """
 
-    def __init__(self, scenario: Scenario, topology: Topology) -> None:
-        self.scenario = scenario
+    def __init__(
+        self,
+        topology: Topology,
+        *,
+        duration_s: float,
+        backend: str,
+        upcoming: Iterable[AnyEvent] = (),
+    ) -> None:
         self.initial = topology.copy()
         self.topology = topology
+        self.duration_s = duration_s
+        self.backend = backend
         self.problems: list[tuple[Loc, str]] = []
         self.workers: dict[str, WorkerLife] = {}
         self.all_workers: list[WorkerLife] = []
@@ -221,28 +242,39 @@ class Timeline:
         self.slow: dict[str, Span] = {}
         self.gone: dict[str, WorkerLife] = {}
         self.joins: dict[str, list[float]] = defaultdict(list)
-        for _, event in scenario.ordered_events():
+        self._world_lives: dict[str, int] = defaultdict(int)
+        self._worker_lives: dict[str, int] = defaultdict(int)
+        for event in upcoming:
             if isinstance(event, Join):
                 self.joins[event.worker].append(event.at)
         for name in topology.workers():
-            self._start_worker(name, 0.0, "initial", None)
+            self._start_worker(name, 0.0, None)
         for name in topology.worlds():
-            self._start_world(name, topology.members(name), 0.0, "initial", None)
+            self._start_world(name, topology.members(name), 0.0, None, None)
 
     # -- bookkeeping -------------------------------------------------------------------
 
-    def _start_worker(self, name: str, t: float, origin: str, index: int | None) -> None:
+    def _start_worker(self, name: str, t: float, index: int | None) -> None:
+        incarnation = self._worker_lives[name]
+        self._worker_lives[name] += 1
         life = WorkerLife(
-            name, self.topology.host_of(name), self.topology.gpu_of(name), t, origin, index
+            name, incarnation, self.topology.host_of(name), self.topology.gpu_of(name), t, index
         )
         self.workers[name] = life
         self.all_workers.append(life)
         self.gone.pop(name, None)
 
     def _start_world(
-        self, name: str, members: Sequence[str], t: float, origin: str, index: int | None
+        self,
+        name: str,
+        members: Sequence[str],
+        t: float,
+        origin: Kind | None,
+        index: int | None,
     ) -> None:
-        life = WorldLife(name, tuple(members), t, origin, index)
+        world_id = WorldId(name, self._world_lives[name])
+        self._world_lives[name] += 1
+        life = WorldLife(world_id, tuple(members), t, origin, index)
         for worker in members:  # a member already slow slows the new world too
             span = self.slow.get(worker)
             if span is not None:
@@ -250,12 +282,12 @@ class Timeline:
         self.worlds[name] = life
         self.all_worlds.append(life)
 
-    def _end_world(self, name: str, t: float, cause: str, index: int, worker: str | None) -> None:
+    def _end_world(self, name: str, t: float, cause: Kind, index: int, worker: str | None) -> None:
         life = self.worlds.pop(name)
         life.end, life.end_cause, life.end_event, life.end_worker = t, cause, index, worker
 
-    def _kill(self, worker: str, t: float, cause: str, index: int) -> list[str]:
-        ended = self.topology.worlds_of(worker)
+    def _kill(self, worker: str, t: float, cause: Kind, index: int) -> list[str]:
+        ended = self.topology.blast_radius([worker])
         for world in ended:
             self._end_world(world, t, cause, index, worker)
         self.topology.remove_worker(worker)
@@ -290,7 +322,9 @@ class Timeline:
         if later:
             return f"worker '{name}' does not exist yet at {_s(t)} (it joins at {_s(later[0])})"
         if self.topology.has_host(name):
-            return f"'{name}' is a host, not a worker (use do: crash_host to crash its workers)"
+            return (
+                f"'{name}' is a host, not a worker (use do: {Kind.CRASH_HOST} to crash its workers)"
+            )
         known = self.topology.workers()
         shown = ", ".join(known[:8]) + (", ..." if len(known) > 8 else "")
         return f"no worker named '{name}' (running at {_s(t)}: {shown or 'none'})"
@@ -315,8 +349,10 @@ class Timeline:
             return False
         return True
 
-    def _members_ok(self, world: str, members: Sequence[str], t: float, loc: Loc, joiner=None):
-        problems = _members_problems(world, members, loc, lambda m: True)
+    def _members_ok(
+        self, world: str, members: Sequence[str], t: float, loc: Loc, joiner: str | None = None
+    ) -> bool:
+        problems = members_problems(world, members, loc, lambda m: True)
         ok = not problems
         self.problems += problems
         for k, member in enumerate(members):
@@ -328,7 +364,7 @@ class Timeline:
 
     # -- events ------------------------------------------------------------------------
 
-    def try_apply(self, event: Any) -> bool:
+    def try_apply(self, event: AnyEvent) -> bool:
         """Apply ``event`` (at or after every earlier one) if it is possible now."""
         before = len(self.problems)
         self.apply(len(self.steps) + before, event)
@@ -341,48 +377,53 @@ class Timeline:
         """Workers alive and not hung now."""
         return [w for w in self.topology.workers() if w not in self.hung]
 
-    def apply(self, index: int, event: Any) -> None:
+    def apply(self, index: int, event: AnyEvent) -> None:
+        """Apply the scenario's event number ``index``; record why if it is impossible."""
         t = event.at
         here: Loc = ("events", index)
         self._expire(t)
-        if t > self.scenario.duration_s:
+        if t > self.duration_s:
             self.problems.append(
                 (
                     (*here, "at"),
-                    f"{_s(t)} is after the end of the run "
-                    f"(duration_s: {self.scenario.duration_s:g})",
+                    f"{_s(t)} is after the end of the run (duration_s: {self.duration_s:g})",
                 )
             )
             return
-        handler = {
-            Crash: self._crash,
-            Leave: self._crash,
-            Hang: self._hang,
-            Slow: self._slow,
-            CrashHost: self._crash_host,
-            Join: self._join,
-            AddWorld: self._add_world,
-            RemoveWorld: self._remove_world,
-        }[type(event)]
-        step = handler(index, event, t, here)
+        step: Step | None
+        match event:
+            case Crash() | Leave():
+                step = self._end(index, event, t, here)
+            case Hang():
+                step = self._hang(index, event, t, here)
+            case Slow():
+                step = self._slow(index, event, t, here)
+            case CrashHost():
+                step = self._crash_host(index, event, t, here)
+            case Join():
+                step = self._join(index, event, t, here)
+            case AddWorld():
+                step = self._add_world(index, event, t, here)
+            case RemoveWorld():
+                step = self._remove_world(index, event, t, here)
         if step is not None:
             self.steps.append(step)
 
-    def _crash(self, index: int, event: Crash | Leave, t: float, here: Loc) -> Step | None:
+    def _end(self, index: int, event: Crash | Leave, t: float, here: Loc) -> Step | None:
         leaving = isinstance(event, Leave)
         why = " and cannot leave gracefully (crash it instead)" if leaving else ""
         if not self._running(event.target, t, (*here, "target"), hung_ok=not leaving, why=why):
             return None
-        ended = self._kill(event.target, t, event.do, index)
+        ended = self._kill(event.target, t, event.kind, index)
         return Step(index, event, (event.target,), tuple(ended))
 
     def _hang(self, index: int, event: Hang, t: float, here: Loc) -> Step | None:
         if not self._running(event.target, t, (*here, "target"), hung_ok=False):
             return None
         end = t + event.for_s if event.for_s is not None else None
-        span = Span("hang", event.target, t, end, index)
+        span = Span(event.kind, event.target, t, end, index)
         self.hung[event.target] = span
-        worlds = self.topology.worlds_of(event.target)
+        worlds = self.topology.blast_radius([event.target])
         for world in worlds:
             self.worlds[world].spans.append(span)
         return Step(index, event, (event.target,), tuple(worlds))
@@ -398,7 +439,7 @@ class Timeline:
             )
             return None
         end = t + event.for_s if event.for_s is not None else None
-        span = Span("slow", event.target, t, end, index)
+        span = Span(event.kind, event.target, t, end, index)
         self.slow[event.target] = span
         worlds = self.topology.worlds_of(event.target)
         for world in worlds:
@@ -410,7 +451,7 @@ class Timeline:
         if not self.topology.has_host(event.target):
             hint = ""
             if self.topology.has_worker(event.target) or event.target in self.gone:
-                hint = f" ('{event.target}' is a worker: use do: crash)"
+                hint = f" ('{event.target}' is a worker: use do: {Kind.CRASH})"
             hosts = ", ".join(self.topology.hosts())
             self.problems.append((loc, f"no host named '{event.target}' (hosts: {hosts}){hint}"))
             return None
@@ -422,7 +463,7 @@ class Timeline:
             return None
         ended: list[str] = []
         for worker in victims:
-            ended += self._kill(worker, t, "crash_host", index)
+            ended += self._kill(worker, t, event.kind, index)
         return Step(index, event, tuple(victims), tuple(ended))
 
     def _join(self, index: int, event: Join, t: float, here: Loc) -> Step | None:
@@ -447,7 +488,7 @@ class Timeline:
                 ((*here, "gpu"), f"host '{host}' has {gpus} GPU(s), no GPU {event.gpu}")
             )
             ok = False
-        if self.scenario.backend == "nccl" and gpus == 0:
+        if self.backend == "nccl" and gpus == 0:
             self.problems.append(
                 (
                     (*here, "host"),
@@ -467,10 +508,10 @@ class Timeline:
         if not ok:
             return None
         self.topology.add_worker(event.worker, host, event.gpu)
-        self._start_worker(event.worker, t, "join", index)
+        self._start_worker(event.worker, t, index)
         for world, members in event.worlds.items():
             self.topology.add_world(world, members)
-            self._start_world(world, members, t, "join", index)
+            self._start_world(world, members, t, event.kind, index)
         return Step(index, event, (event.worker,), tuple(event.worlds))
 
     def _add_world(self, index: int, event: AddWorld, t: float, here: Loc) -> Step | None:
@@ -479,7 +520,7 @@ class Timeline:
         if not ok:
             return None
         self.topology.add_world(event.world, event.members)
-        self._start_world(event.world, event.members, t, "add_world", index)
+        self._start_world(event.world, event.members, t, event.kind, index)
         return Step(index, event, tuple(event.members), (event.world,))
 
     def _remove_world(self, index: int, event: RemoveWorld, t: float, here: Loc) -> Step | None:
@@ -509,39 +550,11 @@ class Timeline:
             )
             return None
         self.topology.remove_world(event.world)
-        self._end_world(event.world, t, "remove_world", index, None)
+        self._end_world(event.world, t, event.kind, index, None)
         return Step(index, event, tuple(members), (event.world,))
 
-
-def _walk(scenario: Scenario) -> tuple[Timeline | None, list[tuple[Loc, str]]]:
-    spec = scenario.topology
-    if isinstance(spec, ExplicitSpec):
-        problems = _explicit_problems(spec, scenario.backend)
-        if problems:
-            return None, problems
-    if isinstance(spec, PipelineSpec) and isinstance(spec.stages, list) and spec.replicas:
-        message = "replicas goes with a stage count (stages: 3); a list gives replicas per stage"
-        return None, [(("topology", "replicas"), message)]
-    planner = Timeline(scenario, scenario.build_topology())
-    for index, event in scenario.ordered_events():
-        planner.apply(index, event)
-    return planner, planner.problems
-
-
-def plan_problems(scenario: Scenario) -> list[tuple[Loc, str]]:
-    """Every reason the scenario's timeline is impossible, each with its data path."""
-    return _walk(scenario)[1]
-
-
-def plan(scenario: Scenario) -> Plan:
-    """The membership timeline of a valid scenario (``PlanError`` if it is not valid)."""
-    planner, problems = _walk(scenario)
-    if planner is None or problems:
-        raise PlanError(problems)
-    return Plan(
-        planner.initial,
-        planner.all_workers,
-        planner.all_worlds,
-        planner.steps,
-        scenario.duration_s,
-    )
+    def plan(self) -> Plan:
+        """The lives and steps so far (``PlanError`` if any event was impossible)."""
+        if self.problems:
+            raise PlanError(self.problems)
+        return Plan(self.initial, self.all_workers, self.all_worlds, self.steps, self.duration_s)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +74,8 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 class ScenarioFile(pytest.File):
     """A scenario file: one item per mode, or one failing item if the file is invalid."""
 
-    def collect(self):
-        from mwsim.problems import ProblemError
+    def collect(self) -> Iterator[pytest.Item]:
+        from mwsim.errors import ProblemError
         from mwsim.scenario import load_scenario
 
         try:
@@ -100,10 +101,10 @@ class InvalidScenario(pytest.Item):
     def runtest(self) -> None:
         raise ScenarioInvalid(self.problems)
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style=None) -> str:
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         return "\n".join(str(p) for p in self.problems)
 
-    def reportinfo(self):
+    def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, 0, f"validate {self.path.name}"
 
 
@@ -131,11 +132,12 @@ class ScenarioItem(pytest.Item):
         factory = getattr(self.config, "_tmp_path_factory", None)  # pytest's own tmp_path root
         if factory is None:
             return Path(tempfile.mkdtemp(prefix=f"mwsim-{name}-{self.mode}-"))
-        return factory.mktemp(f"mwsim-{name}-{self.mode}", numbered=True)
+        return Path(factory.mktemp(f"mwsim-{name}-{self.mode}", numbered=True))
 
     def runtest(self) -> None:
         from mwsim import report
-        from mwsim.replay import Inconclusive
+        from mwsim.checks import Result
+        from mwsim.errors import Inconclusive
         from mwsim.runs import run_scenario, with_overrides
         from mwsim.scenario import load_scenario
 
@@ -150,19 +152,20 @@ class ScenarioItem(pytest.Item):
             pytest.skip(f"the real run cannot happen here: {exc}")
         report.write_artifacts(outcome)
         self.user_properties.append(("mwsim_report", str(outcome.artifacts["report"])))
-        if outcome.verdict != "pass":
+        if outcome.verdict != Result.PASS:
             raise ScenarioFailed(outcome)
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style=None) -> Any:
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         if isinstance(excinfo.value, ScenarioFailed):
             from rich.console import Console
 
             from mwsim import report
 
             outcome = excinfo.value.outcome
-            console = Console(width=110, file=io.StringIO(), color_system=None)
+            text = io.StringIO()
+            console = Console(width=110, file=text, color_system=None)
             console.print(report.verdict_table(outcome))
-            lines = [console.file.getvalue()]
+            lines = [text.getvalue()]
             for run in outcome.runs:
                 lines.append(f"{run.mode} history: {run.history_path}")
                 if run.logs is not None:
@@ -172,5 +175,5 @@ class ScenarioItem(pytest.Item):
             return "\n".join(lines)
         return super().repr_failure(excinfo)
 
-    def reportinfo(self):
+    def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, 0, f"{self.name}"

@@ -1,5 +1,7 @@
 """What an Outcome looks like to people and tools: a verdict table, the JSON report
-(Contract 3), a timeline PNG and a Perfetto / Chrome trace of the same run."""
+(README "mwsim run"), a timeline PNG and a Perfetto / Chrome trace of the same run.
+World rows come from the scenario's plan, events are placed on them by the plan's one
+rule (``Plan.resolve``), and fault spans come from the facts the checks read."""
 
 from __future__ import annotations
 
@@ -10,20 +12,14 @@ from typing import Any
 
 from rich.table import Table
 
-from mwsim.checks import FAIL, PASS, Verdict
-from mwsim.history import History
-from mwsim.membership import plan
+from mwsim import checks
+from mwsim.checks import FAIL, PASS, UNKNOWN, Facts, Verdict
+from mwsim.events import FAULTS, Kind
+from mwsim.history import History, Mode
+from mwsim.membership import Plan
 from mwsim.runs import ModeRun, Outcome
 
-STYLE = {PASS: "green", FAIL: "bold red", "unknown": "yellow"}
-FAULT_COLOURS = {
-    "crash": "#d62728",
-    "crash_host": "#8c1515",
-    "leave": "#9467bd",
-    "hang": "#ff7f0e",
-    "slow": "#e6c229",
-}
-SCALE_COLOURS = {"join": "#2ca02c", "add_world": "#17becf", "remove_world": "#7f7f7f"}
+STYLE = {PASS: "green", FAIL: "bold red", UNKNOWN: "yellow"}
 
 
 # -- terminal -----------------------------------------------------------------------------
@@ -93,7 +89,7 @@ def write_fuzz_report(violation: Any, path: str | Path, mode: str) -> Path:
     data = {
         "scenario": violation.scenario.name,
         "mode": mode,
-        "verdict": "fail",
+        "verdict": FAIL,
         "properties": [v.to_dict() for v in violation.verdicts],
         "runtime": violation.scenario.runtime,
         "events": len(violation.scenario.events),
@@ -106,30 +102,18 @@ def write_fuzz_report(violation: Any, path: str | Path, mode: str) -> Path:
 # -- shared view of a history -------------------------------------------------------------
 
 
-def _rows(outcome: Outcome) -> list[str]:
-    p = plan(outcome.scenario)
-    labels = []
-    for life in p.worlds:
-        lives = p.lives_of(life.name)
-        labels.append(life.name if len(lives) == 1 else f"{life.name}#{lives.index(life) + 1}")
-    return labels
+def _labels(plan: Plan) -> list[str]:
+    return [plan.label(life) for life in plan.worlds]
 
 
-def _row_of(outcome: Outcome, labels: list[str]):
-    p = plan(outcome.scenario)
+def _row(plan: Plan, world: str, t: float, life: int | None) -> int | None:
+    """The row of the world incarnation a history event names (None: not of this plan)."""
+    found = plan.resolve(world, life, t)
+    return None if found is None else plan.row(found.id)
 
-    def row(world: str, t: float, life: int | None) -> int | None:
-        lives = p.lives_of(world)
-        if not lives:
-            return None
-        if life is None:
-            started = [x for x in lives if x.start <= max(t, 0.0) + 1e-6]
-            chosen = started[-1] if started else lives[0]
-        else:
-            chosen = lives[min(life, len(lives) - 1)]
-        return p.index(chosen)
 
-    return row
+def _facts(outcome: Outcome, run: ModeRun) -> Facts:
+    return run.facts or checks.facts(run.history, outcome.scenario)
 
 
 def _op_times(history: History) -> dict[tuple[str, int | None], list[float]]:
@@ -148,24 +132,32 @@ def _op_times(history: History) -> dict[tuple[str, int | None], list[float]]:
 # -- timeline PNG -------------------------------------------------------------------------
 
 
-def _marker(ax, t: float, label: str, colour: str, rows: int, solid: bool) -> None:
+def _colour(do: str) -> str:
+    """How a kind of event is drawn (grey for kinds this mwsim does not know)."""
+    try:
+        return Kind(do).info.colour
+    except ValueError:
+        return "grey"
+
+
+def _marker(ax: Any, t: float, label: str, colour: str, rows: int, solid: bool) -> None:
     """A vertical line at ``t`` labelled along its top: solid for faults, dashed for scaling."""
     ax.axvline(t, color=colour, linewidth=1.6 if solid else 1.2, linestyle="-" if solid else "--")
     top = rows - 0.05
     ax.text(t, top, f" {label}", color=colour, fontsize=7, rotation=90, va="top", ha="right")
 
 
-def _draw(ax, outcome: Outcome, run: ModeRun, labels: list[str]) -> None:
+def _draw(ax: Any, outcome: Outcome, run: ModeRun, labels: list[str]) -> None:
     import numpy as np
 
     duration = outcome.scenario.duration_s
-    row_of = _row_of(outcome, labels)
+    plan = outcome.scenario.plan
     bins = np.linspace(0.0, duration, max(50, min(400, int(duration * 10))) + 1)
     width = bins[1] - bins[0]
     for (world, life), times in _op_times(run.history).items():
         if not times:
             continue
-        row = row_of(world, times[0], life)
+        row = _row(plan, world, times[0], life)
         if row is None:
             continue
         counts, _ = np.histogram(times, bins=bins)
@@ -180,31 +172,27 @@ def _draw(ax, outcome: Outcome, run: ModeRun, labels: list[str]) -> None:
             alpha=0.85,
             linewidth=0,
         )
-    p = plan(outcome.scenario)
+    for injected in _facts(outcome, run).faults.values():  # a hang or slow over its worlds
+        step = injected.step
+        if not step.event.info.lasting or not injected.confirmed:
+            continue
+        end = injected.end if injected.end is not None else duration
+        for row, lived in enumerate(plan.worlds):
+            if any(span.event == step.index for span in lived.spans):
+                colour = step.event.info.colour
+                ax.fill_between(
+                    [injected.t, end], row, row + 1, color=colour, alpha=0.22, linewidth=0
+                )
     for e in run.history.of_kind("fault"):
-        colour = FAULT_COLOURS.get(e["do"], "black")
-        if e["do"] in ("hang", "slow"):
-            resumed = [
-                r.t
-                for r in run.history.of_kind("resumed")
-                if r["target"] == e["target"] and r.get("do") == e["do"] and r.t >= e.t
-            ]
-            end = resumed[0] if resumed else duration
-            for row, life in enumerate(p.worlds):  # only the worlds of the hung/slow worker
-                if any(
-                    x.kind == e["do"] and x.worker == e["target"] and abs(x.start - e.t) < 1.0
-                    for x in life.spans
-                ):
-                    ax.fill_between([e.t, end], row, row + 1, color=colour, alpha=0.22, linewidth=0)
+        colour = _colour(e["do"])
         _marker(ax, e.t, f"{e['do']} {e['target']}", colour, len(labels), solid=True)
     for e in run.history.of_kind("scale"):
-        colour = SCALE_COLOURS.get(e["do"], "grey")
         name = e.get("world") or e.get("worker")
-        _marker(ax, e.t, f"{e['do']} {name}", colour, len(labels), solid=False)
+        _marker(ax, e.t, f"{e['do']} {name}", _colour(e["do"]), len(labels), solid=False)
     for e in run.history.of_kind("broken"):
         if e.t > duration:
             continue
-        row = row_of(e["world"], e.t, e.get("life"))
+        row = _row(plan, e["world"], e.t, e.get("life"))
         if row is None:
             continue
         if "window" in e.attrs:
@@ -229,16 +217,17 @@ def timeline_png(outcome: Outcome, path: str | Path) -> Path:
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    labels = _rows(outcome)
-    runs = sorted(outcome.runs, key=lambda r: r.mode != "real")  # the real run on top
+    labels = _labels(outcome.scenario.plan)
+    runs = sorted(outcome.runs, key=lambda r: r.mode != Mode.REAL)  # the real run on top
     height = 1.6 + len(runs) * (0.7 + 0.3 * len(labels))
     fig, axes = plt.subplots(len(runs), 1, figsize=(11, height), sharex=True, squeeze=False)
     for ax, run in zip(axes[:, 0], runs, strict=True):
         _draw(ax, outcome, run, labels)
     axes[-1, 0].set_xlabel("seconds since the workload started")
-    handles = [Patch(color="#4c9a2a", label="op rate (per world, scaled)")]
-    handles += [Line2D([], [], color=c, label=k) for k, c in FAULT_COLOURS.items()]
-    handles += [Line2D([], [], color=c, linestyle="--", label=k) for k, c in SCALE_COLOURS.items()]
+    handles: list[Any] = [Patch(color="#4c9a2a", label="op rate (per world, scaled)")]
+    for kind in Kind:
+        style = "-" if kind in FAULTS else "--"
+        handles.append(Line2D([], [], color=kind.info.colour, linestyle=style, label=kind))
     handles.append(Line2D([], [], marker="X", color="black", linestyle="", label="reported broken"))
     fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=7, frameon=False)
     fig.suptitle(f"{outcome.scenario.name}: {outcome.verdict.upper()}", fontsize=12)
@@ -255,8 +244,8 @@ def timeline_png(outcome: Outcome, path: str | Path) -> Path:
 def trace_dict(outcome: Outcome) -> dict[str, Any]:
     """Chrome trace events: a process per mode, a thread per world; op-rate counters,
     fault spans and instants, broken reports."""
-    labels = _rows(outcome)
-    row_of = _row_of(outcome, labels)
+    plan = outcome.scenario.plan
+    labels = _labels(plan)
     events: list[dict[str, Any]] = []
     times = [e.t for run in outcome.runs for e in run.history]
     origin = min([0.0, *times])
@@ -271,7 +260,7 @@ def trace_dict(outcome: Outcome) -> dict[str, Any]:
                 {"ph": "M", "pid": pid, "tid": tid, "name": "thread_name", "args": {"name": label}}
             )
         for (world, life), ts in _op_times(run.history).items():
-            row = row_of(world, ts[0], life) if ts else None
+            row = _row(plan, world, ts[0], life) if ts else None
             if row is None:
                 continue
             per_second: dict[int, int] = defaultdict(int)
@@ -302,7 +291,7 @@ def trace_dict(outcome: Outcome) -> dict[str, Any]:
                     }
                 )
             elif e.kind in ("broken", "joined", "left"):
-                row = row_of(e["world"], e.t, e.get("life"))
+                row = _row(plan, e["world"], e.t, e.get("life"))
                 if row is None:
                     continue
                 events.append(

@@ -15,12 +15,14 @@ from typing import Any
 import yaml
 
 from mwsim import checks
-from mwsim.checks import UNKNOWN, Verdict
-from mwsim.history import History, read_history, write_history
+from mwsim.checks import UNKNOWN, Facts, Result, Verdict
+from mwsim.history import History, Mode, read_history, write_history
+from mwsim.replay import Controller, RunStatus
+from mwsim.replay.zygote import Zygote
 from mwsim.scenario import Scenario, parse_scenario
-from mwsim.sim import RuntimeModel, simulate
+from mwsim.sim import simulate
+from mwsim.timing import RuntimeModel
 
-MODES = ("sim", "real", "both")
 Progress = Callable[[float, float, dict[str, int]], None]
 
 
@@ -28,14 +30,15 @@ Progress = Callable[[float, float, dict[str, int]], None]
 class ModeRun:
     """The simulated or the real run of a scenario, judged."""
 
-    mode: str  # sim | real
+    mode: Mode  # sim | real
     history_path: Path
     history: History
-    verdict: str
+    verdict: Result
     verdicts: list[Verdict]
     broken_worlds: list[str]
-    detections: list[dict]
-    status: str = "completed"
+    detections: list[dict[str, Any]]
+    facts: Facts | None = None  # what the checks read (None: the run did not happen)
+    status: RunStatus = RunStatus.COMPLETED
     reason: str = ""
     logs: Path | None = None
     raw: list[Verdict] = field(default_factory=list)  # before expected violations are applied
@@ -46,20 +49,20 @@ class Outcome:
     """Everything a report needs about one scenario run."""
 
     scenario: Scenario
-    mode: str  # sim | real | both
-    verdict: str
+    mode: Mode
+    verdict: Result
     verdicts: list[Verdict]
     runs: list[ModeRun]
     out_dir: Path
     artifacts: dict[str, Path] = field(default_factory=dict)
 
-    def run(self, mode: str) -> ModeRun | None:
+    def run(self, mode: Mode) -> ModeRun | None:
         return next((r for r in self.runs if r.mode == mode), None)
 
     @property
     def primary(self) -> ModeRun:
         """The run the top-level facts come from: the real one when there is one."""
-        return self.run("real") or self.runs[0]
+        return self.run(Mode.REAL) or self.runs[0]
 
 
 def with_overrides(
@@ -75,11 +78,13 @@ def with_overrides(
     return parse_scenario(yaml.safe_dump(data, sort_keys=False), f"<{scenario.name} {update}>")
 
 
-def judge(history: History, scenario: Scenario, mode: str, path: Path, model=None) -> ModeRun:
+def judge(
+    history: History, scenario: Scenario, mode: Mode, path: Path, model: RuntimeModel | None = None
+) -> ModeRun:
     """Judge one history (mode sim or real) by every property but conformance."""
-    verdicts = checks.check(history, scenario, model)
-    overall, marked = checks.judge(verdicts, checks.expected_violations(scenario, mode))
     f = checks.facts(history, scenario, model)
+    verdicts = checks.evaluate(f)
+    overall, marked = checks.judge(verdicts, checks.expected_violations(scenario, mode))
     return ModeRun(
         mode,
         path,
@@ -88,83 +93,97 @@ def judge(history: History, scenario: Scenario, mode: str, path: Path, model=Non
         marked,
         checks.broken_worlds(f),
         checks.detections(f),
+        facts=f,
         raw=verdicts,
     )
 
 
-def _not_run(scenario: Scenario, mode: str, path: Path, reason: str) -> ModeRun:
+def _not_run(mode: Mode, path: Path, reason: str) -> ModeRun:
     history = read_history(path) if path.exists() else History([])
     verdicts = [Verdict(name, UNKNOWN, reason) for name in checks.CHECKS]
-    return ModeRun(mode, path, history, UNKNOWN, verdicts, [], [], "not_run", reason, raw=verdicts)
+    return ModeRun(
+        mode,
+        path,
+        history,
+        UNKNOWN,
+        verdicts,
+        [],
+        [],
+        status=RunStatus.NOT_RUN,
+        reason=reason,
+        raw=verdicts,
+    )
 
 
 def run_scenario(
     scenario: Scenario,
     *,
-    mode: str = "both",
+    mode: Mode | str = Mode.BOTH,
     out_dir: str | Path,
     model: RuntimeModel | None = None,
     seed: int | None = None,
     progress: Progress | None = None,
     bringup_timeout_s: float = 90.0,
-    zygote: Any = None,
+    zygote: Zygote | None = None,
 ) -> Outcome:
     """Run ``scenario`` in ``mode`` and judge it; histories land under ``out_dir``.
 
-    A real run needs its runtime here: ``replay.Inconclusive`` is raised, before anything
+    A real run needs its runtime here: ``Inconclusive`` is raised, before anything
     starts, when it cannot run.
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}")
+    mode = Mode(mode)
     out = Path(out_dir)
     runs: list[ModeRun] = []
-    predicted = None
-    if mode in ("sim", "both"):
-        predicted = simulate(scenario, seed=seed, model=model)
-        path = out / "sim" / "history.jsonl"
-        write_history(path, predicted)
-        runs.append(judge(predicted, scenario, "sim", path, model))
-    if mode in ("real", "both"):
-        from mwsim.replay import Controller
-
+    predicted: ModeRun | None = None
+    if mode in (Mode.SIM, Mode.BOTH):
+        history = simulate(scenario, seed=seed, model=model)
+        path = out / Mode.SIM / "history.jsonl"
+        write_history(path, history)
+        predicted = judge(history, scenario, Mode.SIM, path, model)
+        runs.append(predicted)
+    if mode in (Mode.REAL, Mode.BOTH):
         controller = Controller(
             scenario,
-            out / "real",
+            out / Mode.REAL,
             progress=progress,
             bringup_timeout_s=bringup_timeout_s,
             zygote=zygote,
         )
         real = controller.run()
-        if real.status != "completed":
-            run = _not_run(scenario, "real", real.history, f"real run {real.status}: {real.reason}")
+        if real.status is not RunStatus.COMPLETED:
+            run = _not_run(Mode.REAL, real.history, f"real run {real.status}: {real.reason}")
         else:
-            run = judge(read_history(real.history), scenario, "real", real.history, model)
+            run = judge(read_history(real.history), scenario, Mode.REAL, real.history, model)
         run.logs = real.logs
         runs.append(run)
-    return _outcome(scenario, mode, runs, out, predicted, model)
+    return _outcome(scenario, mode, runs, out, predicted)
 
 
-def _outcome(scenario, mode, runs, out, predicted, model) -> Outcome:
-    if mode != "both":
+def _outcome(
+    scenario: Scenario, mode: Mode, runs: list[ModeRun], out: Path, predicted: ModeRun | None
+) -> Outcome:
+    if mode is not Mode.BOTH:
         return Outcome(scenario, mode, runs[0].verdict, runs[0].verdicts, runs, out)
-    real = next(r for r in runs if r.mode == "real")
-    if real.status == "completed" and predicted is not None:
-        conformance = checks.check_conformance(real.history, predicted, scenario, model)
+    real = next(r for r in runs if r.mode is Mode.REAL)
+    if real.facts is not None and predicted is not None and predicted.facts is not None:
+        conformance = checks.conformance(real.facts, predicted.facts)
     else:
         conformance = Verdict("conformance", UNKNOWN, real.reason or "no real history")
     overall, marked = checks.judge(
-        [*real.raw, conformance], checks.expected_violations(scenario, "both")
+        [*real.raw, conformance], checks.expected_violations(scenario, Mode.BOTH)
     )
-    if real.status != "completed":
+    if real.status is not RunStatus.COMPLETED:
         overall = UNKNOWN
     return Outcome(scenario, mode, overall, marked, runs, out)
 
 
-def recheck(history_path: str | Path, scenario: Scenario, model=None) -> Outcome:
+def recheck(
+    history_path: str | Path, scenario: Scenario, model: RuntimeModel | None = None
+) -> Outcome:
     """Judge a stored history again (``mwsim check``): the same verdicts as its run."""
     path = Path(history_path)
     history = read_history(path)
     meta = history.meta
-    mode = "sim" if meta is not None and meta.get("mode") == "sim" else "real"
+    mode = Mode.SIM if meta is not None and meta.get("mode") == Mode.SIM else Mode.REAL
     run = judge(history, scenario, mode, path, model)
     return Outcome(scenario, mode, run.verdict, run.verdicts, [run], path.parent)

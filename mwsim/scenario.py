@@ -1,72 +1,52 @@
 """The scenario file (format version 1): schema, load with located errors, dump.
 
-A scenario is the unit of replay: a topology, a workload, a timeline of faults and
-membership changes, and what to expect. Loading finds every problem before anything
-runs and reports each as ``path:line: message``; the schema is checked by pydantic and
-the timeline by :mod:`mwsim.membership`.
+A scenario is the unit of replay: a topology, a workload, a timeline of events (their
+schemas are in :mod:`mwsim.events`) and what to expect. Loading finds every problem
+before anything runs and reports each as ``path:line: message`` (the line of the
+offending value); the schema is checked by pydantic, the timeline by
+:mod:`mwsim.membership`. A loaded scenario carries its ``Plan``, computed once.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+import re
+import textwrap
+from collections.abc import Mapping, Sequence
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Discriminator,
-    Field,
-    Tag,
-    ValidationError,
-)
+from pydantic import BaseModel, Discriminator, Field, PrivateAttr, Tag, ValidationError
+from pydantic_core import ErrorDetails
 
 from mwsim import topology as topo
+from mwsim.errors import Loc, PlanError, Problem, ProblemError
+from mwsim.events import DETECTABLE, SCHEMAS, AnyEvent, Event
+from mwsim.internal.fields import Count, Duration, Name, Strict
 from mwsim.internal.yamlsource import Source, load_source
-from mwsim.problems import Problem, ProblemError
+from mwsim.membership import Plan, Timeline, members_problems
 
 FORMAT_VERSION = 1
-PROPERTIES = (
-    "progress",
-    "detection",
-    "no_false_alarm",
-    "integrity",
-    "scale_out",
-    "hygiene",
-    "conformance",
-)
-NAME_CHARS = "letters, digits, '_', '.' and '-', starting with a letter or digit, at most 64"
 
 
-def _check_name(value: str) -> str:
-    ok = (
-        0 < len(value) <= 64
-        and value[0].isascii()
-        and value[0].isalnum()
-        and all(c.isascii() and (c.isalnum() or c in "_.-") for c in value)
-    )
-    if not ok:
-        raise ValueError(f"{value!r} is not a valid name ({NAME_CHARS})")
-    return value
+class Property(StrEnum):
+    """The properties a run is judged by (``expect.violations`` names them)."""
 
-
-Name = Annotated[str, AfterValidator(_check_name)]
-Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-Duration = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-Count = Annotated[int, Field(ge=1, le=100_000)]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    PROGRESS = "progress"
+    DETECTION = "detection"
+    NO_FALSE_ALARM = "no_false_alarm"
+    INTEGRITY = "integrity"
+    SCALE_OUT = "scale_out"
+    HYGIENE = "hygiene"
+    CONFORMANCE = "conformance"
 
 
 # -- topology -----------------------------------------------------------------------------
 
 
-class FanInSpec(_Model):
+class FanInSpec(Strict):
     """A ``leader`` plus ``w1..wN``, one world per worker, optionally over K hosts."""
 
     generator: Literal["fan_in"]
@@ -74,7 +54,7 @@ class FanInSpec(_Model):
     hosts: Count = 1
 
 
-class PipelineSpec(_Model):
+class PipelineSpec(Strict):
     """Stages with replicas: ``stages: 3`` with ``replicas: 2``, or ``stages: [2, 3, 2]``."""
 
     generator: Literal["pipeline"]
@@ -91,16 +71,16 @@ class PipelineSpec(_Model):
         return [self.replicas or 1] * self.stages
 
 
-class HostSpec(_Model):
+class HostSpec(Strict):
     gpus: Annotated[int, Field(ge=0, le=1024)] = 0
 
 
-class WorkerSpec(_Model):
+class WorkerSpec(Strict):
     host: Name
     gpu: Annotated[int, Field(ge=0)] | None = None
 
 
-class ExplicitSpec(_Model):
+class ExplicitSpec(Strict):
     """Hosts, workers placed on them, and worlds (rank = position in the member list)."""
 
     generator: Literal["explicit"]
@@ -112,10 +92,10 @@ class ExplicitSpec(_Model):
 TopologySpec = Annotated[FanInSpec | PipelineSpec | ExplicitSpec, Field(discriminator="generator")]
 
 
-# -- workload, events, expectations -------------------------------------------------------
+# -- workload, expectations, the scenario -------------------------------------------------
 
 
-class Workload(_Model):
+class Workload(Strict):
     """Per world: ``stream`` (ranks > 0 send to rank 0), ``request`` (round trips from
     rank 0), or ``allreduce`` (every rank, every interval)."""
 
@@ -123,94 +103,29 @@ class Workload(_Model):
     tensor_bytes: Annotated[int, Field(ge=64, le=64 * 1024 * 1024)] = 4096
     interval_ms: Annotated[float, Field(ge=0, le=60_000, allow_inf_nan=False)] = 20.0
 
-
-class _Event(_Model):
-    at: Seconds
-
-
-class Crash(_Event):
-    """SIGKILL the worker's process."""
-
-    do: Literal["crash"]
-    target: Name
+    @property
+    def interval_s(self) -> float:
+        return self.interval_ms / 1000
 
 
-class Hang(_Event):
-    """SIGSTOP the worker's process; SIGCONT after ``for_s`` (omitted: never)."""
-
-    do: Literal["hang"]
-    target: Name
-    for_s: Duration | None = None
-
-
-class Leave(_Event):
-    """The worker stops its work and exits gracefully."""
-
-    do: Literal["leave"]
-    target: Name
+if TYPE_CHECKING:  # the literals are built from the vocabulary: plain strings to mypy
+    DetectableKind = str
+    PropertyName = str
+else:
+    DetectableKind = Literal[DETECTABLE]
+    PropertyName = Literal[tuple(p.value for p in Property)]
 
 
-class CrashHost(_Event):
-    """Crash every worker on the host."""
-
-    do: Literal["crash_host"]
-    target: Name
-
-
-class Slow(_Event):
-    """Delay each of the worker's ops by ``delay_ms`` for ``for_s`` (omitted: to the end)."""
-
-    do: Literal["slow"]
-    target: Name
-    delay_ms: Annotated[float, Field(gt=0, le=60_000, allow_inf_nan=False)]
-    for_s: Duration | None = None
-
-
-class Join(_Event):
-    """A new worker process starts and forms ``worlds`` with live workers."""
-
-    do: Literal["join"]
-    worker: Name
-    host: Name | None = None
-    gpu: Annotated[int, Field(ge=0)] | None = None
-    worlds: dict[Name, list[Name]] = Field(default_factory=dict)
-
-
-class AddWorld(_Event):
-    """Live workers form a new world (rank = position in ``members``)."""
-
-    do: Literal["add_world"]
-    world: Name
-    members: list[Name]
-
-
-class RemoveWorld(_Event):
-    """Every member removes the world gracefully."""
-
-    do: Literal["remove_world"]
-    world: Name
-
-
-Event = Annotated[
-    Crash | Hang | Leave | CrashHost | Slow | Join | AddWorld | RemoveWorld,
-    Field(discriminator="do"),
-]
-FAULT_EVENTS = ("crash", "hang", "leave", "crash_host", "slow")
-SCALE_EVENTS = ("join", "add_world", "remove_world")
-
-
-class Expect(_Model):
+class Expect(Strict):
     """Bounds that override the runtime model's defaults, and expected violations."""
 
     progress_window_s: Duration | None = None
-    detect_within_s: dict[Literal["crash", "hang", "leave", "crash_host"], Duration] = Field(
-        default_factory=dict
-    )
+    detect_within_s: dict[DetectableKind, Duration] = Field(default_factory=dict)
     join_within_s: Duration | None = None
-    violations: list[Literal[PROPERTIES]] = Field(default_factory=list)  # type: ignore[valid-type]
+    violations: list[PropertyName] = Field(default_factory=list)
 
 
-class Scenario(_Model):
+class Scenario(Strict):
     """One scenario file."""
 
     mwsim: Literal[1]
@@ -225,13 +140,51 @@ class Scenario(_Model):
     events: list[Event] = Field(default_factory=list)
     expect: Expect = Expect()
 
+    _plan: Plan | None = PrivateAttr(default=None)
+
+    def __eq__(self, other: object) -> bool:
+        """Equal files are equal scenarios (whether or not their plans were computed)."""
+        return type(other) is type(self) and self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def model_copy(
+        self, *, update: Mapping[str, Any] | None = None, deep: bool = False
+    ) -> Scenario:
+        """A copy with ``update`` applied; its plan is computed anew when asked for."""
+        twin = super().model_copy(update=update, deep=deep)
+        twin._plan = None
+        return twin
+
+    @property
+    def plan(self) -> Plan:
+        """The membership plan (computed once; ``PlanError`` if the timeline is impossible)."""
+        if self._plan is None:
+            problems = _spec_problems(self)
+            if problems:
+                raise PlanError(problems)
+            timeline = self.timeline()
+            for index, event in self.ordered_events():
+                timeline.apply(index, event)
+            self._plan = timeline.plan()
+        return self._plan
+
     def build_topology(self) -> topo.Topology:
         """A fresh Topology of the initial deployment."""
         return build_topology(self.topology)
 
-    def ordered_events(self) -> list[tuple[int, Any]]:
+    def ordered_events(self) -> list[tuple[int, AnyEvent]]:
         """``(index in file, event)`` in time order (file order breaks ties)."""
         return sorted(enumerate(self.events), key=lambda pair: (pair[1].at, pair[0]))
+
+    def timeline(self) -> Timeline:
+        """The membership state at the start, ready to apply events to."""
+        return Timeline(
+            self.build_topology(),
+            duration_s=self.duration_s,
+            backend=self.backend,
+            upcoming=self.events,
+        )
 
 
 def build_topology(spec: FanInSpec | PipelineSpec | ExplicitSpec) -> topo.Topology:
@@ -246,32 +199,76 @@ def build_topology(spec: FanInSpec | PipelineSpec | ExplicitSpec) -> topo.Topolo
     )
 
 
+def _explicit_problems(spec: ExplicitSpec, backend: str) -> list[tuple[Loc, str]]:
+    base: Loc = ("topology",)
+    problems: list[tuple[Loc, str]] = []
+    if not spec.hosts:
+        problems.append(((*base, "hosts"), "needs at least one host"))
+    for name, worker in spec.workers.items():
+        loc = (*base, "workers", name)
+        host = spec.hosts.get(worker.host)
+        if host is None:
+            known = ", ".join(spec.hosts) or "none"
+            problems.append(
+                ((*loc, "host"), f"worker '{name}': no host named '{worker.host}' (hosts: {known})")
+            )
+            continue
+        if worker.gpu is not None and worker.gpu >= host.gpus:
+            problems.append(
+                (
+                    (*loc, "gpu"),
+                    f"worker '{name}': host '{worker.host}' has {host.gpus} GPU(s), "
+                    f"no GPU {worker.gpu}",
+                )
+            )
+        if backend == "nccl" and host.gpus == 0:
+            problems.append(
+                (
+                    (*loc, "host"),
+                    f"worker '{name}': backend nccl needs a GPU per worker, "
+                    f"but host '{worker.host}' has gpus: 0",
+                )
+            )
+    for name, members in spec.worlds.items():
+        loc = (*base, "worlds", name)
+        problems += members_problems(name, members, loc, lambda m: m in spec.workers)
+    return problems
+
+
+def _spec_problems(scenario: Scenario) -> list[tuple[Loc, str]]:
+    """What is wrong with the topology section itself, before any event is applied."""
+    spec = scenario.topology
+    if isinstance(spec, ExplicitSpec):
+        return _explicit_problems(spec, scenario.backend)
+    if isinstance(spec, PipelineSpec) and isinstance(spec.stages, list) and spec.replicas:
+        message = "replicas goes with a stage count (stages: 3); a list gives replicas per stage"
+        return [(("topology", "replicas"), message)]
+    return []
+
+
+def plan_problems(scenario: Scenario) -> list[tuple[Loc, str]]:
+    """Every reason the scenario's topology or timeline is impossible, each with its path."""
+    try:
+        scenario.plan  # noqa: B018 (computing it is the check)
+    except PlanError as exc:
+        return exc.problems
+    return []
+
+
 # -- errors -------------------------------------------------------------------------------
 
-_ALL_KEYS = sorted(
-    {
-        name
-        for model in (
-            Scenario,
-            FanInSpec,
-            PipelineSpec,
-            HostSpec,
-            WorkerSpec,
-            ExplicitSpec,
-            Workload,
-            Crash,
-            Hang,
-            Leave,
-            CrashHost,
-            Slow,
-            Join,
-            AddWorld,
-            RemoveWorld,
-            Expect,
-        )
-        for name in model.model_fields
-    }
+_MODELS: tuple[type[BaseModel], ...] = (
+    Scenario,
+    FanInSpec,
+    PipelineSpec,
+    HostSpec,
+    WorkerSpec,
+    ExplicitSpec,
+    Workload,
+    Expect,
+    *SCHEMAS.values(),
 )
+_ALL_KEYS = sorted({name for model in _MODELS for name in model.model_fields})
 _TYPE_WORDS = {
     "int_type": "an integer",
     "int_from_float": "an integer",
@@ -283,6 +280,7 @@ _TYPE_WORDS = {
     "model_type": "a mapping",
     "model_attributes_type": "a mapping",
 }
+_ENUM_REPR = re.compile(r"<\w+\.\w+: ('[^']*')>")  # how pydantic shows an enum tag
 _BOUND_WORDS = {
     "greater_than": ">",
     "greater_than_equal": ">=",
@@ -313,7 +311,7 @@ def _real_loc(source: Source, loc: Sequence[Any], missing: bool) -> tuple[Any, .
     return kept
 
 
-def _explain(error: dict[str, Any], where: str) -> str:
+def _explain(error: ErrorDetails, where: str) -> str:
     kind, value, ctx = error["type"], error.get("input"), error.get("ctx", {})
     prefix = f"{where}: " if where else ""
     if kind == "missing":
@@ -324,11 +322,8 @@ def _explain(error: dict[str, Any], where: str) -> str:
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         return f"unknown key '{key}'{hint}"
     if kind == "union_tag_invalid":
-        tag = ctx.get("discriminator", "").strip("'")
-        return (
-            f"{where}.{tag}: unknown value {_shown(ctx.get('tag'))}; "
-            f"expected one of {ctx.get('expected_tags')}"
-        )
+        expected = _ENUM_REPR.sub(r"\1", str(ctx.get("expected_tags")))
+        return f"{where}: unknown value {_shown(ctx.get('tag'))}; expected one of {expected}"
     if kind == "union_tag_not_found":
         tag = ctx.get("discriminator", "").strip("'")
         return f"{prefix}missing required key '{tag}'"
@@ -363,6 +358,8 @@ def _schema_problems(source: Source, exc: ValidationError) -> list[Problem]:
     problems = []
     for error in exc.errors(include_url=False):
         loc = _real_loc(source, error["loc"], missing=error["type"] == "missing")
+        if error["type"] == "union_tag_invalid":  # point at the offending tag's value
+            loc = (*loc, str(error.get("ctx", {}).get("discriminator", "")).strip("'"))
         problems.append(source.problem(loc, _explain(error, dotted(loc))))
     return problems
 
@@ -372,8 +369,6 @@ def _schema_problems(source: Source, exc: ValidationError) -> list[Problem]:
 
 def parse_scenario(raw: bytes | str, path: str = "<scenario>") -> Scenario:
     """Parse and fully validate a scenario; raise ``ProblemError`` listing every problem."""
-    from mwsim.membership import plan_problems  # the timeline check reads the model
-
     source = load_source(raw, path)
     if not isinstance(source.data, dict):
         kind = type(source.data).__name__
@@ -401,20 +396,21 @@ def load_scenario(path: str | Path) -> Scenario:
     return parse_scenario(raw, str(path))
 
 
-def check_file(path: str | Path) -> list[Problem]:
-    """Every problem of one scenario file (empty when it is valid)."""
-    try:
-        load_scenario(path)
-    except ProblemError as exc:
-        return list(exc.problems)
-    return []
+def parse_inline(yaml_text: str, name: str = "inline") -> Scenario:
+    """Parse a scenario written inline (dedented); ``mwsim: 1`` and ``name`` may be left out."""
+    text = textwrap.dedent(yaml_text)
+    if "mwsim:" not in text:
+        text = "mwsim: 1\n" + text
+    if "\nname:" not in "\n" + text:
+        text = f"name: {name}\n" + text
+    return parse_scenario(text, f"<{name}>")
 
 
 class _Dumper(yaml.SafeDumper):
     pass
 
 
-class _Flow(dict):
+class _Flow(dict[str, Any]):
     """A mapping written on one line (events, world member maps)."""
 
 

@@ -1,24 +1,25 @@
-"""Hypothesis strategies for mwsim's inputs: topologies, faults, scenarios.
+"""Hypothesis strategies for mwsim's inputs: topologies, events, scenarios.
 
 Shipped with the library (as Trio ships its testing helpers) so users can fuzz their own
-runtimes and shapes. Everything drawn is valid by construction.
+runtimes and shapes. Everything drawn is valid by construction: events are proposed from
+the membership state at their time (``Proposer``, one entry per kind of the vocabulary)
+and vetted by the validator's own timeline.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import yaml
 from hypothesis import strategies as st
-from pydantic import TypeAdapter
 
 from mwsim import topology as topo
+from mwsim.events import Kind, parse_event
 from mwsim.findings import known_finding
-from mwsim.membership import Timeline, plan
-from mwsim.scenario import Event, Scenario, parse_scenario
-from mwsim.sim.model import detection_window, model_for
-
-_EVENT = TypeAdapter(Event)
+from mwsim.membership import Timeline
+from mwsim.scenario import Scenario, parse_scenario
+from mwsim.timing import judged_end
 
 
 @st.composite
@@ -55,75 +56,87 @@ def topologies() -> st.SearchStrategy[topo.Topology]:
     return st.one_of(explicit_topologies(), fan_in_topologies(), pipeline_topologies())
 
 
-@st.composite
-def faults(draw: st.DrawFn, topology: topo.Topology, max_faults: int = 4) -> list[topo.Fault]:
-    """Faults on distinct targets of ``topology`` (worker faults and host crashes)."""
-    chosen: list[topo.Fault] = []
-    for _ in range(draw(st.integers(0, max_faults))):
-        if draw(st.booleans()):
-            kind = draw(st.sampled_from(topo.WORKER_FAULTS))
-            chosen.append(topo.Fault(kind, draw(st.sampled_from(topology.workers()))))
-        else:
-            chosen.append(topo.Fault("crash_host", draw(st.sampled_from(topology.hosts()))))
-    return chosen
-
-
 # -- scenarios ----------------------------------------------------------------------------
 
-FUZZ_KINDS = ("crash", "hang", "leave", "slow", "crash_host", "join", "add_world", "remove_world")
-#: The least quiet time after the last event (ops must be seen flowing again).
-MIN_TAIL_S = 2.0
+#: Every kind, in the order the fuzzers enable them.
+FUZZ_KINDS = tuple(Kind)
+
+Allowed = Callable[[Kind, str], bool]
+Draw = Callable[[st.SearchStrategy[Any]], Any]  # ``draw`` of @composite, or DataObject.draw
 
 
-def _tenths(low: float, high: float) -> st.SearchStrategy[float]:
+def tenths(low: float, high: float) -> st.SearchStrategy[float]:
+    """Seconds in tenths from ``low`` to ``high``."""
     return st.integers(round(low * 10), round(high * 10)).map(lambda n: n / 10)
 
 
 class Proposer:
-    """Draws one event of a kind from the current membership state (None: nothing fits)."""
+    """Draws the fields of one event of a kind from the membership state now (None:
+    nothing fits). ``allowed(kind, target)`` may veto targets (say, known findings)."""
 
-    def __init__(self, draw: st.DrawFn, timeline: Any) -> None:
+    def __init__(self, draw: Draw, timeline: Timeline, allowed: Allowed | None = None) -> None:
         self.draw, self.timeline, self.fresh = draw, timeline, 0
+        self.allowed: Allowed = allowed or (lambda kind, target: True)
+        self.kinds: dict[Kind, Callable[[Kind], dict[str, Any] | None]] = {
+            Kind.CRASH: self._worker_fault,
+            Kind.HANG: self._worker_fault,
+            Kind.LEAVE: self._worker_fault,
+            Kind.SLOW: self._worker_fault,
+            Kind.CRASH_HOST: self._host_fault,
+            Kind.JOIN: self._join,
+            Kind.ADD_WORLD: self._add_world,
+            Kind.REMOVE_WORLD: self._remove_world,
+        }
 
-    def _pick(self, options: list[str]) -> str | None:
+    def _pick(self, kind: Kind, options: list[str]) -> str | None:
+        options = [o for o in options if self.allowed(kind, o)]
         return self.draw(st.sampled_from(options)) if options else None
 
-    def __call__(self, kind: str) -> dict[str, Any] | None:
-        draw, tl = self.draw, self.timeline
-        running = tl.running()
-        if kind in ("crash", "leave", "hang", "slow"):
-            target = self._pick(tl.topology.workers() if kind == "crash" else running)
-            if target is None:
-                return None
-            fields: dict[str, Any] = {"do": kind, "target": target}
-            if kind == "hang":
-                fields["for_s"] = draw(st.none() | _tenths(0.5, 9.0))
-            elif kind == "slow":
-                fields["delay_ms"] = draw(st.sampled_from([50.0, 100.0, 200.0]))
-                fields["for_s"] = draw(_tenths(0.5, 3.0))
-            return fields
-        if kind == "crash_host":
-            return {"do": kind, "target": self._pick(tl.topology.hosts())}
-        if kind == "join":
-            partner = self._pick(running)
-            if partner is None:
-                return None
-            self.fresh += 1
-            worker = f"j{self.fresh}"
-            return {
-                "do": "join",
-                "worker": worker,
-                "host": self._pick(tl.topology.hosts()),
-                "worlds": {f"w{worker}": [partner, worker]},
-            }
-        if kind == "add_world":
-            if len(running) < 2:
-                return None
-            members = draw(st.lists(st.sampled_from(running), min_size=2, max_size=3, unique=True))
-            self.fresh += 1
-            return {"do": "add_world", "world": f"x{self.fresh}", "members": members}
-        world = self._pick(tl.topology.worlds())
-        return None if world is None else {"do": "remove_world", "world": world}
+    def __call__(self, kind: Kind) -> dict[str, Any] | None:
+        fields = self.kinds[kind](kind)
+        return None if fields is None else {"do": kind.value, **fields}
+
+    def _worker_fault(self, kind: Kind) -> dict[str, Any] | None:
+        tl = self.timeline
+        target = self._pick(kind, tl.topology.workers() if kind is Kind.CRASH else tl.running())
+        if target is None:
+            return None
+        fields: dict[str, Any] = {"target": target}
+        if kind is Kind.HANG:
+            fields["for_s"] = self.draw(st.none() | tenths(0.5, 9.0))
+        elif kind is Kind.SLOW:
+            fields["delay_ms"] = self.draw(st.sampled_from([50.0, 100.0, 200.0]))
+            fields["for_s"] = self.draw(tenths(0.5, 3.0))
+        return fields
+
+    def _host_fault(self, kind: Kind) -> dict[str, Any] | None:
+        target = self._pick(kind, self.timeline.topology.hosts())
+        return None if target is None else {"target": target}
+
+    def _join(self, kind: Kind) -> dict[str, Any] | None:
+        tl = self.timeline
+        partner = self._pick(kind, tl.running())
+        if partner is None:
+            return None
+        self.fresh += 1
+        worker = f"j{self.fresh}"
+        return {
+            "worker": worker,
+            "host": self.draw(st.sampled_from(tl.topology.hosts())),
+            "worlds": {f"w{worker}": [partner, worker]},
+        }
+
+    def _add_world(self, kind: Kind) -> dict[str, Any] | None:
+        running = self.timeline.running()
+        if len(running) < 2:
+            return None
+        members = self.draw(st.lists(st.sampled_from(running), min_size=2, max_size=3, unique=True))
+        self.fresh += 1
+        return {"world": f"x{self.fresh}", "members": members}
+
+    def _remove_world(self, kind: Kind) -> dict[str, Any] | None:
+        world = self._pick(kind, self.timeline.topology.worlds())
+        return None if world is None else {"world": world}
 
 
 @st.composite
@@ -133,7 +146,7 @@ def scenarios(
     max_workers: int = 4,
     max_events: int = 5,
     min_events: int = 0,
-    kinds: tuple[str, ...] = FUZZ_KINDS,
+    kinds: tuple[Kind, ...] = FUZZ_KINDS,
     workloads: tuple[str, ...] = ("stream", "request", "allreduce"),
     shapes: tuple[str, ...] = ("fan_in", "explicit"),
     name: str = "fuzz",
@@ -175,52 +188,23 @@ def scenarios(
         "duration_s": 3600.0,
     }
     skeleton = Scenario.model_validate(data)
-    timeline = Timeline(skeleton, skeleton.build_topology())
+    timeline = skeleton.timeline()
     propose = Proposer(draw, timeline)
     enabled = sorted(draw(st.sets(st.sampled_from(kinds), min_size=1)))
+    workload = skeleton.workload.kind
     events: list[dict[str, Any]] = []
     t = 0.0
     for _ in range(draw(st.integers(min_events, max_events))):
-        t = round(t + draw(_tenths(0.3, 1.5)), 1)
+        t = round(t + draw(tenths(0.3, 1.5)), 1)
         fields = propose(draw(st.sampled_from(enabled)))
         if fields is None:
             continue
-        if avoid_known and known_finding(timeline, fields, t) is not None:
+        if avoid_known and known_finding(timeline, fields, t, workload) is not None:
             continue
         event = {"at": t, **fields}
-        if timeline.try_apply(_EVENT.validate_python(event)):
+        if timeline.try_apply(parse_event(event)):
             events.append(event)
     data["events"] = events
     data["duration_s"] = t + 0.1
     drawn = parse_scenario(yaml.safe_dump(data, sort_keys=False), f"<{name}>")
     return drawn.model_copy(update={"duration_s": judged_end(drawn)})
-
-
-def judged_end(scenario: Any, margin_s: float = 0.5, min_tail_s: float = MIN_TAIL_S) -> float:
-    """How long a run must last for every bound of its events to fall inside it: the last
-    detection deadline (from the runtime model) or join bound, plus a margin."""
-    model = model_for(scenario.runtime)
-    interval = scenario.workload.interval_ms / 1000
-    p = plan(scenario)
-    end = max((step.event.at for step in p.steps), default=0.0) + min_tail_s
-    for step in p.steps:
-        ev = step.event
-        if ev.do in ("join", "add_world"):
-            bound = model.join_bound_s if ev.do == "join" else model.add_world_bound_s
-            end = max(end, ev.at + bound)
-            continue
-        if ev.do not in ("crash", "leave", "crash_host", "hang"):
-            continue
-        for life in p.worlds:
-            if step.index != life.end_event and all(x.event != step.index for x in life.spans):
-                continue
-            bad = [life.members.index(m) for m in life.members if m in step.workers]
-            for rank in range(len(life.members)):
-                if rank in bad:
-                    continue
-                hi = min(
-                    detection_window(model, scenario.workload.kind, interval, ev.do, rank, b)[1]
-                    for b in bad
-                )
-                end = max(end, ev.at + hi)
-    return round(end + margin_s, 1)

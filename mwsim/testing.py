@@ -6,23 +6,17 @@ replay and inspect scenarios the way mwsim's tests do.
 
 from __future__ import annotations
 
-import textwrap
 from collections import defaultdict
 from itertools import pairwise
 from typing import Any
 
 from mwsim.history import Event, History
-from mwsim.scenario import Scenario, parse_scenario
+from mwsim.scenario import Scenario, parse_inline
 
 
 def scenario(yaml_text: str, name: str = "inline") -> Scenario:
     """Parse a scenario written inline (dedented); ``mwsim: 1`` and ``name`` may be left out."""
-    text = textwrap.dedent(yaml_text)
-    if "mwsim:" not in text:
-        text = "mwsim: 1\n" + text
-    if "\nname:" not in "\n" + text:
-        text = f"name: {name}\n" + text
-    return parse_scenario(text, f"<{name}>")
+    return parse_inline(yaml_text, name)
 
 
 def ops_by_world(history: History) -> dict[str, list[Event]]:
@@ -90,4 +84,5 @@ def real_settings(least: int = 2, **extra: Any) -> Any:
     from hypothesis import settings
 
     current = settings.default
+    assert current is not None
     return settings(current, max_examples=max(least, current.max_examples // 100), **extra)

@@ -1,8 +1,9 @@
 """The shape of a deployment as a networkx graph: hosts, GPUs, workers and worlds.
 
 Nodes are ``(kind, name)`` tuples so a worker and a world may share a name. A world's
-members are ordered: a member's rank is its position. Faults are answered from the
-graph: the blast radius of a fault is the set of worlds it breaks.
+members are ordered: a member's rank is its position. The blast radius of failing
+workers (the worlds that lose a member) is read from the graph; the membership timeline
+asks it for every event that breaks worlds.
 
 A ``Topology`` is mutable because membership changes while a deployment serves (joins,
 new and removed worlds, dead workers); ``copy()`` gives an independent snapshot.
@@ -11,33 +12,13 @@ new and removed worlds, dead workers); ``copy()`` gives an independent snapshot.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from itertools import pairwise
-from math import prod
 
 import networkx as nx
 
 HOST, GPU, WORKER, WORLD = "host", "gpu", "worker", "world"
 
-#: Fault kinds that target a worker, and what each does to the worker's worlds.
-WORKER_FAULTS = ("crash", "hang", "leave", "slow")
-#: Faults that break every world of their target (``slow`` degrades but breaks nothing).
-BREAKING_FAULTS = ("crash", "hang", "leave", "crash_host")
-FAULT_KINDS = (*WORKER_FAULTS, "crash_host")
-
 LEADER = "leader"
-
-
-@dataclass(frozen=True)
-class Fault:
-    """One fault: ``kind`` is crash | hang | leave | slow (a worker) or crash_host (a host)."""
-
-    kind: str
-    target: str
-
-    def __post_init__(self) -> None:
-        if self.kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {self.kind!r} (expected one of {FAULT_KINDS})")
 
 
 class Topology:
@@ -45,8 +26,6 @@ class Topology:
 
     def __init__(self) -> None:
         self.graph: nx.Graph = nx.Graph()
-        #: Pipeline stages (worker names per stage) when built by ``pipeline()``.
-        self.stages: list[list[str]] | None = None
         # names per node kind, in insertion order (so queries need not scan the graph)
         self._names_of: dict[str, dict[str, None]] = {HOST: {}, WORKER: {}, WORLD: {}}
 
@@ -106,7 +85,6 @@ class Topology:
     def copy(self) -> Topology:
         twin = Topology()
         twin.graph = self.graph.copy()
-        twin.stages = [list(stage) for stage in self.stages] if self.stages else None
         twin._names_of = {kind: dict(names) for kind, names in self._names_of.items()}
         return twin
 
@@ -143,11 +121,12 @@ class Topology:
         return str(self.graph.nodes[(WORKER, worker)]["host"])
 
     def gpu_of(self, worker: str) -> int | None:
-        return self.graph.nodes[(WORKER, worker)]["gpu"]
+        gpu = self.graph.nodes[(WORKER, worker)]["gpu"]
+        return None if gpu is None else int(gpu)
 
     def members(self, world: str) -> tuple[str, ...]:
         """Members in rank order."""
-        return self.graph.nodes[(WORLD, world)]["members"]
+        return tuple(self.graph.nodes[(WORLD, world)]["members"])
 
     def rank(self, world: str, worker: str) -> int:
         return int(self.graph.edges[(WORLD, world), (WORKER, worker)]["rank"])
@@ -158,61 +137,9 @@ class Topology:
     def worlds_of(self, worker: str) -> list[str]:
         return sorted(n for (k, n) in self.graph.neighbors((WORKER, worker)) if k == WORLD)
 
-    def fault_workers(self, fault: Fault) -> list[str]:
-        """The workers a fault acts on."""
-        if fault.kind == "crash_host":
-            if not self.has_host(fault.target):
-                raise KeyError(f"no host named {fault.target!r}")
-            return self.workers_on(fault.target)
-        if not self.has_worker(fault.target):
-            raise KeyError(f"no worker named {fault.target!r}")
-        return [fault.target]
-
-    def blast_radius(self, fault: Fault) -> set[str]:
-        """The worlds a fault breaks: every world with a member the fault acts on."""
-        if fault.kind not in BREAKING_FAULTS:
-            self.fault_workers(fault)  # still reject unknown targets
-            return set()
-        return {world for worker in self.fault_workers(fault) for world in self.worlds_of(worker)}
-
-    def healthy_worlds(self, faults: Iterable[Fault] = ()) -> set[str]:
-        """Worlds untouched by every fault in ``faults``."""
-        broken: set[str] = set()
-        for fault in faults:
-            broken |= self.blast_radius(fault)
-        return set(self.worlds()) - broken
-
-    def faulty_workers(self, faults: Iterable[Fault]) -> set[str]:
-        return {
-            worker
-            for fault in faults
-            if fault.kind in BREAKING_FAULTS
-            for worker in self.fault_workers(fault)
-        }
-
-    def serving_paths(self, faults: Iterable[Fault] = ()) -> int:
-        """Complete leader -> stage 0 -> ... -> last stage -> leader paths left (pipelines only)."""
-        if self.stages is None:
-            raise ValueError("serving paths are defined for pipeline topologies only")
-        faults = list(faults)
-        healthy = self.healthy_worlds(faults)
-        dead = self.faulty_workers(faults)
-        if LEADER in dead:
-            return 0
-
-        def usable(sender: str, receiver: str) -> bool:
-            return pipeline_world(sender, receiver) in healthy
-
-        # paths[w]: number of ways to reach worker w of the current stage from the leader.
-        paths = {w: int(usable(LEADER, w)) for w in self.stages[0] if w not in dead}
-        for stage in self.stages[1:]:
-            paths = {
-                w: sum(n for u, n in paths.items() if usable(u, w)) for w in stage if w not in dead
-            }
-        return sum(n for w, n in paths.items() if usable(w, LEADER))
-
-    def has_serving_path(self, faults: Iterable[Fault] = ()) -> bool:
-        return self.serving_paths(faults) > 0
+    def blast_radius(self, workers: Iterable[str]) -> list[str]:
+        """The worlds that lose a member when ``workers`` fail: every world of any of them."""
+        return sorted({world for worker in workers for world in self.worlds_of(worker)})
 
 
 # -- generators ---------------------------------------------------------------------------
@@ -266,7 +193,6 @@ def pipeline(replicas: Sequence[int], hosts: int = 1) -> Topology:
         for sender in senders:
             for receiver in receivers:
                 topology.add_world(pipeline_world(sender, receiver), [receiver, sender])
-    topology.stages = stages
     return topology
 
 
@@ -284,8 +210,3 @@ def explicit(
     for name, members in worlds.items():
         topology.add_world(name, members)
     return topology
-
-
-def total_paths(replicas: Sequence[int]) -> int:
-    """Serving paths of an intact pipeline: the product of the stages' replica counts."""
-    return prod(replicas)

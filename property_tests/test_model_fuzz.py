@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mwsim.events import Kind
 from mwsim.findings import known_finding
 from mwsim.fuzz import Violation, check_model
-from mwsim.membership import Timeline, plan_problems
-from mwsim.scenario import dump_scenario, load_scenario, parse_scenario
+from mwsim.scenario import dump_scenario, load_scenario, parse_scenario, plan_problems
 from mwsim.sim import MODELS, simulate
 from mwsim.strategies import FUZZ_KINDS, scenarios
 
@@ -37,9 +37,10 @@ def test_simulation_is_deterministic(scenario):
 
 @given(scenarios(kinds=FUZZ_KINDS, avoid_known=True))
 def test_avoid_known_draws_no_known_finding(scenario):
-    timeline = Timeline(scenario, scenario.build_topology())
+    timeline = scenario.timeline()
+    workload = scenario.workload.kind
     for _, event in scenario.ordered_events():
-        assert known_finding(timeline, event.model_dump(), event.at) is None
+        assert known_finding(timeline, event.model_dump(), event.at, workload) is None
         assert timeline.try_apply(event)
 
 
@@ -49,7 +50,7 @@ def test_model_fuzzing_finds_a_planted_model_bug_and_writes_a_reproducer(tmp_pat
     slow_watchdog = replace(MODELS["multiworld"], check_every=100)
 
     @settings(max_examples=300)
-    @given(scenarios(kinds=("hang", "crash", "join")))
+    @given(scenarios(kinds=(Kind.HANG, Kind.CRASH, Kind.JOIN)))
     def fuzz(scenario):
         check_model(scenario, tmp_path, model=slow_watchdog)
 

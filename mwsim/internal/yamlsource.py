@@ -2,7 +2,8 @@
 
 PyYAML's composer gives a node tree with positions; we build plain Python data from it
 with the safe constructor and keep a map from data path (``("events", 2, "target")``)
-to 1-based line, so schema errors can point at ``file:line``.
+to 1-based line (a scalar's own line; a mapping's or list's key line), so schema errors
+can point at ``file:line``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from mwsim.problems import Problem, ProblemError
+from mwsim.errors import Problem, ProblemError
 
 Path = tuple[str | int, ...]
 
@@ -63,7 +64,7 @@ def _index(node: yaml.Node, loc: Path, source: Source, problems: list[Problem]) 
     if isinstance(node, yaml.MappingNode):
         seen: dict[Any, int] = {}
         for key_node, value_node in node.value:
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node)
             line = key_node.start_mark.line + 1
             if key in seen:
                 problems.append(
@@ -71,7 +72,9 @@ def _index(node: yaml.Node, loc: Path, source: Source, problems: list[Problem]) 
                 )
                 continue
             seen[key] = line
-            source.lines[(*loc, key)] = line
+            # a scalar is located at its own line, a mapping or list at its key's
+            scalar = isinstance(value_node, yaml.ScalarNode)
+            source.lines[(*loc, key)] = value_node.start_mark.line + 1 if scalar else line
             _index(value_node, (*loc, key), source, problems)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):

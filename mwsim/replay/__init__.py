@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mwsim.replay.controller import Controller, Inconclusive, RealRun
+from mwsim.errors import Inconclusive
+from mwsim.replay.controller import Controller, RealRun, RunStatus
 from mwsim.scenario import Scenario
 
-__all__ = ["Controller", "Inconclusive", "RealRun", "run_real"]
+__all__ = ["Controller", "Inconclusive", "RealRun", "RunStatus", "run_real"]
 
 
 def run_real(scenario: Scenario, out_dir: str | Path, **options: Any) -> RealRun:

@@ -1,7 +1,7 @@
 """One worker process of a real replay: the runtime, one workload task per world, reports.
 
-Started by the controller as ``python -m mwsim.replay.agent`` with its bootstrap on
-stdin. Each world runs in its own task so one stuck world cannot stall the others; a
+Forked by the fork server (:mod:`mwsim.replay.zygote`), which hands it its ``Boot``.
+Each world runs in its own task so one stuck world cannot stall the others; a
 watcher polls the runtime's broken-world query, because a pending gloo call is not
 interrupted when the watchdog flags its world. Communicator calls are never cancelled
 (cancelling freezes MultiWorld's event loop); a task stuck in one is simply left behind.
@@ -19,12 +19,14 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Client, Connection
 from typing import Any
 
 from mwsim import runtimes
-from mwsim.replay import protocol
+from mwsim.membership import WorldId
+from mwsim.replay import protocol as wire
 from mwsim.replay.processes import free_port
 from mwsim.replay.protocol import Boot
 
@@ -44,11 +46,6 @@ async def _until(condition: Any, timeout_s: float) -> bool:
     return True
 
 
-def instance_name(world: str, life: int) -> str:
-    """The runtime's name for a world incarnation (MultiWorld cannot reuse a name)."""
-    return world if life == 0 else f"{world}~{life}"
-
-
 @dataclass
 class WorldRun:
     """One world at this worker: its link to the runtime and the state of its workload."""
@@ -58,7 +55,7 @@ class WorldRun:
     rank: int
     members: list[str]
     name: str
-    task: asyncio.Task | None = None
+    task: asyncio.Task[None] | None = None
     reported: bool = False  # broken already reported
     removed: bool = False  # removed gracefully by us
     ctl: Any = None
@@ -89,16 +86,31 @@ class _Link:
 class Agent:
     """The life of one worker process, driven by the controller's commands."""
 
-    def __init__(self, boot: Boot, conn: Connection) -> None:
+    def __init__(
+        self, boot: Boot, conn: Connection, runtime: runtimes.Runtime, workloads: Any
+    ) -> None:
         self.boot, self.conn = boot, conn
+        self.runtime = runtime
+        self.workloads = workloads  # the module (it imports torch)
+        self.slowness = workloads.Slowness()
         self.worlds: dict[tuple[str, int], WorldRun] = {}
         self.t0: float | None = None
         self.recording = True
-        self.outbox: list[dict[str, Any]] = []
-        self.inbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        self.tasks: set[asyncio.Task] = set()
+        self.outbox: list[wire.Message] = []
+        self.records: list[dict[str, Any]] = []  # history records, sent as one batch
+        self.inbox: asyncio.Queue[wire.Message | None] = asyncio.Queue()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.commands: dict[type[wire.Message], Callable[[Any], None]] = {
+            wire.InitWorld: self._on_init_world,
+            wire.Start: self._on_start,
+            wire.SetDelay: self._on_set_delay,
+            wire.RemoveWorld: self._on_remove_world,
+            wire.Leave: self._on_leave,
+            wire.Stop: self._on_stop,
+            wire.Exit: self._on_exit,
+        }
 
-    def spawn(self, coro: Any) -> asyncio.Task:
+    def spawn(self, coro: Any) -> asyncio.Task[None]:
         """Start a task and hold a reference to it until it ends."""
         task = asyncio.create_task(coro)
         self.tasks.add(task)
@@ -107,65 +119,58 @@ class Agent:
 
     # -- reporting -----------------------------------------------------------------------
 
-    def send(self, message: dict[str, Any]) -> None:
-        """Queue a message; everything queued goes out at the end of this loop iteration."""
-        if not self.outbox:
+    def _later(self) -> None:
+        if not self.outbox and not self.records:
             asyncio.get_running_loop().call_soon(self.flush)
+
+    def send(self, message: wire.Message) -> None:
+        """Queue a message; everything queued goes out at the end of this loop iteration."""
+        self._later()
         self.outbox.append(message)
 
     def flush(self) -> None:
-        if not self.outbox:
-            return
         batch, self.outbox = self.outbox, []
-        events = [m for m in batch if m["type"] == "event"]
+        records, self.records = self.records, []
         for message in batch:
-            if message["type"] != "event":
-                protocol.send(self.conn, message)
-        if events:
-            protocol.send(self.conn, {"type": "events", "events": events})
+            wire.send(self.conn, message)
+        if records:
+            wire.send(self.conn, wire.Events(records))
 
     def emit(self, kind: str, run: WorldRun | None = None, **fields: Any) -> None:
+        """Record a history event now (sent by the end of this loop iteration)."""
         if not self.recording:
             return
-        record = {"type": "event", "kind": kind, "mono": time.monotonic()}
+        record: dict[str, Any] = {"kind": kind, "mono": time.monotonic()}
         if run is not None:
-            record["world"] = run.world
-            if run.life:
-                record["life"] = run.life
+            record.update(WorldId(run.world, run.life).attrs())
         record["worker"] = self.boot.worker
         record.update(fields)
-        self.send(record)
+        self._later()
+        self.records.append(record)
 
     # -- main loop -----------------------------------------------------------------------
 
     def _readable(self) -> None:
         try:
             while self.conn.poll():
-                self.inbox.put_nowait(protocol.recv(self.conn))
-        except (EOFError, OSError):
+                self.inbox.put_nowait(wire.recv(self.conn))
+        except (EOFError, OSError, ValueError):
             asyncio.get_running_loop().remove_reader(self.conn.fileno())
             self.inbox.put_nowait(None)
 
     async def run(self) -> None:
-        from mwsim import workloads  # imports torch: after the controller knows we live
-
-        self.workloads = workloads
-        self.slowness = workloads.Slowness()
-        loop = asyncio.get_running_loop()
-        boot = self.boot
-        context = runtimes.Context(
-            boot.worker, boot.backend, boot.store_addr, tuple(boot.peers), boot.rendezvous
-        )
-        self.runtime = runtimes.load(boot.runtime)(context)
-        await self.runtime.start()
-        self.send({"type": "ready"})
-        loop.add_reader(self.conn.fileno(), self._readable)
+        """Serve the controller's commands until it says exit (or is gone)."""
+        self.send(wire.Ready())
+        asyncio.get_running_loop().add_reader(self.conn.fileno(), self._readable)
         self.spawn(self._watch())
         while True:
             message = await self.inbox.get()
             if message is None:  # the controller is gone: nothing left to serve
                 self.finish(3)
-            getattr(self, "_on_" + message["type"])(message)
+            elif type(message) in self.commands:
+                self.commands[type(message)](message)
+            else:
+                self.emit("error", message=f"unexpected control message {message.TYPE}")
 
     def finish(self, code: int) -> None:
         """End the process now, as MultiWorld's cleanup() does (threads may be stuck)."""
@@ -191,30 +196,38 @@ class Agent:
 
     # -- commands ------------------------------------------------------------------------
 
-    def _on_init_world(self, message: dict[str, Any]) -> None:
+    def _on_init_world(self, message: wire.InitWorld) -> None:
         self.spawn(self._form(message))
 
-    async def _form(self, message: dict[str, Any]) -> None:
-        world, life, rank = message["world"], message["life"], message["rank"]
-        run = WorldRun(world, life, rank, message["members"], instance_name(world, life))
-        port = message.get("port")
+    async def _form(self, message: wire.InitWorld) -> None:
+        world_id = WorldId(message.world, message.life)
+        run = WorldRun(
+            message.world, message.life, message.rank, message.members, world_id.instance
+        )
+        port = message.port
         if port is None:  # rank 0 hosts the store: pick its port now
             port = free_port(self.boot.store_addr)
-            self.send({"type": "port", "world": world, "life": life, "port": port})
+            self.send(wire.Port(message.world, message.life, port))
         try:
             await self.runtime.init_world(
-                run.name, rank, run.size, self.boot.store_addr, port, self.boot.device, run.members
+                run.name,
+                run.rank,
+                run.size,
+                self.boot.store_addr,
+                port,
+                self.boot.device,
+                run.members,
             )
         except Exception as exc:
             self.emit("error", run, message=f"forming the world failed: {exc!r}"[:300])
             return
-        self.worlds[(world, life)] = run
+        self.worlds[(run.world, run.life)] = run
         self.emit("joined", run)
         if self.t0 is not None:
             self._launch(run, time.monotonic())
 
-    def _on_start(self, message: dict[str, Any]) -> None:
-        self.t0 = float(message["t0"])
+    def _on_start(self, message: wire.Start) -> None:
+        self.t0 = float(message.t0)
         for run in self.worlds.values():
             self._launch(run, self.t0)
 
@@ -246,18 +259,18 @@ class Agent:
         finally:
             run.done.set()
 
-    def _on_slow(self, message: dict[str, Any]) -> None:
-        self.slowness.delay_s = message["delay_ms"] / 1000
-        until = message["until"]
+    def _on_set_delay(self, message: wire.SetDelay) -> None:
+        self.slowness.delay_s = message.delay_ms / 1000
+        until = message.until
         self.slowness.until = float("inf") if until is None else float(until)
-        self.send({"type": "ack", "what": "slow"})
+        self.send(wire.Ack(message.TYPE))
 
     def _current(self, world: str) -> WorldRun | None:
         runs = [run for (name, _), run in self.worlds.items() if name == world]
         return max(runs, key=lambda r: r.life) if runs else None
 
-    def _on_remove_world(self, message: dict[str, Any]) -> None:
-        run = self._current(message["world"])
+    def _on_remove_world(self, message: wire.RemoveWorld) -> None:
+        run = self._current(message.world)
         if run is not None:
             self.spawn(self._remove(run))
 
@@ -273,7 +286,7 @@ class Agent:
         self.runtime.remove_world(run.name)
         self.emit("left", run)
 
-    def _on_leave(self, _message: dict[str, Any]) -> None:
+    def _on_leave(self, _message: wire.Leave) -> None:
         self.spawn(self._leave())
 
     async def _leave(self) -> None:
@@ -290,16 +303,16 @@ class Agent:
             self.emit("left", run)
         self.finish(0)
 
-    def _on_stop(self, _message: dict[str, Any]) -> None:
+    def _on_stop(self, _message: wire.Stop) -> None:
         self.recording = False
-        self.send({"type": "stopped"})
+        self.send(wire.Stopped())
 
-    def _on_exit(self, _message: dict[str, Any]) -> None:
+    def _on_exit(self, _message: wire.Exit) -> None:
         self.finish(0)
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Have the kernel SIGKILL this process if the controller dies (Linux)."""
+def die_with_parent(parent_pid: int) -> None:
+    """Have the kernel SIGKILL this process if its parent dies (Linux)."""
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -307,28 +320,30 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def main() -> None:
-    """Entry point of ``python -m mwsim.replay.agent``: the bootstrap comes on stdin."""
-    serve(Boot.from_line(sys.stdin.readline()))
+async def _serve(boot: Boot, conn: Connection) -> None:
+    from mwsim import workloads  # imports torch: after the controller knows we live
+
+    context = runtimes.Context(
+        boot.worker, boot.backend, boot.store_addr, tuple(boot.peers), boot.rendezvous
+    )
+    runtime = runtimes.load(boot.runtime)(context)  # inside the loop, as MultiWorld needs
+    await runtime.start()
+    await Agent(boot, conn, runtime, workloads).run()
 
 
 def serve(boot: Boot) -> None:
     """Be the agent ``boot`` describes until the controller says exit; never returns."""
-    _die_with_parent(boot.parent_pid)
+    die_with_parent(boot.parent_pid)
     conn = Client(boot.controller, authkey=bytes.fromhex(boot.authkey))
-    protocol.send(conn, {"type": "hello", "worker": boot.worker, "pid": os.getpid()})
+    wire.send(conn, wire.Hello(boot.worker, os.getpid()))
     code = 0
     try:
-        asyncio.run(Agent(boot, conn).run())
+        asyncio.run(_serve(boot, conn))
     except BaseException as exc:  # report, then end without waiting for stuck threads
         message = "".join(traceback.format_exception(exc))
         sys.stderr.write(message)
         with contextlib.suppress(OSError):
-            protocol.send(conn, {"type": "fatal", "message": message[-2000:]})
+            wire.send(conn, wire.Fatal(message[-2000:]))
         code = 1
     sys.stderr.flush()
     os._exit(code)
-
-
-if __name__ == "__main__":
-    main()

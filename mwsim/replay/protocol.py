@@ -1,22 +1,22 @@
-"""Messages between the controller and its agents.
+"""Messages between the controller and its agents, as small typed records.
 
 Agents connect to the controller's loopback listener and authenticate with the run's
 random key (HMAC challenge of ``multiprocessing.connection``). Payloads are JSON, never
-pickle, so nothing unpickles data. The agent's bootstrap arrives on its stdin, so the key
-never shows in a process listing.
-
-Controller -> agent: ``init_world``, ``start``, ``slow``, ``remove_world``, ``leave``,
-``stop``, ``exit``. Agent -> controller: ``hello``, ``ready``, ``port``, ``events``,
-``ack``, ``stopped``, ``fatal``. Agents stamp events with ``mono`` (their monotonic
-clock, shared by every process on a host); the controller turns it into ``t``.
+pickle: ``send`` encodes a record as a JSON object with its ``type``, ``recv`` decodes
+one and refuses anything that is not a known record with exactly its fields. The
+agent's bootstrap reaches it through the fork server, so the key never shows in a
+process listing. Agents stamp events with ``mono`` (their monotonic clock, shared by
+every process on a host); the controller turns it into ``t``.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, ClassVar
+
+from mwsim.events import Kind
 
 MAX_MESSAGE = 16 * 1024 * 1024
 
@@ -37,23 +37,184 @@ class Boot:
     peers: tuple[str, ...] = ()
     rendezvous: int | None = None
 
-    def to_line(self) -> bytes:
-        return (json.dumps(asdict(self)) + "\n").encode()
-
     @classmethod
-    def from_line(cls, line: str) -> Boot:
-        data = json.loads(line)
-        data["controller"] = tuple(data["controller"])
-        data["peers"] = tuple(data.get("peers", ()))
-        return cls(**data)
+    def from_dict(cls, data: dict[str, Any]) -> Boot:
+        return cls(
+            **{**data, "controller": tuple(data["controller"]), "peers": tuple(data["peers"])}
+        )
 
 
-def send(conn: Connection, message: dict[str, Any]) -> None:
-    conn.send_bytes(json.dumps(message).encode())
+@dataclass(frozen=True)
+class Message:
+    """A control message; ``TYPE`` is its ``type`` on the wire."""
+
+    TYPE: ClassVar[str] = ""
 
 
-def recv(conn: Connection) -> dict[str, Any]:
-    message = json.loads(conn.recv_bytes(MAX_MESSAGE))
-    if not isinstance(message, dict) or "type" not in message:
-        raise ValueError(f"malformed control message: {message!r}")
-    return message
+# -- controller -> agent ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InitWorld(Message):
+    """Form a world incarnation as ``rank``; rank 0 picks the store's port (``port`` None)."""
+
+    TYPE = "init_world"
+    world: str
+    life: int
+    rank: int
+    members: list[str]
+    port: int | None = None
+
+
+@dataclass(frozen=True)
+class Start(Message):
+    """Start the workload on every world at monotonic instant ``t0``."""
+
+    TYPE = "start"
+    t0: float
+
+
+@dataclass(frozen=True)
+class SetDelay(Message):
+    """Delay each op by ``delay_ms`` until monotonic ``until`` (None: for good; 0: no delay)."""
+
+    TYPE = "set_delay"
+    delay_ms: float
+    until: float | None = None
+
+
+@dataclass(frozen=True)
+class RemoveWorld(Message):
+    """Stop the world's workload with its peers, then remove it."""
+
+    TYPE = Kind.REMOVE_WORLD.value
+    world: str
+
+
+@dataclass(frozen=True)
+class Leave(Message):
+    """Stop every world at its next op boundary, remove them all, exit 0."""
+
+    TYPE = Kind.LEAVE.value
+
+
+@dataclass(frozen=True)
+class Stop(Message):
+    """Stop recording (the judged interval is over)."""
+
+    TYPE = "stop"
+
+
+@dataclass(frozen=True)
+class Exit(Message):
+    """End the process now."""
+
+    TYPE = "exit"
+
+
+# -- agent -> controller ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Hello(Message):
+    """The first message on a new connection: who is calling."""
+
+    TYPE = "hello"
+    worker: str
+    pid: int
+
+
+@dataclass(frozen=True)
+class Ready(Message):
+    """The runtime is up; commands may come."""
+
+    TYPE = "ready"
+
+
+@dataclass(frozen=True)
+class Port(Message):
+    """Rank 0 of a world incarnation chose its store's port."""
+
+    TYPE = "port"
+    world: str
+    life: int
+    port: int
+
+
+@dataclass(frozen=True)
+class Events(Message):
+    """History records, each with ``kind`` and ``mono`` (one batch per loop iteration)."""
+
+    TYPE = "events"
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Ack(Message):
+    """A command took effect (``what``: the command)."""
+
+    TYPE = "ack"
+    what: str
+
+
+@dataclass(frozen=True)
+class Stopped(Message):
+    """Recording has stopped."""
+
+    TYPE = "stopped"
+
+
+@dataclass(frozen=True)
+class Fatal(Message):
+    """The agent failed; ``message`` is the end of its traceback."""
+
+    TYPE = "fatal"
+    message: str
+
+
+TYPES: dict[str, type[Message]] = {
+    cls.TYPE: cls
+    for cls in (
+        InitWorld,
+        Start,
+        SetDelay,
+        RemoveWorld,
+        Leave,
+        Stop,
+        Exit,
+        Hello,
+        Ready,
+        Port,
+        Events,
+        Ack,
+        Stopped,
+        Fatal,
+    )
+}
+
+
+def encode(message: Message) -> dict[str, Any]:
+    return {"type": message.TYPE, **{f.name: getattr(message, f.name) for f in fields(message)}}
+
+
+def decode(data: Any) -> Message:
+    """A record from its JSON object; ``ValueError`` for anything else."""
+    if not isinstance(data, dict) or data.get("type") not in TYPES:
+        raise ValueError(f"malformed control message: {str(data)[:200]}")
+    cls = TYPES[data["type"]]
+    names = {f.name for f in fields(cls)}
+    given = set(data) - {"type"}
+    if not given <= names:
+        raise ValueError(f"{cls.TYPE} message with unknown fields: {sorted(given - names)}")
+    try:
+        return cls(**{k: v for k, v in data.items() if k != "type"})
+    except TypeError as exc:  # a required field is missing
+        raise ValueError(f"malformed {cls.TYPE} message: {exc}") from None
+
+
+def send(conn: Connection, message: Message) -> None:
+    conn.send_bytes(json.dumps(encode(message)).encode())
+
+
+def recv(conn: Connection) -> Message:
+    return decode(json.loads(conn.recv_bytes(MAX_MESSAGE)))

@@ -24,9 +24,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from itertools import count
 from pathlib import Path
 from typing import Any
+
+from mwsim.errors import ZygoteError
 
 PRELOAD = ("numpy", "torch", "torch.distributed", "mwsim.workloads", "mwsim.replay.agent")
 THREAD_LIMITS = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -75,7 +78,7 @@ def _child(request: dict[str, Any], keep: tuple[int, ...]) -> None:
         with contextlib.suppress(OSError):
             os.close(fd)
     try:
-        serve(Boot.from_line(json.dumps(request["boot"])))
+        serve(Boot.from_dict(request["boot"]))
     finally:
         os._exit(1)
 
@@ -93,9 +96,9 @@ def _reap(children: set[int]) -> None:
 
 
 def serve(runtime: str) -> None:
-    from mwsim.replay.agent import _die_with_parent
+    from mwsim.replay.agent import die_with_parent
 
-    _die_with_parent(os.getppid())
+    die_with_parent(os.getppid())
     preload(runtime)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
@@ -126,10 +129,6 @@ def serve(runtime: str) -> None:
                 _child(request, (0, wake_r, wake_w))
             children.add(pid)
             _write({"forked": request["fork"], "pid": pid})
-
-
-class ZygoteError(RuntimeError):
-    """The fork server could not start or stopped answering."""
 
 
 class Zygote:
@@ -181,7 +180,7 @@ class Zygote:
             out += self._lines()
         return out
 
-    def _until(self, match, deadline: float) -> dict[str, Any]:
+    def _until(self, match: Callable[[dict[str, Any]], bool], deadline: float) -> dict[str, Any]:
         while True:
             for message in self._lines():
                 if match(message):

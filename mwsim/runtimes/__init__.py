@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
+from mwsim.errors import RuntimeNotFound
+
 GROUP = "mwsim.runtimes"
-DEFAULT = "multiworld"
 
 
 @dataclass(frozen=True)
@@ -114,11 +115,12 @@ def names() -> list[str]:
 
 
 def load(name: str) -> type[Runtime]:
-    """The adapter class registered under ``name``; ``LookupError`` if none is."""
+    """The adapter class registered under ``name``; ``RuntimeNotFound`` if none is."""
     for ep in entry_points(group=GROUP):
         if ep.name == name:
             cls = ep.load()
             if not (isinstance(cls, type) and issubclass(cls, Runtime)):
-                raise LookupError(f"runtime {name!r} ({ep.value}) is not a mwsim Runtime")
+                raise RuntimeNotFound(f"runtime {name!r} ({ep.value}) is not a mwsim Runtime")
             return cls
-    raise LookupError(f"no runtime named {name!r} (installed: {', '.join(names()) or 'none'})")
+    installed = ", ".join(names()) or "none"
+    raise RuntimeNotFound(f"no runtime named {name!r} (installed: {installed})")

@@ -73,7 +73,7 @@ class MultiWorldRuntime(Runtime):
         await self._comm.all_reduce(tensor, world_name=world)
 
     def is_broken(self, world: str) -> bool:
-        return self._comm.is_broken(world)
+        return bool(self._comm.is_broken(world))
 
     def is_failure(self, exc: BaseException) -> bool:
         return isinstance(exc, (self._broken, RuntimeError))

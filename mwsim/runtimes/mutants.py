@@ -132,6 +132,3 @@ class FalseAlarmMutant(_Tracking):
 
     def is_broken(self, world: str) -> bool:
         return world in self.flagged or super().is_broken(world)
-
-
-MUTANTS = (StopAllMutant, NoWatchdogMutant, DropAfterJoinMutant, FalseAlarmMutant)

@@ -10,6 +10,7 @@ and nothing watches for a silent peer. mwsim's checks and fuzzers must catch it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import zlib
 from collections.abc import Callable, Sequence
@@ -19,7 +20,7 @@ from typing import Any
 from mwsim.runtimes import Runtime
 
 
-def _settle(done: asyncio.Future, result: Any, error: BaseException | None) -> None:
+def _settle(done: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
     if not done.done():
         if error is None:
             done.set_result(result)
@@ -30,7 +31,7 @@ def _settle(done: asyncio.Future, result: Any, error: BaseException | None) -> N
 async def _in_thread(fn: Callable[[], Any]) -> Any:
     """Run a blocking call in its own thread; it is never cancelled (as in MultiWorld)."""
     loop = asyncio.get_running_loop()
-    done: asyncio.Future = loop.create_future()
+    done: asyncio.Future[Any] = loop.create_future()
 
     def call() -> None:
         try:
@@ -117,10 +118,10 @@ class TorchRuntime(Runtime):
             return
         part = tensor.clone()
         for peer in ranks[1:]:
-            await self._op(lambda p=peer: self.dist.recv(part, p, tag=tag))
+            await self._op(functools.partial(self.dist.recv, part, peer, tag=tag))
             tensor += part
         for peer in ranks[1:]:
-            await self._op(lambda p=peer: self.dist.send(tensor, p, tag=tag))
+            await self._op(functools.partial(self.dist.send, tensor, peer, tag=tag))
 
     def is_broken(self, world: str) -> bool:
         return self.failed is not None  # one world: broken for all or for none

@@ -1,31 +1,38 @@
 """A simpy model of a deployment: the History a correct MultiWorld run must produce.
 
-Scenario steps are simpy processes that act at their times; each detection a fault
-causes is a simpy process that sleeps until the instant the runtime's mechanism (a
-failing op, a lost store, the watchdog) would flag the world, sampled inside the window
-the model allows. Op streams are passive: the ops between two state changes of a world
-are produced in one go when the state changes, so neither ops nor heartbeats become
-simpy events, and thousands of workers over hours cost little.
+``Simulation`` is an ``Executor`` (:mod:`mwsim.playback`) on simpy's virtual clock: each
+action of the plan is a simpy process that acts at its time, through the same dispatch
+as the real replay. Each detection a fault causes is a simpy process that sleeps until
+the instant the runtime's mechanism (a failing op, a lost store, the watchdog) would
+flag the world, sampled inside the window the model allows. Op streams are passive: the
+ops between two state changes of a world are produced in one go when the state changes,
+so neither ops nor heartbeats become simpy events, and thousands of workers over hours
+cost little.
 """
 
 from __future__ import annotations
 
 import math
 import random
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 
 import simpy
 
-from mwsim.history import Event, History, event
+from mwsim.events import Kind, Slow
+from mwsim.history import Event, History, Mode, event
 from mwsim.internal.rng import seeded
-from mwsim.membership import Plan, Step, WorldLife, plan
+from mwsim.membership import Plan, Step, WorldLife
+from mwsim.playback import Action, actions, dispatch
 from mwsim.scenario import Scenario
-from mwsim.sim.model import RuntimeModel, detection_window, model_for
+from mwsim.timing import Mechanism, RuntimeModel, detection_window, model_for
 
 #: Beyond this many predicted ops, ops are written as spans (``ops`` events).
 OP_EVENT_LIMIT = 250_000
 MIN_PERIOD_S = 0.001  # the fastest a runtime turns ops around (interval_ms: 0)
+
+Process = Generator[simpy.Event, Any, None]
 
 
 @dataclass
@@ -43,7 +50,6 @@ class _World:
     """A world life in the model: its op streams and whether they run."""
 
     life: WorldLife
-    index: int
     streams: list[_Stream]
     period: float
     formed: bool = False
@@ -58,10 +64,7 @@ class _World:
         return self.formed and not self.ended and not self.paused
 
     def attrs(self) -> dict[str, Any]:
-        """How events name this world (``life`` only for a reused name)."""
-        if self.index:
-            return {"world": self.life.name, "life": self.index}
-        return {"world": self.life.name}
+        return self.life.id.attrs()
 
 
 class Simulation:
@@ -76,23 +79,26 @@ class Simulation:
         detail: str = "auto",
     ) -> None:
         self.scenario = scenario
-        self.plan: Plan = plan(scenario)
+        self.plan: Plan = scenario.plan
         self.model = model or model_for(scenario.runtime)
         self.rng: random.Random = seeded(scenario.seed if seed is None else seed)
         self.env = simpy.Environment()
         self.kind = scenario.workload.kind
-        self.interval = scenario.workload.interval_ms / 1000
+        self.interval = scenario.workload.interval_s
         self.events: list[Event] = []
         self.worlds: list[_World] = [self._world(life) for life in self.plan.worlds]
         self.by_member: dict[str, list[_World]] = {}
-        self.by_origin: dict[int | None, list[_World]] = {}
+        self.by_origin: dict[int, list[_World]] = {}
         for world in self.worlds:
             for member in world.life.members:
                 self.by_member.setdefault(member, []).append(world)
-            self.by_origin.setdefault(world.life.origin_event, []).append(world)
+            if world.life.origin_event is not None:
+                self.by_origin.setdefault(world.life.origin_event, []).append(world)
         self.alive: set[str] = set()
-        self.hung: dict[str, float | None] = {}
-        self.slow: dict[str, float] = {}
+        self.hung: dict[str, float | None] = {}  # worker -> when its hang ends
+        self.delays: dict[str, float] = {}  # a slow worker -> its delay
+        self.hung_by: dict[str, int] = {}  # worker -> the step of its current hang
+        self.slowed_by: dict[str, int] = {}  # worker -> the step of its current slow
         self.phase: dict[str, float] = {}  # each process's watchdog phase
         self.died_at: dict[str, float] = {}
         self.ready_at: dict[str, float] = {}  # when each worker's process is up
@@ -104,13 +110,12 @@ class Simulation:
 
     def _world(self, life: WorldLife) -> _World:
         members = life.members
-        index = self.plan.lives_of(life.name).index(life)
         latency = self.model.op_latency_s
         if self.kind == "allreduce":
             streams = [_Stream(m, None, latency) for m in members]
         else:
             streams = [_Stream(members[0], p, latency * k) for k, p in enumerate(members[1:], 1)]
-        return _World(life, index, streams, max(self.interval, MIN_PERIOD_S))
+        return _World(life, streams, max(self.interval, MIN_PERIOD_S))
 
     def _ops_estimate(self) -> float:
         total = 0.0
@@ -164,7 +169,7 @@ class Simulation:
 
     def _set_period(self, world: _World, t: float) -> None:
         self._flush(world, t)
-        delays = [self.slow.get(m, 0.0) for m in world.life.members]
+        delays = [self.delays.get(m, 0.0) for m in world.life.members]
         world.period = max(self.interval, MIN_PERIOD_S, max(delays) + self.model.op_latency_s)
 
     def _worlds_of(self, worker: str, t: float) -> list[_World]:
@@ -181,16 +186,18 @@ class Simulation:
             self.phase[worker] = self.rng.uniform(0.0, self.model.check_s)
         return self.phase[worker]
 
-    def _sample(self, how: str, world: _World, t: float, survivor: str, blocked: bool) -> float:
+    def _sample(
+        self, how: Mechanism, world: _World, t: float, survivor: str, blocked: bool
+    ) -> float:
         """The instant a mechanism flags the world, for a fault at ``t``."""
         m = self.model
-        if how.startswith("an op"):
+        if how is Mechanism.OP:
             if blocked:
                 return t + m.fail_s + m.poll_s
             period = world.period
             ahead = math.ceil(max(0.0, t - world.next_op) / period) * period
             return max(t, world.next_op + ahead) + m.fail_s + m.poll_s
-        if how.startswith("the world's store"):
+        if how is Mechanism.STORE:
             return t + self.rng.uniform(0.0, m.tick_s) + m.fail_s + m.poll_s
         last_tick = t - self.rng.uniform(0.0, m.tick_s)
         phase = self._watchdog_phase(survivor)
@@ -199,7 +206,7 @@ class Simulation:
         return first_check + m.check_s + m.poll_s
 
     def _detect(
-        self, world: _World, faulty: list[str], fault: str, t: float, resume: float | None
+        self, world: _World, faulty: list[str], kind: Kind, t: float, resume: float | None
     ) -> None:
         """Schedule each survivor's report of ``world``; several members may fail at once
         (a host crash): the earliest mechanism among them fires."""
@@ -213,16 +220,13 @@ class Simulation:
             rank = members.index(survivor)
             options = []
             for bad in (members.index(f) for f in faulty):
-                lo, hi, how = detection_window(
-                    self.model, self.kind, self.interval, fault, rank, bad
-                )
+                window = detection_window(self.model, self.kind, self.interval, kind, rank, bad)
                 blocked = self.kind != "allreduce" and (rank == 0 or bad == 0)
-                options.append((self._sample(how, world, t, survivor, blocked), lo, hi, how))
+                at = self._sample(window.how, world, t, survivor, blocked)
+                options.append((at, window.lo, window.hi, window.how))
             at, _, _, how = min(options)
             lo, hi = min(o[1] for o in options), min(o[2] for o in options)
-            optional = (
-                fault == "hang" and resume is not None and resume < t + hi - self.model.slack_s
-            )
+            optional = resume is not None and resume < t + hi - self.model.slack_s
             if back is not None:  # the survivor is stopped itself: it looks once it resumes
                 at = max(at, back + self.model.fail_s + self.model.poll_s)
                 hi = max(hi, back - t + hi)
@@ -233,7 +237,16 @@ class Simulation:
                 self._report(world, survivor, at, (t + lo, t + hi), how, optional, faulty)
             )
 
-    def _report(self, world, survivor, at, window, how, optional, faulty):
+    def _report(
+        self,
+        world: _World,
+        survivor: str,
+        at: float,
+        window: tuple[float, float],
+        how: Mechanism,
+        optional: bool,
+        faulty: list[str],
+    ) -> Process:
         yield self.env.timeout(max(0.0, at - self.env.now))
         if survivor not in self.alive or survivor in world.reported:
             return
@@ -247,113 +260,123 @@ class Simulation:
         self._emit(at, "broken", **attrs)
         self._end(world, at)
 
-    # -- steps ---------------------------------------------------------------------------
+    # -- the executor's verbs --------------------------------------------------------------
 
-    def _fault_record(self, step: Step) -> dict[str, Any]:
-        e = step.event
-        record: dict[str, Any] = {"do": e.do, "target": e.target}
-        if e.do == "crash_host":
-            record["workers"] = list(step.workers)
-        if e.do == "slow":
-            record["delay_ms"] = e.delay_ms
-        if e.do in ("hang", "slow"):
-            record["for_s"] = e.for_s
-        return record
+    def _fault(self, step: Step) -> float:
+        """Record a fault as injected now (the model's faults always take)."""
+        t = float(self.env.now)
+        self._emit(t, "fault", **step.record(), confirmed=True)
+        return t
 
-    def _kill(self, workers: tuple[str, ...], t: float, fault: str, code: int) -> None:
+    def _kill(self, workers: tuple[str, ...], t: float, kind: Kind, code: int) -> None:
         """End ``workers`` at once; their worlds close and the survivors must notice."""
         worlds = {id(w): w for worker in workers for w in self._worlds_of(worker, t)}
         for worker in workers:
             self.alive.discard(worker)
             self.hung.pop(worker, None)
+            self.delays.pop(worker, None)
+            self.hung_by.pop(worker, None)
+            self.slowed_by.pop(worker, None)
             self.died_at[worker] = t
         for world in worlds.values():
             formed = world.formed
             self._close(world, t)
             if formed:  # a world that never formed has nobody waiting on it
                 dead = [m for m in world.life.members if m in workers]
-                self._detect(world, dead, fault, t, None)
+                self._detect(world, dead, kind, t, None)
         gone = t + (self.model.kill_s if code else self.model.leave_s)
         for worker in workers:
             self._emit(gone, "exit", worker=worker, code=code, expected=True)
 
-    def _step(self, step: Step):
-        e = step.event
-        yield self.env.timeout(e.at)
-        t = self.env.now
-        if e.do in ("crash", "crash_host", "hang", "leave", "slow"):
-            self._emit(t, "fault", **self._fault_record(step), confirmed=True)
-        if e.do in ("crash", "crash_host"):
-            self._kill(step.workers, t, e.do, -9)
-        elif e.do == "leave":
-            for world in self._worlds_of(e.target, t):
-                self._emit(t + self.model.leave_s / 2, "left", **world.attrs(), worker=e.target)
-            self._kill((e.target,), t, "leave", 0)
-        elif e.do == "hang":
-            resume = t + e.for_s if e.for_s is not None else None
-            self.hung[e.target] = resume
-            for world in self._worlds_of(e.target, t):
-                self._flush(world, t)
-                world.paused.add(e.target)
-                if world.formed:
-                    self._detect(world, [e.target], "hang", t, resume)
-            if resume is not None:
-                self.env.process(self._resume(e.target, resume))
-        elif e.do == "slow":
-            self.slow[e.target] = e.delay_ms / 1000
-            for world in self._worlds_of(e.target, t):
-                self._set_period(world, t)
-            if e.for_s is not None:
-                self.env.process(self._heal(e.target, t + e.for_s))
-        elif e.do == "join":
-            self._emit(t, "scale", do="join", worker=e.worker, worlds=sorted(e.worlds))
-            self.ready_at[e.worker] = t + self.model.spawn_s
-            self.env.process(self._join(step, t))
-        elif e.do == "add_world":
-            self._emit(t, "scale", do="add_world", world=e.world, members=list(e.members))
-            for world in self._lives_of(step):
-                self.env.process(self._form(world, t))
-        elif e.do == "remove_world":
-            self._emit(t, "scale", do="remove_world", world=e.world)
-            for world in self.by_member.get(step.workers[0], []):
-                if world.life.end_event == step.index:
-                    self._close(world, t)
-                    for member in world.life.members:
-                        left = t + self.interval + self.model.op_latency_s
-                        self._emit(left, "left", **world.attrs(), worker=member)
+    def _exit_code(self, step: Step) -> int:
+        code = step.event.info.exit_code
+        assert code is not None, f"{step.kind} does not end its workers"
+        return code
 
-    def _lives_of(self, step: Step) -> list[_World]:
-        return self.by_origin.get(step.index, [])
+    def crash(self, step: Step) -> None:
+        t = self._fault(step)
+        self._kill(step.workers, t, step.kind, self._exit_code(step))
 
-    def _resume(self, worker: str, at: float):
-        yield self.env.timeout(at - self.env.now)
-        if self.hung.get(worker, -1.0) != at:
+    def leave(self, step: Step) -> None:
+        t = self._fault(step)
+        target = step.event.subject
+        for world in self._worlds_of(target, t):
+            self._emit(t + self.model.leave_s / 2, "left", **world.attrs(), worker=target)
+        self._kill((target,), t, step.kind, self._exit_code(step))
+
+    def hang(self, step: Step) -> None:
+        t = self._fault(step)
+        target, lasts = step.event.subject, step.event.lasts()
+        resume = t + lasts if lasts is not None else None
+        self.hung[target] = resume
+        self.hung_by[target] = step.index
+        for world in self._worlds_of(target, t):
+            self._flush(world, t)
+            world.paused.add(target)
+            if world.formed:
+                self._detect(world, [target], step.kind, t, resume)
+
+    def resume(self, step: Step) -> None:
+        at, worker = self.env.now, step.event.subject
+        if worker not in self.hung or self.hung_by.get(worker) != step.index:
             return  # it died meanwhile
         del self.hung[worker]  # also when it was still starting up: SIGCONT reaches it anyway
-        self._emit(at, "resumed", do="hang", target=worker, confirmed=True)
+        self._emit(at, "resumed", do=step.kind.value, target=worker, confirmed=True)
         for world in self._worlds_of(worker, at):
             world.paused.discard(worker)
             if world.serving:
                 world.next_op = at
 
-    def _heal(self, worker: str, at: float):
-        yield self.env.timeout(at - self.env.now)
-        if worker not in self.alive:
+    def slow(self, step: Step) -> None:
+        t = self._fault(step)
+        assert isinstance(step.event, Slow)
+        target = step.event.target
+        self.delays[target] = step.event.delay_ms / 1000
+        self.slowed_by[target] = step.index
+        for world in self._worlds_of(target, t):
+            self._set_period(world, t)
+
+    def restore(self, step: Step) -> None:
+        at, worker = self.env.now, step.event.subject
+        if worker not in self.alive or self.slowed_by.get(worker) != step.index:
             return
-        self.slow.pop(worker, None)
-        self._emit(at, "resumed", do="slow", target=worker, confirmed=True)
+        self.delays.pop(worker, None)
+        self._emit(at, "resumed", do=step.kind.value, target=worker, confirmed=True)
         for world in self._worlds_of(worker, at):
             self._set_period(world, at)
 
-    def _join(self, step: Step, t: float):
+    def join(self, step: Step) -> None:
+        t = self.env.now
+        self._emit(t, "scale", **step.record())
+        worker = step.event.subject
+        self.ready_at[worker] = t + self.model.spawn_s
+        self.env.process(self._join(step, worker, t))
+
+    def add_world(self, step: Step) -> None:
+        t = self.env.now
+        self._emit(t, "scale", **step.record())
+        for world in self.by_origin.get(step.index, []):
+            self.env.process(self._form(world, t))
+
+    def remove_world(self, step: Step) -> None:
+        t = self.env.now
+        self._emit(t, "scale", **step.record())
+        for world in self.by_member.get(step.workers[0], []):
+            if world.life.end_event == step.index:
+                self._close(world, t)
+                for member in world.life.members:
+                    left = t + self.interval + self.model.op_latency_s
+                    self._emit(left, "left", **world.attrs(), worker=member)
+
+    def _join(self, step: Step, worker: str, t: float) -> Process:
         yield self.env.timeout(self.model.spawn_s)
-        if self.died_at.get(step.event.worker, -1.0) >= t:
+        if self.died_at.get(worker, -1.0) >= t:
             return  # it was told to go before it was even up
-        self.alive.add(step.event.worker)
-        for world in self._lives_of(step):
+        self.alive.add(worker)
+        for world in self.by_origin.get(step.index, []):
             self.env.process(self._form(world, self.env.now))
 
-    def _form(self, world: _World, asked: float):
+    def _form(self, world: _World, asked: float) -> Process:
         """Form a world once every member's process is up (commands wait for them)."""
         members = world.life.members
         up = max(self.ready_at.get(m, 0.0) for m in members)
@@ -363,7 +386,7 @@ class Simulation:
             back = [self.hung[m] for m in members if m in self.hung]
             if None in back:
                 return
-            at = max(max(back), self.env.now) + self.model.init_s  # type: ignore[type-var]
+            at = max(max(b for b in back if b is not None), self.env.now) + self.model.init_s
             yield self.env.timeout(at - self.env.now)
         if world.closed or any(m not in self.alive for m in members):
             return
@@ -375,25 +398,29 @@ class Simulation:
 
     # -- run -----------------------------------------------------------------------------
 
+    def _act(self, action: Action) -> Process:
+        yield self.env.timeout(action.at)
+        dispatch(action, self)
+
     def run(self) -> History:
         s, m = self.scenario, self.model
         self._emit(
             -(m.spawn_s + m.init_s),
             "run",
             scenario=s.name,
-            mode="sim",
+            mode=Mode.SIM,
             runtime=s.runtime,
             backend=s.backend,
             seed=s.seed,
         )
         self.alive = set(self.plan.initial.workers())
         for world in self.worlds:
-            if world.life.origin == "initial":
+            if world.life.origin is None:
                 for member in world.life.members:
                     self._emit(-m.init_s, "joined", **world.attrs(), worker=member)
                 world.formed, world.next_op = True, 0.0
-        for step in self.plan.steps:
-            self.env.process(self._step(step))
+        for action in actions(self.plan.steps):
+            self.env.process(self._act(action))
         self.env.run(until=s.duration_s)
         end = s.duration_s
         for world in self.worlds:

@@ -3,6 +3,7 @@
 import pytest
 
 from mwsim.calibrate import MICRO, _samples
+from mwsim.events import Kind
 from mwsim.sim import RuntimeModel, simulate
 from mwsim.testing import scenario
 
@@ -12,10 +13,10 @@ TRUE = RuntimeModel(fail_s=0.011, kill_s=0.022, leave_s=0.033, init_s=0.044, spa
 @pytest.mark.parametrize(
     ("micro", "key", "value"),
     [
-        ("crash", "kill_s", TRUE.kill_s),
-        ("leave", "leave_s", TRUE.leave_s),
-        ("add_world", "init_s", TRUE.init_s),
-        ("join", "spawn_s", TRUE.spawn_s),
+        (Kind.CRASH, "kill_s", TRUE.kill_s),
+        (Kind.LEAVE, "leave_s", TRUE.leave_s),
+        (Kind.ADD_WORLD, "init_s", TRUE.init_s),
+        (Kind.JOIN, "spawn_s", TRUE.spawn_s),
     ],
 )
 def test_fit_recovers_the_parameter_a_history_was_made_with(micro, key, value):
@@ -24,11 +25,11 @@ def test_fit_recovers_the_parameter_a_history_was_made_with(micro, key, value):
 
 
 def test_crash_fit_gives_the_failure_latency():
-    history = simulate(scenario(MICRO["crash"], name="crash"), model=TRUE)
-    assert _samples(history, "crash", TRUE)["fail_s"] == pytest.approx(TRUE.fail_s, abs=1e-3)
+    history = simulate(scenario(MICRO[Kind.CRASH], name="crash"), model=TRUE)
+    assert _samples(history, Kind.CRASH, TRUE)["fail_s"] == pytest.approx(TRUE.fail_s, abs=1e-3)
 
 
 def test_hang_sample_lies_in_the_watchdog_window():
-    history = simulate(scenario(MICRO["hang"], name="hang"), model=TRUE)
+    history = simulate(scenario(MICRO[Kind.HANG], name="hang"), model=TRUE)
     lo, hi = TRUE.watchdog_window()
-    assert lo <= _samples(history, "hang", TRUE)["watchdog"] <= hi
+    assert lo <= _samples(history, Kind.HANG, TRUE)["watchdog"] <= hi

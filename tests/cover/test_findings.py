@@ -5,7 +5,6 @@ from pathlib import Path
 import pytest
 
 from mwsim.findings import FINDINGS, REPRODUCERS, known_finding
-from mwsim.membership import Timeline
 from mwsim.scenario import load_scenario
 from mwsim.testing import scenario as inline
 
@@ -18,7 +17,7 @@ def timeline(workload: str = "stream", workers: int = 3):
         workload: {{kind: {workload}}}
         duration_s: 60
     """)
-    return Timeline(s, s.build_topology())
+    return s.timeline()
 
 
 @pytest.mark.parametrize(
@@ -39,7 +38,7 @@ def timeline(workload: str = "stream", workers: int = 3):
     ],
 )
 def test_known_findings_by_event(workload, fields, at, expected):
-    assert known_finding(timeline(workload), fields, at) == expected
+    assert known_finding(timeline(workload), fields, at, workload) == expected
 
 
 def test_a_joined_world_is_young_again():
@@ -51,8 +50,8 @@ def test_a_joined_world_is_young_again():
           - {at: 10.0, do: join, worker: j1, worlds: {wj1: [leader, j1]}}
     """).events[0]
     assert tl.try_apply(join)
-    assert known_finding(tl, {"do": "crash", "target": "j1"}, 10.3) == 3
-    assert known_finding(tl, {"do": "crash", "target": "j1"}, 12.0) is None
+    assert known_finding(tl, {"do": "crash", "target": "j1"}, 10.3, "stream") == 3
+    assert known_finding(tl, {"do": "crash", "target": "j1"}, 12.0, "stream") is None
 
 
 def test_every_finding_has_a_reproducer_that_expects_violations():

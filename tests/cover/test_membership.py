@@ -2,14 +2,15 @@
 
 import pytest
 
-from mwsim import parse_scenario, plan
-from mwsim.membership import PlanError
+from mwsim import parse_scenario
+from mwsim.errors import PlanError
+from mwsim.events import Crash
 
 BASE = "mwsim: 1\nname: m\ntopology: {generator: fan_in, workers: 3, hosts: 2}\nduration_s: 20\n"
 
 
 def planned(events: str):
-    return plan(parse_scenario(BASE + "events:\n" + events))
+    return parse_scenario(BASE + "events:\n" + events).plan
 
 
 def test_crash_ends_the_worlds_of_the_worker():
@@ -40,7 +41,8 @@ def test_hang_marks_worlds_without_ending_them():
 
 def test_crash_cuts_an_open_hang_short():
     p = planned("  - {at: 2.0, do: hang, target: w1}\n  - {at: 5.0, do: crash, target: w1}\n")
-    assert p.lives_of("world1")[0].hangs()[0].end == 5.0
+    (hang,) = p.lives_of("world1")[0].spans
+    assert (hang.kind, hang.end) == ("hang", 5.0)
 
 
 def test_rejoin_creates_a_new_incarnation():
@@ -67,9 +69,6 @@ def test_slow_spans_carry_into_worlds_formed_while_slow():
 
 def test_plan_of_an_invalid_timeline_raises():
     scenario = parse_scenario(BASE)
-    bad = scenario.model_copy(update={"events": [*scenario.events]})
-    from mwsim.scenario import Crash
-
     bad = scenario.model_copy(update={"events": [Crash(at=1.0, do="crash", target="nobody")]})
     with pytest.raises(PlanError, match="no worker named 'nobody'"):
-        plan(bad)
+        bad.plan  # noqa: B018

@@ -8,7 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mwsim import ProblemError, dump_scenario, load_scenario, parse_scenario
-from mwsim.scenario import Crash, FanInSpec, Hang, Join, PipelineSpec
+from mwsim.events import Crash, Hang, Join
+from mwsim.scenario import FanInSpec, PipelineSpec
 
 LIBRARY = sorted(Path(__file__).parents[2].joinpath("scenarios").rglob("*.yaml"))
 

@@ -266,6 +266,37 @@ CASES = [
         3,
         "must be >= 1",
     ),
+    # block style: every error names the line of the offending value, not of its parent
+    (
+        "block-unknown-generator",
+        "mwsim: 1\nname: x\ntopology:\n  generator: torus\n  workers: 3\n",
+        4,
+        "topology.generator: unknown value 'torus'",
+    ),
+    (
+        "block-bad-count",
+        "mwsim: 1\nname: x\ntopology:\n  generator: fan_in\n  workers: 0\n",
+        5,
+        "topology.workers: must be >= 1",
+    ),
+    (
+        "value-on-the-next-line",
+        HEAD.replace("duration_s: 10", "duration_s:\n  -4"),
+        5,
+        "duration_s: must be > 0",
+    ),
+    (
+        "block-unknown-event",
+        HEAD + "events:\n  - at: 1.0\n    target: w1\n    do: explode\n",
+        8,
+        "events[0].do: unknown value 'explode'; expected one of 'crash', 'hang'",
+    ),
+    (
+        "block-event-target",
+        HEAD + "events:\n  - at: 1.0\n    do: crash\n    target: w9\n",
+        8,
+        "events[0].target: no worker named 'w9'",
+    ),
 ]
 
 

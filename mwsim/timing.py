@@ -1,5 +1,6 @@
 """Timing parameters of a runtime, in one place: what the simulator predicts and the
-checkers' default bounds come from.
+checkers' default bounds come from. Neither the checks nor the simulator own it: both
+read it.
 
 ``MODELS["multiworld"]`` holds values measured on a 2-core gloo machine with ``mwsim
 calibrate`` (see the README's model table); ``calibrate`` refits them from real runs and
@@ -11,7 +12,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, fields, replace
+from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mwsim.events import Kind
+
+if TYPE_CHECKING:
+    from mwsim.scenario import Scenario
 
 
 @dataclass(frozen=True)
@@ -76,26 +84,76 @@ def talks(workload: str, rank_a: int, rank_b: int) -> bool:
     return workload == "allreduce" or 0 in (rank_a, rank_b)
 
 
+class Mechanism(StrEnum):
+    """How a surviving member notices that a world broke."""
+
+    OP = "an op on the broken connection"
+    STORE = "the world's store went away"
+    WATCHDOG = "the watchdog saw no ticks"
+
+
+@dataclass(frozen=True)
+class Window:
+    """When a survivor must see a faulty member, relative to the fault, and how."""
+
+    lo: float
+    hi: float
+    how: Mechanism
+
+
 def detection_window(
     model: RuntimeModel,
     workload: str,
     interval_s: float,
-    fault: str,
+    kind: Kind,
     survivor_rank: int,
     faulty_rank: int,
-) -> tuple[float, float, str]:
-    """When a survivor must see a faulty member, relative to the fault: (lo, hi, how).
+) -> Window:
+    """The window of the fastest mechanism by which a survivor sees a faulty member.
 
     A dead peer fails the next op that touches it; a dead rank 0 takes the world's store
     with it, failing the next watchdog tick; anything silent is left to the watchdog.
     """
-    options: list[tuple[float, float, str]] = []
-    if fault != "hang":
+    options: list[Window] = []
+    if not kind.info.silent:
         if talks(workload, survivor_rank, faulty_rank):
-            options.append((*model.op_window(interval_s), "an op on the broken connection"))
+            options.append(Window(*model.op_window(interval_s), Mechanism.OP))
         if faulty_rank == 0:
-            options.append((*model.store_window(), "the world's store went away"))
-    options.append((*model.watchdog_window(), "the watchdog saw no ticks"))
-    lo = min(o[0] for o in options)
-    best = min(options, key=lambda o: o[1])
-    return lo, best[1], best[2]
+            options.append(Window(*model.store_window(), Mechanism.STORE))
+    options.append(Window(*model.watchdog_window(), Mechanism.WATCHDOG))
+    best = min(options, key=lambda o: o.hi)
+    return Window(min(o.lo for o in options), best.hi, best.how)
+
+
+#: The least quiet time after a scenario's last event (ops must be seen flowing again).
+MIN_TAIL_S = 2.0
+
+
+def judged_end(scenario: Scenario, margin_s: float = 0.5, min_tail_s: float = MIN_TAIL_S) -> float:
+    """How long a run must last for every bound of its events to fall inside it: the last
+    detection deadline (from the runtime model) or join bound, plus a margin."""
+    model = model_for(scenario.runtime)
+    interval = scenario.workload.interval_s
+    p = scenario.plan
+    end = max((step.event.at for step in p.steps), default=0.0) + min_tail_s
+    for step in p.steps:
+        ev = step.event
+        if ev.kind is Kind.JOIN:
+            end = max(end, ev.at + model.join_bound_s)
+        elif ev.kind is Kind.ADD_WORLD:
+            end = max(end, ev.at + model.add_world_bound_s)
+        if not ev.info.breaks:
+            continue
+        for life in p.worlds:
+            if step.index != life.end_event and all(x.event != step.index for x in life.spans):
+                continue
+            bad = [life.members.index(m) for m in life.members if m in step.workers]
+            for rank in range(len(life.members)):
+                if rank in bad:
+                    continue
+                hi = min(
+                    detection_window(model, scenario.workload.kind, interval, ev.kind, rank, b).hi
+                    for b in bad
+                )
+                end = max(end, ev.at + hi)
+    return round(end + margin_s, 1)

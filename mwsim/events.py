@@ -1,0 +1,317 @@
+"""The one vocabulary of scenario events: every kind, what it does, and how it is confirmed.
+
+Every other module asks this one what a kind means (does it break worlds, end its
+workers, last ``for_s``, what does it target, how does the replay confirm it); none
+spells out lists of kind names. Adding a kind means: a ``Kind`` member, its ``KindInfo``,
+its schema class below, its rule in the membership timeline, its model in the simulator,
+its injector in the replay, and its proposal in ``strategies``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, TypeAdapter
+
+from mwsim.internal.fields import Duration, GpuIndex, Name, Seconds, Strict
+
+
+class Kind(StrEnum):
+    """Every kind of scenario event (the ``do:`` key)."""
+
+    CRASH = "crash"
+    HANG = "hang"
+    LEAVE = "leave"
+    SLOW = "slow"
+    CRASH_HOST = "crash_host"
+    JOIN = "join"
+    ADD_WORLD = "add_world"
+    REMOVE_WORLD = "remove_world"
+
+    @property
+    def info(self) -> KindInfo:
+        return INFO[self]
+
+
+class Target(StrEnum):
+    """What an event's subject names."""
+
+    WORKER = "worker"  # ``target``: a running worker
+    HOST = "host"  # ``target``: a host, acting on every worker placed on it
+    NEW_WORKER = "new_worker"  # ``worker``: the worker that starts
+    NEW_WORLD = "new_world"  # ``world``: the world that forms
+    WORLD = "world"  # ``world``: a live world
+
+
+class Confirm(StrEnum):
+    """How the replay confirms that an event really happened (from the kernel or the agent)."""
+
+    KILLED = "killed"  # the reaper saw every target killed by SIGKILL
+    STOPPED = "stopped"  # /proc shows the process stopped (and, at its end, running again)
+    EXITED = "exited"  # the process exited with status 0
+    ACKED = "acked"  # the agent acknowledged the command (and, at its end, the reset)
+    OUTCOME = "outcome"  # nothing to confirm: its outcome (joined, left) is what is judged
+
+
+@dataclass(frozen=True)
+class KindInfo:
+    """The facts the rest of mwsim asks about a kind."""
+
+    fault: bool  # recorded as a ``fault`` (else a ``scale`` event)
+    breaks: bool  # breaks every world of the workers it acts on
+    ends: bool  # ends the worker processes it acts on
+    silent: bool  # the peers can notice only through the watchdog
+    lasting: bool  # may last ``for_s``; its end is recorded as ``resumed``
+    target: Target
+    confirm: Confirm
+    confirm_within_s: float = 2.0  # the replay's deadline for the confirmation
+    exit_code: int | None = None  # how a worker it ends exits (-9: killed by SIGKILL)
+    colour: str = "black"  # how reports draw it
+
+
+INFO: Mapping[Kind, KindInfo] = {
+    Kind.CRASH: KindInfo(
+        fault=True,
+        breaks=True,
+        ends=True,
+        silent=False,
+        lasting=False,
+        target=Target.WORKER,
+        confirm=Confirm.KILLED,
+        exit_code=-9,
+        colour="#d62728",
+    ),
+    Kind.HANG: KindInfo(
+        fault=True,
+        breaks=True,
+        ends=False,
+        silent=True,
+        lasting=True,
+        target=Target.WORKER,
+        confirm=Confirm.STOPPED,
+        colour="#ff7f0e",
+    ),
+    Kind.LEAVE: KindInfo(
+        fault=True,
+        breaks=True,
+        ends=True,
+        silent=False,
+        lasting=False,
+        target=Target.WORKER,
+        confirm=Confirm.EXITED,
+        confirm_within_s=10.0,
+        exit_code=0,
+        colour="#9467bd",
+    ),
+    Kind.CRASH_HOST: KindInfo(
+        fault=True,
+        breaks=True,
+        ends=True,
+        silent=False,
+        lasting=False,
+        target=Target.HOST,
+        confirm=Confirm.KILLED,
+        exit_code=-9,
+        colour="#8c1515",
+    ),
+    Kind.SLOW: KindInfo(
+        fault=True,
+        breaks=False,
+        ends=False,
+        silent=False,
+        lasting=True,
+        target=Target.WORKER,
+        confirm=Confirm.ACKED,
+        colour="#e6c229",
+    ),
+    Kind.JOIN: KindInfo(
+        fault=False,
+        breaks=False,
+        ends=False,
+        silent=False,
+        lasting=False,
+        target=Target.NEW_WORKER,
+        confirm=Confirm.OUTCOME,
+        colour="#2ca02c",
+    ),
+    Kind.ADD_WORLD: KindInfo(
+        fault=False,
+        breaks=False,
+        ends=False,
+        silent=False,
+        lasting=False,
+        target=Target.NEW_WORLD,
+        confirm=Confirm.OUTCOME,
+        colour="#17becf",
+    ),
+    Kind.REMOVE_WORLD: KindInfo(
+        fault=False,
+        breaks=False,
+        ends=False,
+        silent=False,
+        lasting=False,
+        target=Target.WORLD,
+        confirm=Confirm.OUTCOME,
+        colour="#7f7f7f",
+    ),
+}
+
+FAULTS = frozenset(k for k in Kind if k.info.fault)
+BREAKING = frozenset(k for k in Kind if k.info.breaks)
+ENDING = frozenset(k for k in Kind if k.info.ends)
+#: Kinds ``expect.detect_within_s`` may name (those that break worlds), as YAML spells them.
+DETECTABLE = tuple(k.value for k in Kind if k.info.breaks)
+
+
+# -- the schema of each kind (scenario format version 1) ----------------------------------
+
+
+class EventBase(Strict):
+    """What every event has: when (seconds after the workload starts) and what."""
+
+    at: Seconds
+    do: Kind
+
+    @property
+    def kind(self) -> Kind:
+        return Kind(self.do)
+
+    @property
+    def info(self) -> KindInfo:
+        return INFO[self.kind]
+
+    @property
+    def subject(self) -> str:
+        """The name the event acts on: its target, the joining worker, or the world."""
+        raise NotImplementedError
+
+    def lasts(self) -> float | None:
+        """``for_s`` of a lasting event (None: to the end of the run, or not lasting)."""
+        return None
+
+    def record(self) -> dict[str, Any]:
+        """The fields of its ``fault`` or ``scale`` history record."""
+        return {"do": self.kind.value, "target": self.subject}
+
+
+class _Targeted(EventBase):
+    target: Name
+
+    @property
+    def subject(self) -> str:
+        return self.target
+
+
+class Crash(_Targeted):
+    """SIGKILL the worker's process."""
+
+    do: Literal[Kind.CRASH]
+
+
+class Hang(_Targeted):
+    """SIGSTOP the worker's process; SIGCONT after ``for_s`` (omitted: never)."""
+
+    do: Literal[Kind.HANG]
+    for_s: Duration | None = None
+
+    def lasts(self) -> float | None:
+        return self.for_s
+
+    def record(self) -> dict[str, Any]:
+        return {**super().record(), "for_s": self.for_s}
+
+
+class Leave(_Targeted):
+    """The worker stops its work and exits gracefully."""
+
+    do: Literal[Kind.LEAVE]
+
+
+class CrashHost(_Targeted):
+    """Crash every worker on the host."""
+
+    do: Literal[Kind.CRASH_HOST]
+
+
+class Slow(_Targeted):
+    """Delay each of the worker's ops by ``delay_ms`` for ``for_s`` (omitted: to the end)."""
+
+    do: Literal[Kind.SLOW]
+    delay_ms: Annotated[float, Field(gt=0, le=60_000, allow_inf_nan=False)]
+    for_s: Duration | None = None
+
+    def lasts(self) -> float | None:
+        return self.for_s
+
+    def record(self) -> dict[str, Any]:
+        return {**super().record(), "delay_ms": self.delay_ms, "for_s": self.for_s}
+
+
+class Join(EventBase):
+    """A new worker process starts and forms ``worlds`` with live workers."""
+
+    do: Literal[Kind.JOIN]
+    worker: Name
+    host: Name | None = None
+    gpu: GpuIndex | None = None
+    worlds: dict[Name, list[Name]] = Field(default_factory=dict)
+
+    @property
+    def subject(self) -> str:
+        return self.worker
+
+    def record(self) -> dict[str, Any]:
+        return {"do": self.kind.value, "worker": self.worker, "worlds": sorted(self.worlds)}
+
+
+class AddWorld(EventBase):
+    """Live workers form a new world (rank = position in ``members``)."""
+
+    do: Literal[Kind.ADD_WORLD]
+    world: Name
+    members: list[Name]
+
+    @property
+    def subject(self) -> str:
+        return self.world
+
+    def record(self) -> dict[str, Any]:
+        return {"do": self.kind.value, "world": self.world, "members": list(self.members)}
+
+
+class RemoveWorld(EventBase):
+    """Every member removes the world gracefully."""
+
+    do: Literal[Kind.REMOVE_WORLD]
+    world: Name
+
+    @property
+    def subject(self) -> str:
+        return self.world
+
+    def record(self) -> dict[str, Any]:
+        return {"do": self.kind.value, "world": self.world}
+
+
+AnyEvent = Crash | Hang | Leave | CrashHost | Slow | Join | AddWorld | RemoveWorld
+Event = Annotated[AnyEvent, Field(discriminator="do")]
+#: The schema class of each kind.
+SCHEMAS: Mapping[Kind, type[EventBase]] = {
+    Kind.CRASH: Crash,
+    Kind.HANG: Hang,
+    Kind.LEAVE: Leave,
+    Kind.CRASH_HOST: CrashHost,
+    Kind.SLOW: Slow,
+    Kind.JOIN: Join,
+    Kind.ADD_WORLD: AddWorld,
+    Kind.REMOVE_WORLD: RemoveWorld,
+}
+_ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(Event)
+
+
+def parse_event(fields: Mapping[str, Any]) -> AnyEvent:
+    """An event from its fields (``at`` included); pydantic's ``ValidationError`` if bad."""
+    return _ADAPTER.validate_python(dict(fields))

@@ -1,0 +1,254 @@
+"""The agent processes of a real run: forked, connected, commanded, reaped.
+
+Agents are forked by the warm fork server (:mod:`mwsim.replay.zygote`) and call back to
+the pool's authenticated loopback listener. A command to an agent that is not up yet is
+held until it says ``ready``. ``poll`` waits (with a deadline) for anything to happen:
+a new connection, a message, an exit reaped by the fork server; messages go to the
+handler registered for their type. The pool never blocks on an agent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import secrets
+import signal
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import Connection, Listener, wait
+from pathlib import Path
+from typing import Any
+
+from mwsim.errors import ZygoteError
+from mwsim.replay import processes, protocol
+from mwsim.replay.processes import Leftovers
+from mwsim.replay.protocol import Ack, Boot, Hello, Message, Ready, Stopped
+from mwsim.replay.signals import Waker
+from mwsim.replay.zygote import Zygote
+
+ADDR = "127.0.0.1"
+HELLO_WITHIN_S = 10.0
+
+
+@dataclass
+class AgentProc:
+    """One agent process as the controller sees it."""
+
+    worker: str
+    incarnation: int
+    pid: int  # also its process group: every agent leads its own session
+    log: Path
+    conn: Connection | None = None
+    ready: bool = False
+    stop_acked: bool = False
+    code: int | None = None  # exit status once reaped (negative: killed by that signal)
+    expect_exit: str | None = None  # why an exit is expected: a fault, or the teardown
+    held: list[Message] = field(default_factory=list)  # commands sent once ready
+    on_ready: list[Callable[[], None]] = field(default_factory=list)
+    acks: int = 0
+    reaped: bool = False  # its exit is recorded
+
+    @property
+    def alive(self) -> bool:
+        return self.code is None
+
+
+Handler = Callable[[AgentProc, Any], None]
+
+
+def log_tail(path: Path, lines: int = 12) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+class AgentPool:
+    """Every agent of a run; ``open`` before the first ``spawn``, ``shutdown`` at the end."""
+
+    def __init__(
+        self,
+        logs: Path,
+        waker: Waker,
+        handlers: Mapping[type[Message], Handler],
+        on_exit: Callable[[AgentProc], None],
+    ) -> None:
+        self.logs = logs
+        self.waker = waker
+        self.on_exit = on_exit
+        self.handlers: dict[type[Message], Handler] = {
+            Ready: self._on_ready,
+            Ack: self._on_ack,
+            Stopped: self._on_stopped,
+            **handlers,
+        }
+        self.key = secrets.token_bytes(32)
+        self.every: list[AgentProc] = []
+        self.current: dict[str, AgentProc] = {}  # the latest incarnation of each worker
+        self.by_pid: dict[int, AgentProc] = {}
+        self.accepted: queue.Queue[tuple[Hello, Connection]] = queue.Queue()
+        self._listener: Listener | None = None
+        self._zygote: Zygote | None = None
+
+    @property
+    def zygote(self) -> Zygote:
+        assert self._zygote is not None, "open() first"
+        return self._zygote
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self._listener is not None, "open() first"
+        return self._listener.address  # type: ignore[no-any-return]
+
+    def open(self, zygote: Zygote) -> None:
+        """Listen for agents (a thread accepts them: ``accept`` blocks)."""
+        self._zygote = zygote
+        self._listener = Listener((ADDR, 0), backlog=128, authkey=self.key)
+        threading.Thread(target=self._accept_loop, name="mwsim-accept", daemon=True).start()
+
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        while True:
+            try:
+                conn = self._listener.accept()
+            except OSError:
+                return  # listener closed
+            except Exception:  # failed authentication and the like
+                continue
+            try:
+                hello = protocol.recv(conn) if conn.poll(HELLO_WITHIN_S) else None
+            except (EOFError, OSError, ValueError):
+                hello = None
+            if not isinstance(hello, Hello):
+                conn.close()
+                continue
+            self.accepted.put((hello, conn))
+            self.waker.poke()
+
+    # -- agents --------------------------------------------------------------------------
+
+    def spawn(self, boot: Boot) -> AgentProc:
+        """Fork an agent for ``boot.worker`` (a new incarnation if the name was used)."""
+        incarnation = sum(1 for a in self.every if a.worker == boot.worker)
+        suffix = "" if incarnation == 0 else f"~{incarnation}"
+        log = self.logs / f"{boot.worker}{suffix}.log"
+        pid = self.zygote.fork(asdict(boot), log)
+        agent = AgentProc(boot.worker, incarnation, pid, log)
+        self.current[boot.worker] = agent
+        self.every.append(agent)
+        self.by_pid[pid] = agent
+        return agent
+
+    def alive(self, workers: Iterable[str]) -> list[AgentProc]:
+        """The live current incarnations of ``workers``."""
+        return [a for w in workers if (a := self.current.get(w)) is not None and a.alive]
+
+    def command(self, worker: str, message: Message) -> None:
+        """Send a command to a worker's agent; held until it is ready; dropped if it died."""
+        agent = self.current.get(worker)
+        if agent is None or not agent.alive:
+            return
+        if not agent.ready or agent.conn is None:
+            agent.held.append(message)
+            return
+        with contextlib.suppress(OSError):  # it is dying; its exit is recorded when reaped
+            protocol.send(agent.conn, message)
+
+    def signal(self, agent: AgentProc, signum: int) -> None:
+        """Signal the agent's whole process group."""
+        processes.signal_group(agent.pid, signum)
+
+    def is_stopped(self, agent: AgentProc) -> bool:
+        return processes.is_stopped(agent.pid)
+
+    # -- reports -------------------------------------------------------------------------
+
+    def _on_ready(self, agent: AgentProc, _message: Ready) -> None:
+        agent.ready = True
+        held, agent.held = agent.held, []
+        for command in held:
+            self.command(agent.worker, command)
+        callbacks, agent.on_ready = agent.on_ready, []
+        for callback in callbacks:
+            callback()
+
+    def _on_ack(self, agent: AgentProc, _message: Ack) -> None:
+        agent.acks += 1
+
+    def _on_stopped(self, agent: AgentProc, _message: Stopped) -> None:
+        agent.stop_acked = True
+
+    def _attach(self, hello: Hello, conn: Connection) -> None:
+        agent = self.current.get(hello.worker)
+        if agent is None or agent.pid != hello.pid or agent.conn is not None:
+            conn.close()  # not one of ours
+            return
+        agent.conn = conn
+
+    def _drain(self, agent: AgentProc) -> None:
+        """Handle what an agent has sent; its last words before dying count too."""
+        conn = agent.conn
+        try:
+            while conn is not None and conn.poll():
+                message = protocol.recv(conn)
+                self.handlers[type(message)](agent, message)
+        except (EOFError, OSError, ValueError):
+            if agent.conn is not None and agent.alive:
+                agent.conn.close()
+                agent.conn = None
+
+    def _exited(self, pid: int, code: int) -> None:
+        """The fork server reaped ``pid``: record how it ended."""
+        agent = self.by_pid.get(pid)
+        if agent is None or agent.reaped:
+            return
+        agent.code, agent.reaped = code, True
+        self.on_exit(agent)
+        if agent.conn is not None:
+            self._drain(agent)
+            agent.conn.close()
+            agent.conn = None
+
+    def poll(self, timeout_s: float) -> None:
+        """Handle everything that happens within ``timeout_s`` (returns early on a wake)."""
+        by_conn = {a.conn: a for a in self.every if a.conn is not None}
+        watched: list[Any] = [self.waker.reader, self.zygote.fileno(), *by_conn]
+        for ready in wait(watched, timeout=max(0.0, timeout_s)):
+            if ready is self.waker.reader:
+                self.waker.drain()
+                while not self.accepted.empty():
+                    self._attach(*self.accepted.get_nowait())
+            elif isinstance(ready, Connection):
+                self._drain(by_conn[ready])
+        for message in self.zygote.read():
+            if "exit" in message:
+                self._exited(int(message["exit"]), int(message["code"]))
+
+    # -- the end -------------------------------------------------------------------------
+
+    def kill_all(self, reason: str) -> list[AgentProc]:
+        """SIGKILL (and SIGCONT, for stopped ones) every live agent's group."""
+        live = [a for a in self.every if a.alive]
+        for agent in live:
+            agent.expect_exit = agent.expect_exit or reason
+            self.signal(agent, signal.SIGKILL)
+            self.signal(agent, signal.SIGCONT)
+        return live
+
+    def shutdown(self, owns_zygote: bool, ports: Iterable[int]) -> Leftovers:
+        """Stop listening (and the fork server if it is ours); what was left behind."""
+        groups = [a.pid for a in self.every]
+        if owns_zygote and self._zygote is not None:
+            with contextlib.suppress(ZygoteError):
+                self._zygote.stop()
+            groups.append(self._zygote.pid)
+        if self._listener is not None:
+            with contextlib.suppress(OSError):
+                self._listener.close()
+        found = processes.leftovers(groups, ports)
+        for agent in self.every:
+            if agent.conn is not None:
+                agent.conn.close()
+        return found

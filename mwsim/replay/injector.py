@@ -1,0 +1,172 @@
+"""The replay's ``Executor``: each verb of :mod:`mwsim.playback` done to real processes.
+
+Faults are real signals to real process groups (or commands the agent acts on), and each
+is confirmed the way the vocabulary says (``Confirm``): from the kernel's view of the
+process (killed, stopped, running again, exited 0) or the agent's acknowledgement. An
+action's record carries the instant it began; its confirmation, or the lack of one by
+its deadline, is written by ``Confirmations``. A lasting fault's end acts only on the
+incarnation it began on: a worker that died or was replaced meanwhile is left alone.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+
+from mwsim.events import Confirm, Slow
+from mwsim.membership import Plan, Step
+from mwsim.replay import protocol as wire
+from mwsim.replay.agents import AgentPool, AgentProc
+from mwsim.replay.recorder import Clock, Recorder
+from mwsim.replay.schedule import Confirmations
+from mwsim.replay.worlds import Formation
+
+HEAL_WITHIN_S = 2.0
+
+
+class Injector:
+    """Acts on the live deployment for each step of the plan (``plan`` may grow)."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        pool: AgentPool,
+        formation: Formation,
+        recorder: Recorder,
+        confirmations: Confirmations,
+        boot: Callable[[str], wire.Boot],
+        clock: Clock,
+    ) -> None:
+        self.plan = plan
+        self.pool = pool
+        self.formation = formation
+        self.recorder = recorder
+        self.confirmations = confirmations
+        self.boot = boot
+        self.clock = clock
+
+    # -- finding the processes -----------------------------------------------------------
+
+    def _targets(self, step: Step) -> list[AgentProc] | None:
+        """The live agents a fault acts on; None (recorded unconfirmed) when none is left."""
+        victims = self.pool.alive(step.workers)
+        if not victims:
+            detail = "the process was no longer running"
+            self.recorder.note("fault", **step.record(), confirmed=False, detail=detail)
+            return None
+        return victims
+
+    def _same_incarnation(self, step: Step) -> AgentProc | None:
+        """The live agent a lasting step acted on (None: it died or was replaced since)."""
+        name = step.event.subject
+        agent = self.pool.current.get(name)
+        wanted = self.plan.worker(name, step.event.at).incarnation
+        return agent if agent is not None and agent.alive and agent.incarnation == wanted else None
+
+    # -- confirming ----------------------------------------------------------------------
+
+    def _check(self, how: Confirm, agents: list[AgentProc], ending: bool) -> Callable[[], bool]:
+        """What the kernel or the agent must show for an action (or its end) to count."""
+        if how is Confirm.KILLED:
+            return lambda: all(a.code == -signal.SIGKILL for a in agents)
+        if how is Confirm.EXITED:
+            return lambda: all(a.code == 0 for a in agents)
+        if how is Confirm.STOPPED and ending:
+            return lambda: not any(self.pool.is_stopped(a) for a in agents)
+        if how is Confirm.STOPPED:
+            return lambda: all(self.pool.is_stopped(a) for a in agents)
+        if how is Confirm.ACKED:
+            before = [a.acks for a in agents]
+            return lambda: all(a.acks > n for a, n in zip(agents, before, strict=True))
+        raise ValueError(f"the replay has nothing to confirm for {how}")
+
+    def _expect(
+        self, step: Step, agents: list[AgentProc], began: float, ending: bool = False
+    ) -> None:
+        info = step.event.info
+        check = self._check(info.confirm, agents, ending)
+        if ending:
+            record = {"kind": "resumed", "do": step.kind.value, "target": step.event.subject}
+            self.confirmations.expect(record, began, check, HEAL_WITHIN_S)
+        else:
+            record = {"kind": "fault", **step.record()}
+            self.confirmations.expect(record, began, check, info.confirm_within_s)
+
+    def _signal(self, step: Step, signum: int, *, ends: bool) -> None:
+        began = self.clock()  # before any signal: reports may follow at once
+        victims = self._targets(step)
+        if victims is None:
+            return
+        for agent in victims:
+            if ends:
+                agent.expect_exit = step.kind
+            self.pool.signal(agent, signum)
+        self._expect(step, victims, began)
+
+    # -- the verbs -----------------------------------------------------------------------
+
+    def crash(self, step: Step) -> None:
+        self._signal(step, signal.SIGKILL, ends=True)
+
+    def hang(self, step: Step) -> None:
+        self._signal(step, signal.SIGSTOP, ends=False)
+
+    def resume(self, step: Step) -> None:
+        began = self.clock()
+        agent = self._same_incarnation(step)
+        if agent is not None:
+            self.pool.signal(agent, signal.SIGCONT)
+            self._expect(step, [agent], began, ending=True)
+
+    def leave(self, step: Step) -> None:
+        began = self.clock()
+        victims = self._targets(step)
+        if victims is None:
+            return
+        for agent in victims:
+            agent.expect_exit = step.kind
+            self.pool.command(agent.worker, wire.Leave())
+        self._expect(step, victims, began)
+
+    def slow(self, step: Step) -> None:
+        began, event, t0 = self.clock(), step.event, self.recorder.t0
+        assert isinstance(event, Slow) and t0 is not None
+        victims = self._targets(step)
+        if victims is None:
+            return
+        until = None if event.for_s is None else t0 + event.at + event.for_s
+        self._expect(step, victims, began)  # counts the acks before the command
+        for agent in victims:
+            self.pool.command(agent.worker, wire.SetDelay(event.delay_ms, until))
+
+    def restore(self, step: Step) -> None:
+        began = self.clock()
+        agent = self._same_incarnation(step)
+        if agent is not None:
+            self._expect(step, [agent], began, ending=True)
+            self.pool.command(agent.worker, wire.SetDelay(0.0, None))
+
+    def join(self, step: Step) -> None:
+        t0 = self.recorder.t0
+        assert t0 is not None
+        self.recorder.note("scale", **step.record())
+        agent = self.pool.spawn(self.boot(step.event.subject))
+        self.pool.command(agent.worker, wire.Start(t0))
+        lives = self.plan.formed_by(step)
+
+        def form() -> None:  # unless it was told to go before it was up
+            if agent.expect_exit is None:
+                for life in lives:
+                    self.formation.form(life)
+
+        agent.on_ready.append(form)
+
+    def add_world(self, step: Step) -> None:
+        self.recorder.note("scale", **step.record())
+        for life in self.plan.formed_by(step):
+            self.formation.form(life)
+
+    def remove_world(self, step: Step) -> None:
+        self.recorder.note("scale", **step.record())
+        for member in step.workers:
+            self.pool.command(member, wire.RemoveWorld(step.event.subject))

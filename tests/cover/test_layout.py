@@ -1,0 +1,145 @@
+"""The package layout promised in ``mwsim/__init__.py``: layers, no cycles, one vocabulary.
+
+Read from the source with ``ast`` (nothing is imported), so a violation names the file
+and line that introduced it.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import networkx as nx
+import pytest
+
+from mwsim.events import Kind
+
+ROOT = Path(__file__).resolve().parents[2] / "mwsim"
+
+#: The layers of mwsim/__init__.py (a module may import from its own layer or lower ones).
+LAYERS = {
+    "mwsim.errors": 1,
+    "mwsim.internal": 1,
+    "mwsim.events": 2,
+    "mwsim.topology": 2,
+    "mwsim.history": 2,
+    "mwsim.membership": 3,
+    "mwsim.scenario": 4,
+    "mwsim": 4,  # the package namespace re-exports the data types
+    "mwsim.timing": 5,
+    "mwsim.playback": 5,
+    "mwsim.findings": 5,
+    "mwsim.workloads": 5,
+    "mwsim.runtimes": 5,
+    "mwsim.checks": 6,
+    "mwsim.sim": 6,
+    "mwsim.replay": 6,
+    "mwsim.strategies": 6,
+    "mwsim.generate": 6,
+    "mwsim.runs": 7,
+    "mwsim.report": 7,
+    "mwsim.calibrate": 7,
+    "mwsim.fuzz": 8,
+    "mwsim.testing": 8,
+    "mwsim.cli": 8,
+    "mwsim.pytest_plugin": 8,
+}
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in sorted(ROOT.rglob("*.py")):
+        parts = path.relative_to(ROOT.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = path
+    return out
+
+
+MODULES = _modules()
+
+
+def _layer(module: str) -> int:
+    while module not in LAYERS:
+        module = module.rsplit(".", 1)[0]
+    return LAYERS[module]
+
+
+def _imports(path: Path) -> list[tuple[int, str, list[str]]]:
+    """(line, module, names) of every ``mwsim`` import in a file."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mwsim"):
+            names = [a.name for a in node.names]
+            targets = [f"{node.module}.{n}" for n in names if f"{node.module}.{n}" in MODULES]
+            for target in targets or [node.module]:
+                out.append((node.lineno, target, names))
+        elif isinstance(node, ast.Import):
+            out += [(node.lineno, a.name, []) for a in node.names if a.name.startswith("mwsim")]
+    return out
+
+
+def test_every_module_has_a_layer():
+    assert all(_layer(m) for m in MODULES)
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_imports_go_down_the_layers(module):
+    wrong = [
+        f"{MODULES[module].name}:{line}: {module} (layer {_layer(module)}) imports "
+        f"{target} (layer {_layer(target)})"
+        for line, target, _ in _imports(MODULES[module])
+        if _layer(target) > _layer(module)
+    ]
+    assert not wrong, wrong
+
+
+def test_no_import_cycle():
+    graph = nx.DiGraph()
+    for module, path in MODULES.items():
+        for _, target, _ in _imports(path):
+            if target != module and not module.startswith(target + "."):
+                graph.add_edge(module, target)
+    cycles = list(nx.simple_cycles(graph))
+    assert not cycles, cycles
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_no_private_name_crosses_modules_and_no_test_helpers_in_library_code(module):
+    wrong = []
+    for line, target, names in _imports(MODULES[module]):
+        private = [n for n in names if n.startswith("_")]
+        if private and target != module:
+            wrong.append(f"{MODULES[module].name}:{line}: imports private {private} of {target}")
+        if target == "mwsim.testing" and module != "mwsim.testing":
+            wrong.append(f"{MODULES[module].name}:{line}: library code imports mwsim.testing")
+    assert not wrong, wrong
+
+
+#: String constants equal to a kind's name that are not event kinds.
+NOT_KINDS = {("mwsim/pytest_plugin.py", "slow")}  # the pytest marker of long real runs
+
+
+def test_kind_names_are_spelled_out_only_in_the_vocabulary():
+    kinds = {k.value for k in Kind}
+    found = []
+    for module, path in MODULES.items():
+        if module == "mwsim.events":
+            continue
+        tree = ast.parse(path.read_text())
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+        }
+        relative = str(path.relative_to(ROOT.parent))
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Constant)
+                and node.value in kinds
+                and id(node) not in docstrings
+                and (relative, node.value) not in NOT_KINDS
+            ):
+                found.append(f"{relative}:{node.lineno}: {node.value!r}")
+    assert not found, found
