@@ -14,11 +14,11 @@ from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from mwsim.events import BREAKING, Kind, Slow
+from mwsim.events import BREAKING, Degrade, Kind, Slow
 from mwsim.history import Event, History, Mode
 from mwsim.membership import Plan, Step, WorldId, WorldLife
 from mwsim.scenario import Property, Scenario
-from mwsim.timing import RuntimeModel, detection_window, model_for
+from mwsim.timing import RuntimeModel, detection_window, failing_peers, model_for
 
 
 class Result(StrEnum):
@@ -58,13 +58,14 @@ class Bounds:
     progress_window_s: float
     detect_within_s: dict[str, float]
     join_within_s: float | None
+    recover_within_s: float | None = None
 
     @classmethod
     def of(cls, scenario: Scenario, model: RuntimeModel) -> Bounds:
         e = scenario.expect
         interval = scenario.workload.interval_ms / 1000
         window = e.progress_window_s or max(model.progress_window_s, 10 * interval)
-        return cls(window, dict(e.detect_within_s), e.join_within_s)
+        return cls(window, dict(e.detect_within_s), e.join_within_s, e.recover_within_s)
 
 
 @dataclass(frozen=True)
@@ -225,8 +226,32 @@ def _formed_at(f: Facts, life: WorldLife) -> float | None:
     return max(joined[m] for m in life.members)
 
 
+def _recover_bound(f: Facts, outage: Injected) -> float:
+    """How soon after a heal a world nobody flagged must serve again."""
+    assert outage.end is not None
+    if f.bounds.recover_within_s is not None:
+        return f.bounds.recover_within_s
+    return f.model.recovery_bound(outage.end - outage.t, f.scenario.workload.interval_s)
+
+
+def _outages(f: Facts, life: WorldLife) -> list[tuple[Injected, float | None]]:
+    """Faults that stop ``life`` without ending it (a member hung, a partition cutting it),
+    each with when the world may serve again (None: never: not healed, or reset)."""
+    out: list[tuple[Injected, float | None]] = []
+    for x in _faults_of(f, life):
+        ev = x.step.event
+        if not ev.info.breaks or ev.info.ends:
+            continue
+        back = x.end
+        if x.step.kind is Kind.PARTITION and back is not None:
+            back = None if not ev.silent else back + _recover_bound(f, x)
+        out.append((x, back))
+    return out
+
+
 def healthy_segments(f: Facts, life: WorldLife) -> list[tuple[float, float]]:
-    """Stretches of time in which ``life`` has joined and no member is faulty."""
+    """Stretches of time in which ``life`` has joined, no member is faulty and no cut
+    separates its members (nor is it still recovering from one)."""
     start = _formed_at(f, life)
     if start is None:
         return []
@@ -234,29 +259,43 @@ def healthy_segments(f: Facts, life: WorldLife) -> list[tuple[float, float]]:
     if life.end is not None:
         end = min(end, f.faults[life.end_event].t if life.end_event in f.faults else life.end)
     end = min([end, *_unexpected_exits(f, life)])
-    hangs = [x for x in _faults_of(f, life) if x.step.kind is Kind.HANG]
     reported = bool(f.reports.get(life.id))
     out, cursor = [], start
-    for hang in hangs:
-        if hang.t >= end:
+    for outage, back in _outages(f, life):
+        if outage.t >= end:
             break
-        if hang.t > cursor:
-            out.append((cursor, hang.t))
-        if hang.end is None or reported:  # never back, or the world was flagged for good
+        if outage.t > cursor:
+            out.append((cursor, outage.t))
+        if back is None or reported:  # never back, or the world was flagged for good
             return out
-        cursor = max(cursor, hang.end)
+        cursor = max(cursor, back)
     if cursor < end:
         out.append((cursor, end))
     return out
 
 
 def _slow_allowance(f: Facts, life: WorldLife, a: float, b: float) -> float:
-    """Extra gap allowed while a member of the world is slowed."""
+    """Extra gap allowed while a member of the world is slowed or its link degraded."""
     extra = 0.0
     for x in _faults_of(f, life):
         ev = x.step.event
-        if isinstance(ev, Slow) and x.t < b and (x.end is None or x.end > a):
+        if x.t >= b or (x.end is not None and x.end <= a):
+            continue
+        if isinstance(ev, Slow):
             extra = max(extra, ev.delay_ms / 1000)
+        elif isinstance(ev, Degrade):
+            extra = max(extra, _degrade_allowance(f, ev))
+    return extra
+
+
+def _degrade_allowance(f: Facts, ev: Degrade) -> float:
+    """A degraded link delays round trips by twice its delay and jitter, loses packets
+    that TCP resends after a backed-off timeout, and takes time to carry a tensor."""
+    extra = 2 * ((ev.delay_ms or 0.0) + (ev.jitter_ms or 0.0)) / 1000
+    if ev.loss_pct:
+        extra += 8 * f.model.rto_min_s
+    if ev.rate_mbit:
+        extra += 2 * f.scenario.workload.tensor_bytes * 8 / (ev.rate_mbit * 1e6)
     return extra
 
 
@@ -332,18 +371,15 @@ def _alive_until(f: Facts, worker: str, since: float) -> float:
     return min(times, default=float("inf"))
 
 
-def _bound(f: Facts, life: WorldLife, fault: Injected, survivor: str) -> float:
+def _bound(f: Facts, life: WorldLife, fault: Injected, rank: int, others: list[int]) -> float:
+    """How soon member ``rank`` must notice the loss of ranks ``others``."""
     kind = fault.step.kind
     if kind in f.bounds.detect_within_s:
         return f.bounds.detect_within_s[kind]
-    interval = f.scenario.workload.interval_s
-    faulty = [m for m in life.members if m in fault.step.workers]
-    rank = life.members.index(survivor)
+    workload, interval = f.scenario.workload.kind, f.scenario.workload.interval_s
+    silent = fault.step.event.silent
     return min(
-        detection_window(
-            f.model, f.scenario.workload.kind, interval, kind, rank, life.members.index(m)
-        ).hi
-        for m in faulty
+        detection_window(f.model, workload, interval, silent, rank, other).hi for other in others
     )
 
 
@@ -370,14 +406,14 @@ def _detection_needs(f: Facts) -> tuple[list[_Need], list[str]]:
             formed = _formed_at(f, life)
             if formed is None or formed > fault.t:
                 continue  # never formed: nobody was waiting on the faulty member
-            for survivor in life.members:
-                if survivor in fault.step.workers:
-                    continue
+            for rank, others in failing_peers(fault.step, life).items():
+                survivor = life.members[rank]
                 free = _free_at(f, survivor, fault.t)  # a hung survivor looks once back
-                if free is None:
+                if free is None or not others:
                     continue
-                deadline = free + _bound(f, life, fault, survivor)
-                if ev.kind is Kind.HANG and fault.end is not None and fault.end < deadline:
+                deadline = free + _bound(f, life, fault, rank, others)
+                passing = ev.silent and not ev.info.ends  # a hang, a dropping partition
+                if passing and fault.end is not None and fault.end < deadline:
                     continue  # back before the bound: a report is allowed, not required
                 if _alive_until(f, survivor, fault.t) < deadline:
                     continue  # the survivor itself went down first
@@ -528,6 +564,45 @@ def _hung_within(f: Facts, life: WorldLife, a: float, b: float) -> bool:
     )
 
 
+def check_recovery(f: Facts) -> Verdict:
+    """After a partition heals or a degraded link is repaired, every world it hit that was
+    not reported broken serves again within the bound the outage implies."""
+    problems: list[tuple[str | None, str]] = []
+    unknown: list[str] = []
+    judged = 0
+    for life in f.plan.worlds:
+        for x in _faults_of(f, life):
+            if not (x.step.event.info.network and x.step.event.info.lasting):
+                continue
+            if x.end is None or not x.confirmed or x.end >= f.end:
+                continue  # never healed (in the judged interval)
+            healed, bound = x.end, _recover_bound(f, x)
+            if f.reports.get(life.id) or (life.end is not None and life.end < healed + bound):
+                continue  # flagged broken, or gone: nothing to recover
+            ops = [s for series in f.ops.get(life.id, {}).values() for s in series]
+            first = min((max(s.t0, healed) for s in ops if s.t1 >= healed), default=None)
+            if first is None and healed + bound > f.end:
+                unknown.append(f"{life.name}: the run ended before the {bound:.2f} s bound")
+                continue
+            judged += 1
+            if first is None or first - healed > bound:
+                seen = "none at all" if first is None else f"the first at {_fmt(first)}"
+                what = f"{x.step.kind} of {x.step.event.subject} healed at {_fmt(healed)}"
+                problems.append(
+                    (
+                        life.name,
+                        f"{life.name}: no op within {bound:.2f} s after the {what} ({seen})",
+                    )
+                )
+    if problems:
+        return _summary("recovery", problems, "")
+    if unknown:
+        return Verdict("recovery", UNKNOWN, unknown[0])
+    if not judged:
+        return Verdict("recovery", PASS, "no partition healed and no link was repaired")
+    return Verdict("recovery", PASS, f"{judged} world(s) served again in time after a heal")
+
+
 def check_hygiene(f: Facts) -> Verdict:
     if f.hygiene is None:
         return Verdict("hygiene", UNKNOWN, "the history has no hygiene record")
@@ -542,6 +617,7 @@ CHECKS = {
     Property.INTEGRITY: check_integrity,
     Property.SCALE_OUT: check_scale_out,
     Property.HYGIENE: check_hygiene,
+    Property.RECOVERY: check_recovery,
 }
 
 
@@ -625,10 +701,12 @@ def conformance(obs: Facts, pre: Facts) -> Verdict:
 
 
 def _ambiguous_hang(f: Facts, life: WorldLife, t: float) -> bool:
-    """Was a member of ``life`` hung around ``t`` (a report then may or may not come)?"""
+    """Was a member of ``life`` hung, or the world cut silently, around ``t`` (a report
+    then may or may not come)?"""
     lo, hi = f.model.watchdog_window()
     return any(
-        x.step.kind is Kind.HANG
+        x.step.event.silent
+        and not x.step.event.info.ends
         and x.t + lo - CONFORMANCE_TOLERANCE_S <= t
         and (x.end is None or t <= x.end + hi)
         for x in _faults_of(f, life)

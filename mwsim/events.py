@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, TypeAdapter
+from pydantic import Field, TypeAdapter, model_validator
 
 from mwsim.internal.fields import Duration, GpuIndex, Name, Seconds, Strict
 
@@ -30,6 +30,9 @@ class Kind(StrEnum):
     JOIN = "join"
     ADD_WORLD = "add_world"
     REMOVE_WORLD = "remove_world"
+    PARTITION = "partition"
+    DEGRADE = "degrade"
+    POWER_OFF = "power_off"
 
     @property
     def info(self) -> KindInfo:
@@ -41,6 +44,7 @@ class Target(StrEnum):
 
     WORKER = "worker"  # ``target``: a running worker
     HOST = "host"  # ``target``: a host, acting on every worker placed on it
+    LINKS = "links"  # ``groups`` or ``from``/``to``: the links between sets of hosts
     NEW_WORKER = "new_worker"  # ``worker``: the worker that starts
     NEW_WORLD = "new_world"  # ``world``: the world that forms
     WORLD = "world"  # ``world``: a live world
@@ -53,6 +57,8 @@ class Confirm(StrEnum):
     STOPPED = "stopped"  # /proc shows the process stopped (and, at its end, running again)
     EXITED = "exited"  # the process exited with status 0
     ACKED = "acked"  # the agent acknowledged the command (and, at its end, the reset)
+    RULES = "rules"  # the kernel's network state (nft, tc, links) reads back as asked
+    POWERED_OFF = "powered_off"  # the host's link reads back down, then its processes died
     OUTCOME = "outcome"  # nothing to confirm: its outcome (joined, left) is what is judged
 
 
@@ -61,14 +67,15 @@ class KindInfo:
     """The facts the rest of mwsim asks about a kind."""
 
     fault: bool  # recorded as a ``fault`` (else a ``scale`` event)
-    breaks: bool  # breaks every world of the workers it acts on
+    breaks: bool  # breaks the worlds it hits (a partition: the worlds it cuts)
     ends: bool  # ends the worker processes it acts on
-    silent: bool  # the peers can notice only through the watchdog
+    silent: bool  # the peers can notice only through the watchdog (by default: see Event)
     lasting: bool  # may last ``for_s``; its end is recorded as ``resumed``
     target: Target
     confirm: Confirm
     confirm_within_s: float = 2.0  # the replay's deadline for the confirmation
     exit_code: int | None = None  # how a worker it ends exits (-9: killed by SIGKILL)
+    network: bool = False  # acts on the network: needs emulated hosts on a real run
     colour: str = "black"  # how reports draw it
 
 
@@ -157,9 +164,44 @@ INFO: Mapping[Kind, KindInfo] = {
         confirm=Confirm.OUTCOME,
         colour="#7f7f7f",
     ),
+    Kind.PARTITION: KindInfo(
+        fault=True,
+        breaks=True,
+        ends=False,
+        silent=True,
+        lasting=True,
+        target=Target.LINKS,
+        confirm=Confirm.RULES,
+        network=True,
+        colour="#1f77b4",
+    ),
+    Kind.DEGRADE: KindInfo(
+        fault=True,
+        breaks=False,
+        ends=False,
+        silent=False,
+        lasting=True,
+        target=Target.HOST,
+        confirm=Confirm.RULES,
+        network=True,
+        colour="#bcbd22",
+    ),
+    Kind.POWER_OFF: KindInfo(
+        fault=True,
+        breaks=True,
+        ends=True,
+        silent=True,
+        lasting=False,
+        target=Target.HOST,
+        confirm=Confirm.POWERED_OFF,
+        exit_code=-9,
+        network=True,
+        colour="#4b0082",
+    ),
 }
 
 FAULTS = frozenset(k for k in Kind if k.info.fault)
+NETWORK = frozenset(k for k in Kind if k.info.network)
 BREAKING = frozenset(k for k in Kind if k.info.breaks)
 ENDING = frozenset(k for k in Kind if k.info.ends)
 #: Kinds ``expect.detect_within_s`` may name (those that break worlds), as YAML spells them.
@@ -191,6 +233,11 @@ class EventBase(Strict):
     def lasts(self) -> float | None:
         """``for_s`` of a lasting event (None: to the end of the run, or not lasting)."""
         return None
+
+    @property
+    def silent(self) -> bool:
+        """Can peers notice it only through the watchdog (no reset, no failing op)?"""
+        return self.info.silent
 
     def record(self) -> dict[str, Any]:
         """The fields of its ``fault`` or ``scale`` history record."""
@@ -296,7 +343,116 @@ class RemoveWorld(EventBase):
         return {"do": self.kind.value, "world": self.world}
 
 
-AnyEvent = Crash | Hang | Leave | CrashHost | Slow | Join | AddWorld | RemoveWorld
+class Partition(EventBase):
+    """Cut the links between hosts: each of ``groups`` from every other, or one way
+    ``from`` -> ``to``. ``mode: drop`` (default) is silent, ``reset`` resets connections
+    and refuses connects. Healed after ``for_s`` (omitted: never). Hosts not named keep
+    all their links."""
+
+    do: Literal[Kind.PARTITION]
+    groups: list[list[Name]] | None = None
+    from_: list[Name] | None = Field(default=None, alias="from")
+    to: list[Name] | None = None
+    mode: Literal["drop", "reset"] = "drop"
+    for_s: Duration | None = None
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> Partition:
+        if (self.groups is None) == (self.from_ is None and self.to is None):
+            raise ValueError("a partition needs either groups, or from and to")
+        if self.groups is None and (self.from_ is None or self.to is None):
+            raise ValueError("a one-way partition needs both from and to")
+        return self
+
+    @property
+    def subject(self) -> str:
+        """``h0 | h1,h2`` for groups, ``h1 -> h0`` one way (names have no spaces)."""
+        sides = [",".join(side) for side in self.sides()]
+        return f"{sides[0]} -> {sides[1]}" if self.one_way else " | ".join(sides)
+
+    def sides(self) -> list[list[str]]:
+        """The groups, or ``[from, to]``."""
+        if self.groups is not None:
+            return [list(g) for g in self.groups]
+        return [list(self.from_ or []), list(self.to or [])]
+
+    @property
+    def one_way(self) -> bool:
+        return self.groups is None
+
+    @property
+    def silent(self) -> bool:
+        return self.mode == "drop"
+
+    def lasts(self) -> float | None:
+        return self.for_s
+
+    def record(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"do": self.kind.value, "target": self.subject}
+        if self.one_way:
+            out.update({"from": self.from_, "to": self.to})
+        else:
+            out["groups"] = self.groups
+        return {**out, "mode": self.mode, "for_s": self.for_s}
+
+
+Knob = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class Degrade(_Targeted):
+    """Degrade the host's link, both directions, for ``for_s`` (omitted: to the end):
+    any non-empty subset of delay (with jitter), loss and a rate limit."""
+
+    do: Literal[Kind.DEGRADE]
+    delay_ms: Annotated[Knob, Field(le=60_000)] | None = None
+    jitter_ms: Annotated[Knob, Field(le=60_000)] | None = None
+    loss_pct: Annotated[Knob, Field(le=100)] | None = None
+    rate_mbit: Annotated[float, Field(gt=0, le=100_000, allow_inf_nan=False)] | None = None
+    for_s: Duration | None = None
+
+    @model_validator(mode="after")
+    def _some_knob(self) -> Degrade:
+        knobs = (self.delay_ms, self.jitter_ms, self.loss_pct, self.rate_mbit)
+        if all(v is None for v in knobs):
+            raise ValueError("needs at least one of delay_ms, jitter_ms, loss_pct, rate_mbit")
+        return self
+
+    def lasts(self) -> float | None:
+        return self.for_s
+
+    def record(self) -> dict[str, Any]:
+        knobs = {
+            k: v
+            for k, v in (
+                ("delay_ms", self.delay_ms),
+                ("jitter_ms", self.jitter_ms),
+                ("loss_pct", self.loss_pct),
+                ("rate_mbit", self.rate_mbit),
+            )
+            if v is not None
+        }
+        return {**super().record(), **knobs, "for_s": self.for_s}
+
+
+class PowerOff(_Targeted):
+    """The host vanishes silently: its link drops everything, then its processes die."""
+
+    do: Literal[Kind.POWER_OFF]
+
+
+AnyEvent = (
+    Crash
+    | Hang
+    | Leave
+    | CrashHost
+    | Slow
+    | Join
+    | AddWorld
+    | RemoveWorld
+    | Partition
+    | Degrade
+    | PowerOff
+)
 Event = Annotated[AnyEvent, Field(discriminator="do")]
 #: The schema class of each kind.
 SCHEMAS: Mapping[Kind, type[EventBase]] = {
@@ -308,6 +464,9 @@ SCHEMAS: Mapping[Kind, type[EventBase]] = {
     Kind.JOIN: Join,
     Kind.ADD_WORLD: AddWorld,
     Kind.REMOVE_WORLD: RemoveWorld,
+    Kind.PARTITION: Partition,
+    Kind.DEGRADE: Degrade,
+    Kind.POWER_OFF: PowerOff,
 }
 _ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(Event)
 

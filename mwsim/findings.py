@@ -12,18 +12,28 @@ from typing import Any
 
 from mwsim.events import ENDING, Kind, Target
 from mwsim.membership import Timeline
+from mwsim.timing import RuntimeModel
 
 FINDINGS = {
     1: "a member lost from an all-reduce world makes the survivors' sums wrong, silently",
     2: "a hung rank 0 (it hosts the world's store) is never detected",
     3: "a worker lost or hung before its first watchdog heartbeat on a world freezes the "
     "watchdogs of the world's other members, whose healthy worlds are then torn down",
+    5: "a member silently cut off from its world's store host (rank 0's host) never "
+    "reports the world broken; only rank 0's side does",
+    6: "members silently cut off from each other while both still reach their world's "
+    "store host: the world stops serving and nobody ever reports it broken",
+    7: "a world whose store host (rank 0's host) is powered off is never reported broken "
+    "by its other members",
 }
 
 REPRODUCERS = {
     1: "scenarios/allreduce-lose-member.yaml",
     2: "scenarios/fanin-leader-hang.yaml",
     3: "scenarios/regressions/finding-early-loss-freezes-watchdog.yaml",
+    5: "scenarios/partition-cut-from-store.yaml",
+    6: "scenarios/partition-members-cut-apart.yaml",
+    7: "scenarios/power-off-store-host.yaml",
 }
 
 #: A world's members have written their first watchdog heartbeat by then: MultiWorld
@@ -38,6 +48,8 @@ def known_finding(
     given the membership state ``timeline`` just before it and the scenario's workload
     kind (None: none)."""
     topology, kind = timeline.topology, Kind(fields["do"])
+    if kind is Kind.PARTITION:
+        return _partition_finding(timeline, fields)
     if not kind.info.breaks:
         return None
     if kind.info.target is Target.HOST:
@@ -55,4 +67,28 @@ def known_finding(
         young = [w for w in worlds if at - timeline.worlds[w].start < FIRST_HEARTBEAT_S]
         if any(topology.rank(w, worker) != 0 for w in young):  # rank 0's loss ends the store
             return 3
+        if kind is Kind.POWER_OFF and any(
+            topology.rank(w, worker) == 0
+            and any(topology.host_of(m) != fields["target"] for m in topology.members(w))
+            for w in worlds
+        ):
+            return 7
     return None
+
+
+def _partition_finding(timeline: Timeline, fields: dict[str, Any]) -> int | None:
+    """Findings 5 and 6: a silent cut long enough for the watchdog to matter."""
+    if fields.get("mode", "drop") != "drop":
+        return None
+    for_s = fields.get("for_s")
+    if for_s is not None and for_s < RuntimeModel().watchdog_window()[0]:
+        return None  # survived before any watchdog could look
+    one_way = "groups" not in fields
+    sides = [fields["from"], fields["to"]] if one_way else fields["groups"]
+    found = None
+    for world, across in timeline.topology.cut(sides, one_way).items():
+        store = timeline.topology.members(world)[0]
+        if any(m == store or store in others for m, others in across.items()):
+            return 5
+        found = 6
+    return found

@@ -22,10 +22,13 @@ from mwsim.events import (
     AnyEvent,
     Crash,
     CrashHost,
+    Degrade,
     Hang,
     Join,
     Kind,
     Leave,
+    Partition,
+    PowerOff,
     RemoveWorld,
     Slow,
     Target,
@@ -56,10 +59,12 @@ class WorldId:
 
 @dataclass
 class Span:
-    """A hang or slow of one member during a world's life; ``end`` None = to the run's end."""
+    """A lasting fault during a world's life: a hang or slow of a member (``subject`` the
+    worker), a partition cutting it or a degraded link of a member's host (``subject`` the
+    event's hosts); ``end`` None = to the run's end."""
 
     kind: Kind
-    worker: str
+    subject: str
     start: float
     end: float | None
     event: int  # the step (index in the scenario's events) that began it
@@ -111,6 +116,8 @@ class Step:
     event: AnyEvent
     workers: tuple[str, ...] = ()
     worlds: tuple[str, ...] = ()
+    #: A partition: per world it cuts, each member with members across the cut, and those.
+    cut: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)
 
     @property
     def kind(self) -> Kind:
@@ -119,7 +126,7 @@ class Step:
     def record(self) -> dict[str, Any]:
         """The fields of its ``fault`` or ``scale`` history record."""
         out = self.event.record()
-        if self.event.info.target is Target.HOST:
+        if self.event.info.target is Target.HOST and self.workers:
             out["workers"] = list(self.workers)
         return out
 
@@ -240,6 +247,10 @@ class Timeline:
         self.steps: list[Step] = []
         self.hung: dict[str, Span] = {}
         self.slow: dict[str, Span] = {}
+        self.cuts: dict[str, Span] = {}  # host -> the partition it is under
+        self.partitions: dict[int, Partition] = {}  # by event index
+        self.degraded: dict[str, Span] = {}  # host -> its degraded link
+        self.off: dict[str, tuple[float, int]] = {}  # powered-off host -> (when, event)
         self.gone: dict[str, WorkerLife] = {}
         self.joins: dict[str, list[float]] = defaultdict(list)
         self._world_lives: dict[str, int] = defaultdict(int)
@@ -301,10 +312,10 @@ class Timeline:
         return ended
 
     def _expire(self, t: float) -> None:
-        for table in (self.hung, self.slow):
-            for worker, span in list(table.items()):
+        for table in (self.hung, self.slow, self.cuts, self.degraded):
+            for name, span in list(table.items()):
                 if span.end is not None and span.end <= t:
-                    del table[worker]
+                    del table[name]
 
     # -- target checks -----------------------------------------------------------------
 
@@ -338,6 +349,47 @@ class Timeline:
         if problem is not None:
             self.problems.append((loc, problem))
             return False
+        return True
+
+    def _host_problem(self, name: str, t: float) -> str | None:
+        """Why ``name`` is not a host that is up at ``t`` (None when it is)."""
+        if not self.topology.has_host(name):
+            hint = ""
+            if self.topology.has_worker(name) or name in self.gone:
+                hint = f" ('{name}' is a worker)"
+            hosts = ", ".join(self.topology.hosts())
+            return f"no host named '{name}' (hosts: {hosts}){hint}"
+        if name in self.off:
+            when, index = self.off[name]
+            return f"host '{name}' is powered off at {_s(t)} (since {_s(when)}, events[{index}])"
+        return None
+
+    def _host_ok(self, name: str, t: float, loc: Loc) -> bool:
+        problem = self._host_problem(name, t)
+        if problem is not None:
+            self.problems.append((loc, problem))
+        return problem is None
+
+    def _across_a_cut(
+        self, world: str, members: Sequence[str], loc: Loc, joiner: tuple[str, str] | None = None
+    ) -> bool:
+        """A new world must not span a partition in force (it could not form)."""
+        hosts = [self.topology.host_of(m) for m in members if self.topology.has_worker(m)]
+        if joiner is not None:
+            hosts.append(joiner[1])
+        for index in {self.cuts[h].event for h in hosts if h in self.cuts}:
+            event = self.partitions[index]
+            side_of = {h: i for i, side in enumerate(event.sides()) for h in side}
+            present = {side_of[h] for h in hosts if h in side_of}
+            if len(present) > 1:
+                self.problems.append(
+                    (
+                        loc,
+                        f"world '{world}' would span the partition of events[{index}] "
+                        f"({event.subject}): it could not form",
+                    )
+                )
+                return False
         return True
 
     def _free_world_name(self, name: str, t: float, loc: Loc) -> bool:
@@ -398,14 +450,18 @@ class Timeline:
                 step = self._hang(index, event, t, here)
             case Slow():
                 step = self._slow(index, event, t, here)
-            case CrashHost():
-                step = self._crash_host(index, event, t, here)
+            case CrashHost() | PowerOff():
+                step = self._host_down(index, event, t, here)
             case Join():
                 step = self._join(index, event, t, here)
             case AddWorld():
                 step = self._add_world(index, event, t, here)
             case RemoveWorld():
                 step = self._remove_world(index, event, t, here)
+            case Partition():
+                step = self._partition(index, event, t, here)
+            case Degrade():
+                step = self._degrade(index, event, t, here)
         if step is not None:
             self.steps.append(step)
 
@@ -446,25 +502,92 @@ class Timeline:
             self.worlds[world].spans.append(span)
         return Step(index, event, (event.target,), tuple(worlds))
 
-    def _crash_host(self, index: int, event: CrashHost, t: float, here: Loc) -> Step | None:
+    def _host_down(
+        self, index: int, event: CrashHost | PowerOff, t: float, here: Loc
+    ) -> Step | None:
+        """A host crash (its kernel lives on) or power-off (the host is gone for good)."""
         loc = (*here, "target")
-        if not self.topology.has_host(event.target):
-            hint = ""
-            if self.topology.has_worker(event.target) or event.target in self.gone:
-                hint = f" ('{event.target}' is a worker: use do: {Kind.CRASH})"
-            hosts = ", ".join(self.topology.hosts())
-            self.problems.append((loc, f"no host named '{event.target}' (hosts: {hosts}){hint}"))
+        problem = self._host_problem(event.target, t)
+        if problem is not None and "is a worker" in problem:
+            problem = problem[:-1] + f": use do: {Kind.CRASH})"
+        if problem is not None:
+            self.problems.append((loc, problem))
             return None
         victims = self.topology.workers_on(event.target)
         if not victims:
+            what = Kind.CRASH.value if isinstance(event, CrashHost) else "power off"
             self.problems.append(
-                (loc, f"host '{event.target}' has no running worker at {_s(t)}: nothing to crash")
+                (loc, f"host '{event.target}' has no running worker at {_s(t)}: nothing to {what}")
             )
             return None
         ended: list[str] = []
         for worker in victims:
             ended += self._kill(worker, t, event.kind, index)
+        if isinstance(event, PowerOff):
+            self.off[event.target] = (t, index)
+            span = self.degraded.pop(event.target, None)
+            if span is not None and (span.end is None or span.end > t):
+                span.end = t
         return Step(index, event, tuple(victims), tuple(ended))
+
+    def _partition(self, index: int, event: Partition, t: float, here: Loc) -> Step | None:
+        before = len(self.problems)
+        sides = event.sides()
+        if not event.one_way and len(sides) < 2:
+            self.problems.append(
+                ((*here, "groups"), f"a partition needs at least 2 groups, has {len(sides)}")
+            )
+        seen: set[str] = set()
+        for i, side in enumerate(sides):
+            where: Loc = (*here, "groups", i) if not event.one_way else (*here, ("from", "to")[i])
+            if not side:
+                self.problems.append((where, "an empty side: name at least one host"))
+            for k, host in enumerate(side):
+                problem = self._host_problem(host, t)
+                if problem is None and host in seen:
+                    problem = f"host '{host}' is on two sides of the partition"
+                elif problem is None and host in self.cuts:
+                    span = self.cuts[host]
+                    until = f"until {_s(span.end)}" if span.end is not None else "for good"
+                    problem = (
+                        f"host '{host}' is already partitioned at {_s(t)} "
+                        f"(events[{span.event}], {until})"
+                    )
+                if problem is not None:
+                    self.problems.append(((*where, k), problem))
+                seen.add(host)
+        if len(self.problems) > before:
+            return None
+        cut = self.topology.cut(sides, event.one_way)
+        lasts = event.lasts()
+        span = Span(event.kind, event.subject, t, t + lasts if lasts is not None else None, index)
+        self.partitions[index] = event
+        for host in seen:
+            self.cuts[host] = span
+        for world in cut:
+            self.worlds[world].spans.append(span)
+        across = {w: {m: tuple(o) for m, o in ms.items()} for w, ms in cut.items()}
+        return Step(index, event, (), tuple(sorted(cut)), across)
+
+    def _degrade(self, index: int, event: Degrade, t: float, here: Loc) -> Step | None:
+        loc = (*here, "target")
+        if not self._host_ok(event.target, t, loc):
+            return None
+        if event.target in self.degraded:
+            span = self.degraded[event.target]
+            until = f"until {_s(span.end)}" if span.end is not None else "to the end"
+            self.problems.append(
+                (loc, f"host '{event.target}' is already degraded at {_s(t)} ({until})")
+            )
+            return None
+        lasts = event.lasts()
+        span = Span(event.kind, event.target, t, t + lasts if lasts is not None else None, index)
+        self.degraded[event.target] = span
+        others = [h for h in self.topology.hosts() if h != event.target]
+        worlds = sorted(self.topology.cut([[event.target], others]))
+        for world in worlds:
+            self.worlds[world].spans.append(span)
+        return Step(index, event, (), tuple(worlds))
 
     def _join(self, index: int, event: Join, t: float, here: Loc) -> Step | None:
         ok = True
@@ -478,9 +601,7 @@ class Timeline:
             )
             ok = False
         host = event.host or self.topology.first_host()
-        if not self.topology.has_host(host):
-            hosts = ", ".join(self.topology.hosts())
-            self.problems.append(((*here, "host"), f"no host named '{host}' (hosts: {hosts})"))
+        if not self._host_ok(host, t, (*here, "host")):
             return None
         gpus = self.topology.gpus_of(host)
         if event.gpu is not None and event.gpu >= gpus:
@@ -500,6 +621,7 @@ class Timeline:
             loc = (*here, "worlds", world)
             ok &= self._free_world_name(world, t, loc)
             ok &= self._members_ok(world, members, t, loc, joiner=event.worker)
+            ok = ok and self._across_a_cut(world, members, loc, joiner=(event.worker, host))
             if event.worker not in members:
                 self.problems.append(
                     (loc, f"world '{world}' of joining worker '{event.worker}' does not list it")
@@ -517,6 +639,7 @@ class Timeline:
     def _add_world(self, index: int, event: AddWorld, t: float, here: Loc) -> Step | None:
         ok = self._free_world_name(event.world, t, (*here, "world"))
         ok &= self._members_ok(event.world, event.members, t, (*here, "members"))
+        ok = ok and self._across_a_cut(event.world, event.members, (*here, "members"))
         if not ok:
             return None
         self.topology.add_world(event.world, event.members)

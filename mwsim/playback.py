@@ -51,6 +51,21 @@ class Executor(Protocol):
     def remove_world(self, step: Step) -> None:
         """Have every member remove a world gracefully."""
 
+    def partition(self, step: Step) -> None:
+        """Cut the links between the step's sets of hosts."""
+
+    def heal(self, step: Step) -> None:
+        """The partition's ``for_s`` is over: the links work again."""
+
+    def degrade(self, step: Step) -> None:
+        """Degrade a host's link (delay, jitter, loss, rate)."""
+
+    def repair(self, step: Step) -> None:
+        """The degrade's ``for_s`` is over: the link is as good as new."""
+
+    def power_off(self, step: Step) -> None:
+        """The host vanishes: its link goes silent, then its workers die."""
+
 
 Verb = Callable[[Executor, Step], None]
 
@@ -64,11 +79,16 @@ START: Mapping[Kind, Verb] = {
     Kind.JOIN: lambda x, s: x.join(s),
     Kind.ADD_WORLD: lambda x, s: x.add_world(s),
     Kind.REMOVE_WORLD: lambda x, s: x.remove_world(s),
+    Kind.PARTITION: lambda x, s: x.partition(s),
+    Kind.DEGRADE: lambda x, s: x.degrade(s),
+    Kind.POWER_OFF: lambda x, s: x.power_off(s),
 }
 #: What ends each lasting kind after its ``for_s``.
 END: Mapping[Kind, Verb] = {
     Kind.HANG: lambda x, s: x.resume(s),
     Kind.SLOW: lambda x, s: x.restore(s),
+    Kind.PARTITION: lambda x, s: x.heal(s),
+    Kind.DEGRADE: lambda x, s: x.repair(s),
 }
 
 

@@ -40,6 +40,7 @@ class Property(StrEnum):
     INTEGRITY = "integrity"
     SCALE_OUT = "scale_out"
     HYGIENE = "hygiene"
+    RECOVERY = "recovery"
     CONFORMANCE = "conformance"
 
 
@@ -122,6 +123,7 @@ class Expect(Strict):
     progress_window_s: Duration | None = None
     detect_within_s: dict[DetectableKind, Duration] = Field(default_factory=dict)
     join_within_s: Duration | None = None
+    recover_within_s: Duration | None = None
     violations: list[PropertyName] = Field(default_factory=list)
 
 
@@ -268,7 +270,9 @@ _MODELS: tuple[type[BaseModel], ...] = (
     Expect,
     *SCHEMAS.values(),
 )
-_ALL_KEYS = sorted({name for model in _MODELS for name in model.model_fields})
+_ALL_KEYS = sorted(
+    {field.alias or name for model in _MODELS for name, field in model.model_fields.items()}
+)
 _TYPE_WORDS = {
     "int_type": "an integer",
     "int_from_float": "an integer",
@@ -429,7 +433,7 @@ _Dumper.add_representer(
 
 def dump_scenario(scenario: Scenario) -> str:
     """YAML text that parses back to an equal scenario."""
-    data = scenario.model_dump(mode="json", exclude_defaults=True)
+    data = scenario.model_dump(mode="json", exclude_defaults=True, by_alias=True)
     data = {"mwsim": FORMAT_VERSION, **data}
     if "events" in data:
         data["events"] = [_Flow(event) for event in data["events"]]

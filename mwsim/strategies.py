@@ -86,6 +86,9 @@ class Proposer:
             Kind.JOIN: self._join,
             Kind.ADD_WORLD: self._add_world,
             Kind.REMOVE_WORLD: self._remove_world,
+            Kind.PARTITION: self._partition,
+            Kind.DEGRADE: self._degrade,
+            Kind.POWER_OFF: self._host_fault,
         }
 
     def _pick(self, kind: Kind, options: list[str]) -> str | None:
@@ -109,9 +112,52 @@ class Proposer:
             fields["for_s"] = self.draw(tenths(0.5, 3.0))
         return fields
 
+    def _up_hosts(self) -> list[str]:
+        tl = self.timeline
+        return [h for h in tl.topology.hosts() if h not in tl.off]
+
     def _host_fault(self, kind: Kind) -> dict[str, Any] | None:
-        target = self._pick(kind, self.timeline.topology.hosts())
+        hosts = self._up_hosts()
+        if kind is Kind.POWER_OFF:
+            hosts = [h for h in hosts if self.timeline.topology.workers_on(h)]
+        target = self._pick(kind, hosts)
         return None if target is None else {"target": target}
+
+    def _partition(self, kind: Kind) -> dict[str, Any] | None:
+        """A split of some free hosts into two sides (both ways, or one way), silent or
+        resetting, healed after a while or never."""
+        free = [h for h in self._up_hosts() if h not in self.timeline.cuts]
+        if len(free) < 2:
+            return None
+        hosts = self.draw(st.permutations(free))
+        split = self.draw(st.integers(1, len(hosts) - 1))
+        end = self.draw(st.integers(split + 1, len(hosts)))
+        sides = [sorted(hosts[:split]), sorted(hosts[split:end])]
+        if not self.allowed(kind, " | ".join(",".join(side) for side in sides)):
+            return None
+        fields: dict[str, Any] = (
+            {"from": sides[0], "to": sides[1]} if self.draw(st.booleans()) else {"groups": sides}
+        )
+        fields["mode"] = self.draw(st.sampled_from(["drop", "reset"]))
+        fields["for_s"] = self.draw(st.none() | tenths(0.5, 6.0))
+        return fields
+
+    def _degrade(self, kind: Kind) -> dict[str, Any] | None:
+        hosts = [h for h in self._up_hosts() if h not in self.timeline.degraded]
+        target = self._pick(kind, hosts)
+        if target is None:
+            return None
+        knobs = {
+            "delay_ms": st.sampled_from([10.0, 50.0]),
+            "jitter_ms": st.sampled_from([2.0, 10.0]),
+            "loss_pct": st.sampled_from([1.0, 5.0, 10.0]),
+            "rate_mbit": st.sampled_from([10.0, 100.0]),
+        }
+        chosen = self.draw(st.sets(st.sampled_from(sorted(knobs)), min_size=1))
+        fields: dict[str, Any] = {"target": target}
+        fields.update({name: self.draw(knobs[name]) for name in sorted(chosen)})
+        fields["for_s"] = self.draw(st.none() | tenths(0.5, 4.0))
+        return fields
 
     def _join(self, kind: Kind) -> dict[str, Any] | None:
         tl = self.timeline

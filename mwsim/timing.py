@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from mwsim.events import Kind
 
 if TYPE_CHECKING:
+    from mwsim.membership import Step, WorldLife
     from mwsim.scenario import Scenario
 
 
@@ -35,6 +36,8 @@ class RuntimeModel:
     tick_s: float = 0.3  # watchdog tick into each world's store
     check_every: int = 10  # ticks per liveness check
     poll_s: float = 0.02  # the agent's broken-world poll
+    rto_min_s: float = 0.2  # TCP's least retransmission timeout (Linux)
+    rto_max_s: float = 120.0  # ... and its greatest
     slack_s: float = 0.75  # added to each predicted window's upper end (loaded machines)
     progress_window_s: float = 2.0  # default: a healthy world completes an op this often
     join_bound_s: float = 3.0  # default: a joining worker's world serves its first op by then
@@ -57,6 +60,19 @@ class RuntimeModel:
     def op_window(self, interval_s: float) -> tuple[float, float]:
         """Delay until the next op on a broken connection raises."""
         return 0.0, 2 * interval_s + self.fail_s + self.poll_s + self.slack_s
+
+    def resume_after(self, outage_s: float) -> float:
+        """How long after a silent outage of ``outage_s`` ends TCP sends again: its
+        retransmissions back off (RTO, 2 RTO, 4 RTO, ...) and the first one after the
+        outage gets through, so the wait grows with the outage."""
+        sent, rto = 0.0, self.rto_min_s
+        while sent < outage_s:
+            sent, rto = sent + rto, min(2 * rto, self.rto_max_s)
+        return sent - outage_s
+
+    def recovery_bound(self, outage_s: float, interval_s: float) -> float:
+        """By when, after a heal, a world that was not reported broken serves again."""
+        return outage_s + self.rto_min_s + 2 * interval_s + self.slack_s
 
     def dump(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -105,17 +121,19 @@ def detection_window(
     model: RuntimeModel,
     workload: str,
     interval_s: float,
-    kind: Kind,
+    silent: bool,
     survivor_rank: int,
     faulty_rank: int,
 ) -> Window:
-    """The window of the fastest mechanism by which a survivor sees a faulty member.
+    """The window of the fastest mechanism by which a survivor sees a faulty member (or,
+    for a partition, one across the cut).
 
-    A dead peer fails the next op that touches it; a dead rank 0 takes the world's store
-    with it, failing the next watchdog tick; anything silent is left to the watchdog.
+    A dead or reset peer fails the next op that touches it; a dead rank 0 takes the
+    world's store with it, failing the next watchdog tick; anything silent (a hang, a
+    powered-off host, a dropping partition) is left to the watchdog.
     """
     options: list[Window] = []
-    if not kind.info.silent:
+    if not silent:
         if talks(workload, survivor_rank, faulty_rank):
             options.append(Window(*model.op_window(interval_s), Mechanism.OP))
         if faulty_rank == 0:
@@ -123,6 +141,21 @@ def detection_window(
     options.append(Window(*model.watchdog_window(), Mechanism.WATCHDOG))
     best = min(options, key=lambda o: o.hi)
     return Window(min(o.lo for o in options), best.hi, best.how)
+
+
+def failing_peers(step: Step, life: WorldLife) -> dict[int, list[int]]:
+    """For a step that breaks ``life``: each member (rank) that must notice, with the ranks
+    of the members whose loss it notices (the failed ones, or those across a cut)."""
+    members = life.members
+    if step.cut:
+        across = step.cut.get(life.name, {})
+        return {
+            members.index(m): [members.index(o) for o in others]
+            for m, others in across.items()
+            if m in members
+        }
+    bad = [members.index(m) for m in members if m in step.workers]
+    return {rank: bad for rank in range(len(members)) if rank not in bad} if bad else {}
 
 
 #: The least quiet time after a scenario's last event (ops must be seen flowing again).
@@ -142,18 +175,20 @@ def judged_end(scenario: Scenario, margin_s: float = 0.5, min_tail_s: float = MI
             end = max(end, ev.at + model.join_bound_s)
         elif ev.kind is Kind.ADD_WORLD:
             end = max(end, ev.at + model.add_world_bound_s)
+        lasts = ev.lasts()
+        if ev.kind is Kind.PARTITION and lasts is not None:  # a heal: recovery must show
+            end = max(end, ev.at + lasts + model.recovery_bound(lasts, interval))
         if not ev.info.breaks:
             continue
         for life in p.worlds:
             if step.index != life.end_event and all(x.event != step.index for x in life.spans):
                 continue
-            bad = [life.members.index(m) for m in life.members if m in step.workers]
-            for rank in range(len(life.members)):
-                if rank in bad:
-                    continue
+            for rank, others in failing_peers(step, life).items():
                 hi = min(
-                    detection_window(model, scenario.workload.kind, interval, ev.kind, rank, b).hi
-                    for b in bad
+                    detection_window(
+                        model, scenario.workload.kind, interval, ev.silent, rank, other
+                    ).hi
+                    for other in others
                 )
                 end = max(end, ev.at + hi)
     return round(end + margin_s, 1)

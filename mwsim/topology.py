@@ -141,6 +141,27 @@ class Topology:
         """The worlds that lose a member when ``workers`` fail: every world of any of them."""
         return sorted({world for worker in workers for world in self.worlds_of(worker)})
 
+    def cut(
+        self, sides: Sequence[Sequence[str]], one_way: bool = False
+    ) -> dict[str, dict[str, list[str]]]:
+        """The worlds a cut between sets of hosts separates: for each, every member that
+        has members across the cut, with those members (one way: between ``sides[0]``
+        and ``sides[1]``, both ends cut off). Members on hosts no side names keep their
+        links."""
+        side_of = {host: i for i, side in enumerate(sides) for host in side}
+        out: dict[str, dict[str, list[str]]] = {}
+        for world in self.worlds():
+            placed = {m: side_of.get(self.host_of(m)) for m in self.members(world)}
+            across = {
+                m: [o for o, so in placed.items() if so is not None and so != s]
+                for m, s in placed.items()
+                if s is not None
+            }
+            across = {m: others for m, others in across.items() if others}
+            if across:
+                out[world] = across
+        return out
+
 
 # -- generators ---------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from multiprocessing.connection import Client, Connection
 from typing import Any
 
 from mwsim import runtimes
+from mwsim.hosts.emulated import setns
 from mwsim.membership import WorldId
 from mwsim.replay import protocol as wire
 from mwsim.replay.processes import free_port
@@ -204,16 +205,16 @@ class Agent:
         run = WorldRun(
             message.world, message.life, message.rank, message.members, world_id.instance
         )
-        port = message.port
-        if port is None:  # rank 0 hosts the store: pick its port now
+        port, addr = message.port, message.addr or self.boot.store_addr
+        if port is None:  # rank 0 hosts the store on its host: pick its port now
             port = free_port(self.boot.store_addr)
-            self.send(wire.Port(message.world, message.life, port))
+            self.send(wire.Port(message.world, message.life, port, self.boot.store_addr))
         try:
             await self.runtime.init_world(
                 run.name,
                 run.rank,
                 run.size,
-                self.boot.store_addr,
+                addr,
                 port,
                 self.boot.device,
                 run.members,
@@ -324,7 +325,12 @@ async def _serve(boot: Boot, conn: Connection) -> None:
     from mwsim import workloads  # imports torch: after the controller knows we live
 
     context = runtimes.Context(
-        boot.worker, boot.backend, boot.store_addr, tuple(boot.peers), boot.rendezvous
+        boot.worker,
+        boot.backend,
+        boot.store_addr,
+        tuple(boot.peers),
+        boot.rendezvous,
+        boot.rendezvous_addr,
     )
     runtime = runtimes.load(boot.runtime)(context)  # inside the loop, as MultiWorld needs
     await runtime.start()
@@ -334,7 +340,11 @@ async def _serve(boot: Boot, conn: Connection) -> None:
 def serve(boot: Boot) -> None:
     """Be the agent ``boot`` describes until the controller says exit; never returns."""
     die_with_parent(boot.parent_pid)
-    conn = Client(boot.controller, authkey=bytes.fromhex(boot.authkey))
+    if boot.netns is not None:  # from now on every socket of this process is on its host
+        setns(boot.netns)
+    if boot.ifname is not None:
+        os.environ["GLOO_SOCKET_IFNAME"] = os.environ["NCCL_SOCKET_IFNAME"] = boot.ifname
+    conn = Client(boot.controller, family="AF_UNIX", authkey=bytes.fromhex(boot.authkey))
     wire.send(conn, wire.Hello(boot.worker, os.getpid()))
     code = 0
     try:

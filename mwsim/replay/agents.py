@@ -1,7 +1,8 @@
 """The agent processes of a real run: forked, connected, commanded, reaped.
 
 Agents are forked by the warm fork server (:mod:`mwsim.replay.zygote`) and call back to
-the pool's authenticated loopback listener. A command to an agent that is not up yet is
+the pool's authenticated listener (a Unix socket in a private directory, reachable from
+every network namespace of the run). A command to an agent that is not up yet is
 held until it says ``ready``. ``poll`` waits (with a deadline) for anything to happen:
 a new connection, a message, an exit reaped by the fork server; messages go to the
 handler registered for their type. The pool never blocks on an agent.
@@ -12,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import queue
 import secrets
+import shutil
 import signal
+import tempfile
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -27,7 +30,6 @@ from mwsim.replay.protocol import Ack, Boot, Hello, Message, Ready, Stopped
 from mwsim.replay.signals import Waker
 from mwsim.replay.zygote import Zygote
 
-ADDR = "127.0.0.1"
 HELLO_WITHIN_S = 10.0
 
 
@@ -91,6 +93,7 @@ class AgentPool:
         self.accepted: queue.Queue[tuple[Hello, Connection]] = queue.Queue()
         self._listener: Listener | None = None
         self._zygote: Zygote | None = None
+        self._home: str | None = None  # the listener's private directory
 
     @property
     def zygote(self) -> Zygote:
@@ -98,14 +101,16 @@ class AgentPool:
         return self._zygote
 
     @property
-    def address(self) -> tuple[str, int]:
+    def address(self) -> str:
         assert self._listener is not None, "open() first"
-        return self._listener.address  # type: ignore[no-any-return]
+        return str(self._listener.address)
 
     def open(self, zygote: Zygote) -> None:
         """Listen for agents (a thread accepts them: ``accept`` blocks)."""
         self._zygote = zygote
-        self._listener = Listener((ADDR, 0), backlog=128, authkey=self.key)
+        self._home = tempfile.mkdtemp(prefix="mwsim-ctl-")  # mode 0700: the owner's only
+        path = str(Path(self._home) / "controller.sock")
+        self._listener = Listener(path, family="AF_UNIX", backlog=128, authkey=self.key)
         threading.Thread(target=self._accept_loop, name="mwsim-accept", daemon=True).start()
 
     def _accept_loop(self) -> None:
@@ -247,6 +252,8 @@ class AgentPool:
         if self._listener is not None:
             with contextlib.suppress(OSError):
                 self._listener.close()
+        if self._home is not None:
+            shutil.rmtree(self._home, ignore_errors=True)
         found = processes.leftovers(groups, ports)
         for agent in self.every:
             if agent.conn is not None:

@@ -16,20 +16,20 @@ import contextlib
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from mwsim import runtimes
+from mwsim import hosts, runtimes
 from mwsim.errors import BringUpFailed, Inconclusive, ZygoteError
 from mwsim.events import parse_event
 from mwsim.history import Mode
+from mwsim.hosts.netfaults import NetFaults
 from mwsim.membership import Plan, Step
 from mwsim.playback import actions, dispatch
-from mwsim.replay import processes
 from mwsim.replay import protocol as wire
-from mwsim.replay.agents import ADDR, AgentPool, AgentProc, Handler, log_tail
+from mwsim.replay.agents import AgentPool, AgentProc, Handler, log_tail
 from mwsim.replay.injector import Injector
 from mwsim.replay.processes import Leftovers
 from mwsim.replay.recorder import Clock, Recorder
@@ -118,6 +118,7 @@ class Controller:
         bringup_timeout_s: float = 90.0,
         progress: Progress | None = None,
         zygote: Zygote | None = None,
+        network: str = "auto",
         clock: Clock = time.monotonic,
     ) -> None:
         self.scenario = scenario
@@ -126,6 +127,8 @@ class Controller:
         self.devices = devices(scenario.plan, self.backend)
         needed = len(set(self.devices.values())) if self.backend == "nccl" else 0
         self.runtime_class = runtime_class(self.runtime, self.backend, needed)
+        faults = any(step.event.info.network for step in scenario.plan.steps)
+        self.network = hosts.choose(scenario.plan.initial.hosts(), needed=faults, prefer=network)
         self.bringup_timeout_s = bringup_timeout_s
         self.progress = progress
         self.out = Path(out_dir)
@@ -144,6 +147,7 @@ class Controller:
         self.schedule = Schedule()
         self.scheduled = 0  # steps scheduled so far (their order in the schedule)
         self.confirmations = Confirmations(clock, self.recorder.record)
+        net = NetFaults(self.network) if isinstance(self.network, hosts.Emulated) else None
         self.injector = Injector(
             scenario.plan,
             self.pool,
@@ -152,6 +156,7 @@ class Controller:
             self.confirmations,
             self._boot,
             clock,
+            net,
         )
         self.trap = SignalTrap(self.waker)
         self.rendezvous: int | None = None
@@ -162,7 +167,10 @@ class Controller:
     def plan(self) -> Plan:
         return self.injector.plan
 
-    def _boot(self, worker: str) -> wire.Boot:
+    def _boot(self, worker: str, at: float) -> wire.Boot:
+        """How the incarnation of ``worker`` started by ``at`` boots, on its host."""
+        host = self.plan.worker(worker, at).host
+        peers = tuple(self.plan.initial.workers())
         return wire.Boot(
             worker=worker,
             controller=self.pool.address,
@@ -171,10 +179,13 @@ class Controller:
             runtime=self.runtime,
             backend=self.backend,
             device=self.devices.get(worker, "cpu"),
-            store_addr=ADDR,
+            store_addr=self.network.address(host),
             workload=self.scenario.workload.model_dump(),
-            peers=tuple(self.plan.initial.workers()),
+            peers=peers,
             rendezvous=self.rendezvous,
+            rendezvous_addr=self.network.address(self.plan.initial.host_of(peers[0])),
+            netns=self.network.netns(host),
+            ifname=self.network.ifname(host),
         )
 
     # -- what agents report ----------------------------------------------------------------
@@ -230,7 +241,7 @@ class Controller:
         except ZygoteError as exc:
             return f"the fork server did not start: {exc}\n" + log_tail(self.pool.zygote.log)
         for worker in self.plan.initial.workers():
-            self.pool.spawn(self._boot(worker))
+            self.pool.spawn(self._boot(worker, 0.0))
         initial = [life for life in self.plan.worlds if life.origin is None]
         for life in initial:
             self.formation.form(life)
@@ -305,11 +316,13 @@ class Controller:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.recorder.open()
         self.trap.trap()
+        self.network.up()
         self.pool.open(
             self.shared_zygote or Zygote(self.runtime, self.logs / "zygote.log", agent_env())
         )
         if self.runtime_class.needs_rendezvous:
-            self.rendezvous = processes.free_port(ADDR)
+            first_host = self.plan.initial.host_of(self.plan.initial.workers()[0])
+            self.rendezvous = self.network.free_port(first_host)
             self.formation.ports.add(self.rendezvous)
         self.recorder.note(
             "run",
@@ -317,6 +330,7 @@ class Controller:
             mode=Mode.REAL,
             runtime=self.runtime,
             backend=self.backend,
+            network=self.network.describe(),
         )
         failure = self._bring_up()
         if failure is not None:
@@ -354,6 +368,7 @@ class Controller:
             with contextlib.suppress(ZygoteError):
                 self._await(lambda: all(a.reaped for a in live), self.clock() + EXIT_GRACE_S)
             found = self.pool.shutdown(self.shared_zygote is None, self.formation.ports)
+            found = replace(found, namespaces=tuple(self.network.down()))
             if self.recorder.t0 is None:  # never started: stamp what we have relative to now
                 self.recorder.start(self.clock())
             if status is RunStatus.INTERRUPTED:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import signal
 from collections.abc import Callable
 
-from mwsim.events import Confirm, Slow
+from mwsim.events import Confirm, Degrade, Partition, Slow
+from mwsim.hosts.netfaults import NetFaults
 from mwsim.membership import Plan, Step
 from mwsim.replay import protocol as wire
 from mwsim.replay.agents import AgentPool, AgentProc
@@ -34,8 +35,9 @@ class Injector:
         formation: Formation,
         recorder: Recorder,
         confirmations: Confirmations,
-        boot: Callable[[str], wire.Boot],
+        boot: Callable[[str, float], wire.Boot],
         clock: Clock,
+        net: NetFaults | None = None,
     ) -> None:
         self.plan = plan
         self.pool = pool
@@ -44,6 +46,7 @@ class Injector:
         self.confirmations = confirmations
         self.boot = boot
         self.clock = clock
+        self.net = net  # None where hosts share loopback (no network event gets here)
 
     # -- finding the processes -----------------------------------------------------------
 
@@ -91,6 +94,22 @@ class Injector:
         else:
             record = {"kind": "fault", **step.record()}
             self.confirmations.expect(record, began, check, info.confirm_within_s)
+
+    def _kernel(self, step: Step, apply: Callable[[NetFaults], bool], ending: bool = False) -> None:
+        """Apply a network fault (or undo it) in the kernel; it counts once the kernel's
+        state reads back as asked."""
+        began = self.clock()
+        assert self.net is not None, "network faults need emulated hosts"
+        record: dict[str, object]
+        if ending:
+            record = {"kind": "resumed", "do": step.kind.value, "target": step.event.subject}
+        else:
+            record = {"kind": "fault", **step.record()}
+        try:
+            ok = apply(self.net)
+        except RuntimeError as exc:  # a tool failed: recorded unconfirmed, with why
+            ok, record["detail"] = False, str(exc)[-300:]
+        self.confirmations.expect(record, began, lambda: ok, 0.0)
 
     def _signal(self, step: Step, signum: int, *, ends: bool) -> None:
         began = self.clock()  # before any signal: reports may follow at once
@@ -150,7 +169,7 @@ class Injector:
         t0 = self.recorder.t0
         assert t0 is not None
         self.recorder.note("scale", **step.record())
-        agent = self.pool.spawn(self.boot(step.event.subject))
+        agent = self.pool.spawn(self.boot(step.event.subject, step.event.at))
         self.pool.command(agent.worker, wire.Start(t0))
         lives = self.plan.formed_by(step)
 
@@ -170,3 +189,54 @@ class Injector:
         self.recorder.note("scale", **step.record())
         for member in step.workers:
             self.pool.command(member, wire.RemoveWorld(step.event.subject))
+
+    def partition(self, step: Step) -> None:
+        event = step.event
+        assert isinstance(event, Partition)
+        sides, reset = event.sides(), event.mode == "reset"
+        self._kernel(
+            step, lambda net: net.partition(_key(step), sides, one_way=event.one_way, reset=reset)
+        )
+
+    def heal(self, step: Step) -> None:
+        self._kernel(step, lambda net: net.undo(_key(step)), ending=True)
+
+    def degrade(self, step: Step) -> None:
+        event = step.event
+        assert isinstance(event, Degrade)
+        knobs = {
+            "delay_ms": event.delay_ms or 0.0,
+            "jitter_ms": event.jitter_ms or 0.0,
+            "loss_pct": event.loss_pct or 0.0,
+            "rate_mbit": event.rate_mbit or 0.0,
+        }
+        self._kernel(step, lambda net: net.degrade(_key(step), event.target, **knobs))
+
+    def repair(self, step: Step) -> None:
+        self._kernel(step, lambda net: net.undo(_key(step)), ending=True)
+
+    def power_off(self, step: Step) -> None:
+        """The link goes down first (so no reset leaves the host), then every process on
+        it is killed; confirmed when the link reads back down and all were SIGKILLed."""
+        began = self.clock()
+        assert self.net is not None, "network faults need emulated hosts"
+        victims = self._targets(step)
+        if victims is None:
+            return
+        try:
+            down = self.net.power_off(step.event.subject)
+        except RuntimeError:
+            down = False
+        for agent in victims:
+            agent.expect_exit = step.kind
+            self.pool.signal(agent, signal.SIGKILL)
+        killed = self._check(Confirm.KILLED, victims, ending=False)
+        record = {"kind": "fault", **step.record()}
+        self.confirmations.expect(
+            record, began, lambda: down and killed(), step.event.info.confirm_within_s
+        )
+
+
+def _key(step: Step) -> str:
+    """The name a network fault's rules carry in the kernel (unique in a run)."""
+    return f"e{step.index}"

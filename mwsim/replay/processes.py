@@ -58,14 +58,16 @@ def group_alive(pgid: int) -> bool:
 
 @dataclass(frozen=True)
 class Leftovers:
-    """What a run left behind: process groups with members, ports still listening."""
+    """What a run left behind: process groups with members, ports still listening,
+    network namespaces (with their links, rules and helpers) still there."""
 
     groups: tuple[int, ...]
     ports: tuple[int, ...]
+    namespaces: tuple[str, ...] = ()
 
     @property
     def clean(self) -> bool:
-        return not self.groups and not self.ports
+        return not self.groups and not self.ports and not self.namespaces
 
     def describe(self) -> str:
         if self.clean:
@@ -75,6 +77,8 @@ class Leftovers:
             parts.append(f"process groups still alive: {', '.join(map(str, self.groups))}")
         if self.ports:
             parts.append(f"ports still listening: {', '.join(map(str, self.ports))}")
+        if self.namespaces:
+            parts.append(f"network namespaces still there: {', '.join(self.namespaces)}")
         return "; ".join(parts)
 
 

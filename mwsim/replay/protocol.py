@@ -1,7 +1,9 @@
 """Messages between the controller and its agents, as small typed records.
 
-Agents connect to the controller's loopback listener and authenticate with the run's
-random key (HMAC challenge of ``multiprocessing.connection``). Payloads are JSON, never
+Agents connect to the controller's listener, a Unix socket in a directory only its owner
+can enter (it works from every network namespace of the run and opens nothing on any
+network), and authenticate with the run's random key (HMAC challenge of
+``multiprocessing.connection``: the key never crosses the socket). Payloads are JSON, never
 pickle: ``send`` encodes a record as a JSON object with its ``type``, ``recv`` decodes
 one and refuses anything that is not a known record with exactly its fields. The
 agent's bootstrap reaches it through the fork server, so the key never shows in a
@@ -26,22 +28,23 @@ class Boot:
     """What an agent needs to start: who it is and how to reach the controller."""
 
     worker: str
-    controller: tuple[str, int]
+    controller: str  # the listener's Unix socket path
     authkey: str  # hex
     parent_pid: int
     runtime: str
     backend: str
     device: str
-    store_addr: str
+    store_addr: str  # the address of the agent's host: its world stores listen there
     workload: dict[str, Any]
     peers: tuple[str, ...] = ()
     rendezvous: int | None = None
+    rendezvous_addr: str | None = None
+    netns: str | None = None  # the host's network namespace, joined right after the fork
+    ifname: str | None = None  # the host's interface, for gloo's and NCCL's sockets
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Boot:
-        return cls(
-            **{**data, "controller": tuple(data["controller"]), "peers": tuple(data["peers"])}
-        )
+        return cls(**{**data, "peers": tuple(data["peers"])})
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,8 @@ class Message:
 
 @dataclass(frozen=True)
 class InitWorld(Message):
-    """Form a world incarnation as ``rank``; rank 0 picks the store's port (``port`` None)."""
+    """Form a world incarnation as ``rank``; rank 0 hosts the store on its own host at a
+    port it picks (``port`` None); the others join it at ``addr``:``port``."""
 
     TYPE = "init_world"
     world: str
@@ -64,6 +68,7 @@ class InitWorld(Message):
     rank: int
     members: list[str]
     port: int | None = None
+    addr: str | None = None
 
 
 @dataclass(frozen=True)
@@ -133,12 +138,13 @@ class Ready(Message):
 
 @dataclass(frozen=True)
 class Port(Message):
-    """Rank 0 of a world incarnation chose its store's port."""
+    """Rank 0 of a world incarnation bound its store at ``addr``:``port``."""
 
     TYPE = "port"
     world: str
     life: int
     port: int
+    addr: str
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,9 @@ class Formation:
         self.ports.add(message.port)
         members = self.forming.get(WorldId(message.world, message.life), ())
         for rank, member in enumerate(members[1:], start=1):
-            init = InitWorld(message.world, message.life, rank, list(members), message.port)
+            init = InitWorld(
+                message.world, message.life, rank, list(members), message.port, message.addr
+            )
             self.pool.command(member, init)
 
     def saw(self, agent: AgentProc, record: dict[str, Any]) -> None:

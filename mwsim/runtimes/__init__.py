@@ -29,9 +29,10 @@ class Context:
 
     worker: str
     backend: str
-    addr: str  # where stores listen
+    addr: str  # where this worker's stores listen (its host's address)
     peers: tuple[str, ...] = ()  # the workers there at bring-up, in topology order
     rendezvous: int | None = None  # a deployment-wide port, if the runtime asks for one
+    rendezvous_addr: str | None = None  # where it listens (None: ``addr``)
 
 
 class Runtime(abc.ABC):

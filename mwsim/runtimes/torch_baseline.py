@@ -63,8 +63,9 @@ class TorchRuntime(Runtime):
 
         def join_the_world() -> None:
             rank = ctx.peers.index(ctx.worker)
+            addr = ctx.rendezvous_addr or ctx.addr
             store = dist.TCPStore(
-                ctx.addr, ctx.rendezvous, len(ctx.peers), rank == 0, timedelta(seconds=60)
+                addr, ctx.rendezvous, len(ctx.peers), rank == 0, timedelta(seconds=60)
             )
             dist.init_process_group("gloo", store=store, rank=rank, world_size=len(ctx.peers))
 

@@ -14,19 +14,19 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
 import simpy
 
-from mwsim.events import Kind, Slow
+from mwsim.events import Degrade, Partition, Slow
 from mwsim.history import Event, History, Mode, event
 from mwsim.internal.rng import seeded
 from mwsim.membership import Plan, Step, WorldLife
 from mwsim.playback import Action, actions, dispatch
 from mwsim.scenario import Scenario
-from mwsim.timing import Mechanism, RuntimeModel, detection_window, model_for
+from mwsim.timing import Mechanism, RuntimeModel, detection_window, failing_peers, model_for
 
 #: Beyond this many predicted ops, ops are written as spans (``ops`` events).
 OP_EVENT_LIMIT = 250_000
@@ -56,8 +56,14 @@ class _World:
     ended: bool = False  # its ops stopped (a fault or a detection)
     closed: bool = False  # the world is gone (its life in the plan ended)
     next_op: float = 0.0
-    paused: set[str] = field(default_factory=set)
+    paused: set[str] = field(default_factory=set)  # hung members, partitions cutting it
     reported: set[str] = field(default_factory=set)
+    lags: dict[int, float] = field(default_factory=dict)  # degraded links it crosses
+
+    @property
+    def lag(self) -> float:
+        """How much later than normal its ops complete (degraded links)."""
+        return max(self.lags.values(), default=0.0)
 
     @property
     def serving(self) -> bool:
@@ -97,6 +103,7 @@ class Simulation:
         self.alive: set[str] = set()
         self.hung: dict[str, float | None] = {}  # worker -> when its hang ends
         self.delays: dict[str, float] = {}  # a slow worker -> its delay
+        self.cuts: set[int] = set()  # partitions in force (by step)
         self.hung_by: dict[str, int] = {}  # worker -> the step of its current hang
         self.slowed_by: dict[str, int] = {}  # worker -> the step of its current slow
         self.phase: dict[str, float] = {}  # each process's watchdog phase
@@ -137,8 +144,9 @@ class Simulation:
         count = math.ceil((until - world.next_op) / world.period - 1e-9)
         first = world.next_op
         for stream in world.streams:
+            arrive = first + stream.offset + world.lag  # the first op's instant
             if self.spans:
-                last_t = first + (count - 1) * world.period + stream.offset
+                last_t = arrive + (count - 1) * world.period
                 attrs = dict(world.attrs(), worker=stream.recorder)
                 if stream.peer is not None:
                     attrs["peer"] = stream.peer
@@ -148,14 +156,14 @@ class Simulation:
                     **attrs,
                     first=stream.seq,
                     last=stream.seq + count - 1,
-                    t0=round(first + stream.offset, 6),
+                    t0=round(arrive, 6),
                 )
             else:
                 for k in range(count):
                     attrs = dict(world.attrs(), worker=stream.recorder, seq=stream.seq + k, ok=True)
                     if stream.peer is not None:
                         attrs["peer"] = stream.peer
-                    self._emit(first + k * world.period + stream.offset, "op", **attrs)
+                    self._emit(arrive + k * world.period, "op", **attrs)
             stream.seq += count
         world.next_op = first + count * world.period
 
@@ -170,7 +178,9 @@ class Simulation:
     def _set_period(self, world: _World, t: float) -> None:
         self._flush(world, t)
         delays = [self.delays.get(m, 0.0) for m in world.life.members]
-        world.period = max(self.interval, MIN_PERIOD_S, max(delays) + self.model.op_latency_s)
+        rtt = world.lag if self.kind != "stream" else 0.0  # round trips pace themselves
+        slowest = max(max(delays), rtt) + self.model.op_latency_s
+        world.period = max(self.interval, MIN_PERIOD_S, slowest)
 
     def _worlds_of(self, worker: str, t: float) -> list[_World]:
         return [
@@ -206,21 +216,29 @@ class Simulation:
         return first_check + m.check_s + m.poll_s
 
     def _detect(
-        self, world: _World, faulty: list[str], kind: Kind, t: float, resume: float | None
+        self,
+        world: _World,
+        peers: dict[int, list[int]],
+        silent: bool,
+        t: float,
+        resume: float | None,
+        still: Callable[[], bool],
     ) -> None:
-        """Schedule each survivor's report of ``world``; several members may fail at once
-        (a host crash): the earliest mechanism among them fires."""
+        """Schedule each survivor's report of ``world`` (``peers``: survivor rank -> the
+        ranks whose loss it notices); several may be lost at once (a host crash): the
+        earliest mechanism fires. ``resume``: when a silent fault ends (a hang, a
+        partition); ``still()``: is the fault still in effect when the report falls due."""
         members = world.life.members
-        for survivor in members:
-            if survivor in faulty or survivor not in self.alive:
+        for rank, others in peers.items():
+            survivor = members[rank]
+            if survivor not in self.alive or not others:
                 continue
             back = self.hung.get(survivor, 0.0) if survivor in self.hung else None
             if survivor in self.hung and back is None:
                 continue  # hung for good: it never gets to look
-            rank = members.index(survivor)
             options = []
-            for bad in (members.index(f) for f in faulty):
-                window = detection_window(self.model, self.kind, self.interval, kind, rank, bad)
+            for bad in others:
+                window = detection_window(self.model, self.kind, self.interval, silent, rank, bad)
                 blocked = self.kind != "allreduce" and (rank == 0 or bad == 0)
                 at = self._sample(window.how, world, t, survivor, blocked)
                 options.append((at, window.lo, window.hi, window.how))
@@ -232,9 +250,9 @@ class Simulation:
                 hi = max(hi, back - t + hi)
                 optional = True
             if resume is not None and at >= resume:
-                continue  # the peer came back before the watchdog looked twice
+                continue  # the fault ended before the watchdog looked twice
             self.env.process(
-                self._report(world, survivor, at, (t + lo, t + hi), how, optional, faulty)
+                self._report(world, survivor, at, (t + lo, t + hi), how, optional, still)
             )
 
     def _report(
@@ -245,13 +263,11 @@ class Simulation:
         window: tuple[float, float],
         how: Mechanism,
         optional: bool,
-        faulty: list[str],
+        still: Callable[[], bool],
     ) -> Process:
         yield self.env.timeout(max(0.0, at - self.env.now))
-        if survivor not in self.alive or survivor in world.reported:
+        if survivor not in self.alive or survivor in world.reported or not still():
             return
-        if all(f in self.alive and f not in self.hung for f in faulty):
-            return  # a hang that ended: nothing silent any more
         world.reported.add(survivor)
         attrs = dict(world.attrs(), worker=survivor, reason=f"model: {how}")
         attrs["window"] = [round(window[0], 6), round(window[1], 6)]
@@ -268,8 +284,9 @@ class Simulation:
         self._emit(t, "fault", **step.record(), confirmed=True)
         return t
 
-    def _kill(self, workers: tuple[str, ...], t: float, kind: Kind, code: int) -> None:
-        """End ``workers`` at once; their worlds close and the survivors must notice."""
+    def _kill(self, step: Step, t: float, code: int) -> None:
+        """End the step's workers at once; their worlds close and the survivors notice."""
+        workers = step.workers
         worlds = {id(w): w for worker in workers for w in self._worlds_of(worker, t)}
         for worker in workers:
             self.alive.discard(worker)
@@ -282,8 +299,8 @@ class Simulation:
             formed = world.formed
             self._close(world, t)
             if formed:  # a world that never formed has nobody waiting on it
-                dead = [m for m in world.life.members if m in workers]
-                self._detect(world, dead, kind, t, None)
+                peers = failing_peers(step, world.life)
+                self._detect(world, peers, step.event.silent, t, None, lambda: True)
         gone = t + (self.model.kill_s if code else self.model.leave_s)
         for worker in workers:
             self._emit(gone, "exit", worker=worker, code=code, expected=True)
@@ -295,14 +312,17 @@ class Simulation:
 
     def crash(self, step: Step) -> None:
         t = self._fault(step)
-        self._kill(step.workers, t, step.kind, self._exit_code(step))
+        self._kill(step, t, self._exit_code(step))
+
+    def power_off(self, step: Step) -> None:
+        self.crash(step)  # silent: the step's event says so to the detection
 
     def leave(self, step: Step) -> None:
         t = self._fault(step)
         target = step.event.subject
         for world in self._worlds_of(target, t):
             self._emit(t + self.model.leave_s / 2, "left", **world.attrs(), worker=target)
-        self._kill((target,), t, step.kind, self._exit_code(step))
+        self._kill(step, t, self._exit_code(step))
 
     def hang(self, step: Step) -> None:
         t = self._fault(step)
@@ -310,11 +330,16 @@ class Simulation:
         resume = t + lasts if lasts is not None else None
         self.hung[target] = resume
         self.hung_by[target] = step.index
+
+        def still() -> bool:  # dead, or still stopped
+            return target not in self.alive or target in self.hung
+
         for world in self._worlds_of(target, t):
             self._flush(world, t)
             world.paused.add(target)
             if world.formed:
-                self._detect(world, [target], step.kind, t, resume)
+                peers = failing_peers(step, world.life)
+                self._detect(world, peers, step.event.silent, t, resume, still)
 
     def resume(self, step: Step) -> None:
         at, worker = self.env.now, step.event.subject
@@ -367,6 +392,74 @@ class Simulation:
                 for member in world.life.members:
                     left = t + self.interval + self.model.op_latency_s
                     self._emit(left, "left", **world.attrs(), worker=member)
+
+    def _cut_worlds(self, step: Step, t: float) -> list[_World]:
+        return [w for name in step.worlds for w in self._live_world(name, t)]
+
+    def _live_world(self, name: str, t: float) -> list[_World]:
+        life = self.plan.life_at(name, t)
+        return [self.worlds[self.plan.row(life.id)]] if life is not None else []
+
+    def partition(self, step: Step) -> None:
+        """Cut worlds stop serving; their members on the cut notice (the watchdog, or at
+        once for a resetting cut) unless a dropping cut heals first."""
+        t = self._fault(step)
+        assert isinstance(step.event, Partition)
+        lasts, reset = step.event.lasts(), step.event.mode == "reset"
+        heal = t + lasts if lasts is not None and not reset else None
+        self.cuts.add(step.index)
+        marker = f"cut:{step.index}"
+        for world in self._cut_worlds(step, t):
+            self._flush(world, t)
+            world.paused.add(marker)
+            if world.formed:
+                peers = failing_peers(step, world.life)
+                self._detect(
+                    world,
+                    peers,
+                    step.event.silent,
+                    t,
+                    heal,
+                    lambda: reset or step.index in self.cuts,
+                )
+
+    def heal(self, step: Step) -> None:
+        """The links work again; cut worlds nobody flagged serve again once TCP's
+        retransmissions get through (they back off for about as long as the outage)."""
+        at = self.env.now
+        self.cuts.discard(step.index)
+        self._emit(at, "resumed", do=step.kind.value, target=step.event.subject, confirmed=True)
+        outage = at - step.event.at
+        for world in self._cut_worlds(step, at):
+            world.paused.discard(f"cut:{step.index}")
+            if world.serving:
+                world.next_op = max(world.next_op, at + self.model.resume_after(outage))
+
+    def degrade(self, step: Step) -> None:
+        """Ops across the link arrive later by its delay (round trips by twice it, which
+        also sets their pace); nothing breaks."""
+        t = self._fault(step)
+        assert isinstance(step.event, Degrade)
+        ev = step.event
+        one_way = (ev.delay_ms or 0.0) / 1000
+        if ev.rate_mbit:
+            one_way += self.scenario.workload.tensor_bytes * 8 / (ev.rate_mbit * 1e6)
+        lag = one_way if self.kind == "stream" else 2 * one_way
+        for name in step.worlds:
+            for world in self._live_world(name, t):
+                self._flush(world, t)
+                world.lags[step.index] = lag
+                self._set_period(world, t)
+
+    def repair(self, step: Step) -> None:
+        at = self.env.now
+        self._emit(at, "resumed", do=step.kind.value, target=step.event.subject, confirmed=True)
+        for name in step.worlds:
+            for world in self._live_world(name, at):
+                self._flush(world, at)
+                lag = world.lags.pop(step.index, 0.0)
+                world.next_op = max(world.next_op, at + lag)  # what is in flight arrives
+                self._set_period(world, at)
 
     def _join(self, step: Step, worker: str, t: float) -> Process:
         yield self.env.timeout(self.model.spawn_s)

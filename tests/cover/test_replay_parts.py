@@ -71,8 +71,8 @@ class FakePool(AgentPool):
         self._exited(self.current[worker].pid, code)
 
 
-def boot(worker: str) -> wire.Boot:
-    return wire.Boot(worker, ("127.0.0.1", 1), "00", 1, "multiworld", "gloo", "cpu", "x", {})
+def boot(worker: str, at: float = 0.0) -> wire.Boot:
+    return wire.Boot(worker, "/nowhere", "00", 1, "multiworld", "gloo", "cpu", "x", {})
 
 
 SCENARIO = scenario(
@@ -373,7 +373,7 @@ def test_the_recorder_holds_bring_up_until_t0_and_stamps_relative_to_it(tmp_path
     "message",
     [
         wire.InitWorld("w", 1, 0, ["a", "b"]),
-        wire.InitWorld("w", 0, 1, ["a", "b"], 4000),
+        wire.InitWorld("w", 0, 1, ["a", "b"], 4000, "198.18.0.1"),
         wire.Start(1.5),
         wire.SetDelay(20.0, None),
         wire.RemoveWorld("w"),
@@ -382,7 +382,7 @@ def test_the_recorder_holds_bring_up_until_t0_and_stamps_relative_to_it(tmp_path
         wire.Exit(),
         wire.Hello("a", 7),
         wire.Ready(),
-        wire.Port("w", 0, 4000),
+        wire.Port("w", 0, 4000, "198.18.0.1"),
         wire.Events([{"kind": "op", "mono": 1.0}]),
         wire.Ack("set_delay"),
         wire.Stopped(),

@@ -27,7 +27,15 @@ def test_json_report_follows_contract_3(tmp_path):
     data = report.report_dict(outcome)
     assert data["scenario"] == "reported" and data["mode"] == "sim" and data["verdict"] == "pass"
     names = [p["name"] for p in data["properties"]]
-    assert names == ["progress", "detection", "no_false_alarm", "integrity", "scale_out", "hygiene"]
+    assert names == [
+        "progress",
+        "detection",
+        "no_false_alarm",
+        "integrity",
+        "scale_out",
+        "hygiene",
+        "recovery",
+    ]
     assert all(set(p) >= {"name", "verdict", "detail"} for p in data["properties"])
     assert data["broken_worlds"] == ["world2"]
     (d,) = data["detections"]
