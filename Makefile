@@ -16,9 +16,13 @@ CORE_REAL := scenarios/fanin-mixed.yaml scenarios/pipeline-host-crash.yaml \
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt tools/install-system.sh
+	sh tools/install-system.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	extras=dev; if dpkg -s libnetfilter-queue-dev >/dev/null 2>&1; then extras=dev,net; \
+	else echo "mwsim: no libnetfilter-queue-dev: degraded links cannot add delay"; fi; \
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt \
+	  -e ".[$$extras]"
 	$(BIN)/python -m mwsim.internal.multiworld_setup
 	touch $@
 

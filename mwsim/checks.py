@@ -289,8 +289,9 @@ def _slow_allowance(f: Facts, life: WorldLife, a: float, b: float) -> float:
 
 
 def _degrade_allowance(f: Facts, ev: Degrade) -> float:
-    """A degraded link delays round trips by twice its delay and jitter, loses packets
-    that TCP resends after a backed-off timeout, and takes time to carry a tensor."""
+    """A degraded link delays round trips by its delay and jitter (an op may wait for two),
+    loses packets that TCP resends after a backed-off timeout, and takes time to carry a
+    tensor."""
     extra = 2 * ((ev.delay_ms or 0.0) + (ev.jitter_ms or 0.0)) / 1000
     if ev.loss_pct:
         extra += 8 * f.model.rto_min_s
@@ -579,6 +580,15 @@ def check_recovery(f: Facts) -> Verdict:
             healed, bound = x.end, _recover_bound(f, x)
             if f.reports.get(life.id) or (life.end is not None and life.end < healed + bound):
                 continue  # flagged broken, or gone: nothing to recover
+            if any(
+                y is not x
+                and y.step.event.info.breaks
+                and y.t < healed + bound
+                and (y.end is None or y.end > healed)
+                for y in _faults_of(f, life)
+            ):
+                continue  # another outage holds the world (a new cut, a hung member)
+            bound += _slow_allowance(f, life, healed, healed + bound)
             ops = [s for series in f.ops.get(life.id, {}).values() for s in series]
             first = min((max(s.t0, healed) for s in ops if s.t1 >= healed), default=None)
             if first is None and healed + bound > f.end:

@@ -118,6 +118,13 @@ def _model(path: str | None) -> RuntimeModel | None:
 @click.option("--seed", type=int, help="Seed of the simulation (default: the scenario's).")
 @click.option("--model", "model_path", type=click.Path(dir_okay=False), help="Calibrated model.")
 @click.option("--bringup-timeout", default=90.0, show_default=True, help="Seconds, real runs.")
+@click.option(
+    "--network",
+    type=click.Choice(["auto", "emulated", "loopback"]),
+    default="auto",
+    show_default=True,
+    help="Where real agents live: emulated hosts (network namespaces) or loopback.",
+)
 def run(
     files: tuple[str, ...],
     mode: str | None,
@@ -128,6 +135,7 @@ def run(
     seed: int | None,
     model_path: str | None,
     bringup_timeout: float,
+    network: str,
 ) -> None:
     """Run scenarios (both modes by default, adding conformance) and judge them."""
     from mwsim import report
@@ -156,6 +164,7 @@ def run(
                     seed=seed,
                     progress=progress,
                     bringup_timeout_s=bringup_timeout,
+                    network=network,
                 )
         except Inconclusive as exc:
             console.print(f"[yellow]{scenario.name}: inconclusive: {exc}[/]")
@@ -212,6 +221,19 @@ class _progress:
 
 
 @main.command()
+def clean() -> None:
+    """Remove what runs whose controller died left behind (network namespaces with their
+    links, rules and helpers); live runs are left alone."""
+    from mwsim.hosts import emulated
+
+    removed = emulated.clean_dead()
+    for namespace in removed:
+        click.echo(f"removed {namespace}")
+    left = [ns for ns in emulated.ours() if ns not in removed]
+    click.echo(f"{len(removed)} removed; {len(left)} of live runs kept")
+
+
+@main.command()
 @click.argument("history", type=click.Path(dir_okay=False))
 @click.option("--scenario", "scenario_path", required=True, help="The scenario it ran.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report.")
@@ -245,7 +267,9 @@ def check(history: str, scenario_path: str, json_path: str | None, model_path: s
 
 
 @main.command()
-@click.option("--family", required=True, help="mtbf | hosts | autoscale | spot | swarm")
+@click.option(
+    "--family", required=True, help="mtbf | hosts | autoscale | spot | swarm | partitions"
+)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--count", default=1, show_default=True, type=click.IntRange(1, 100_000))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))

@@ -401,7 +401,9 @@ Knob = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 class Degrade(_Targeted):
     """Degrade the host's link, both directions, for ``for_s`` (omitted: to the end):
-    any non-empty subset of delay (with jitter), loss and a rate limit."""
+    any non-empty subset of ``delay_ms`` (a round trip through the link takes that much
+    longer, ``± jitter_ms``), ``loss_pct`` (of the packets through it, either way) and
+    ``rate_mbit`` (each way)."""
 
     do: Literal[Kind.DEGRADE]
     delay_ms: Annotated[Knob, Field(le=60_000)] | None = None

@@ -48,6 +48,7 @@ from mwsim.errors import MwsimError, PlanError
 from mwsim.events import Kind, parse_event
 from mwsim.findings import FIRST_HEARTBEAT_S, known_finding
 from mwsim.history import Mode, read_history
+from mwsim.hosts import emulated
 from mwsim.replay import Controller, RunStatus
 from mwsim.replay.zygote import Zygote
 from mwsim.runs import run_scenario
@@ -63,6 +64,14 @@ LIVE_BASES = (
     "topology: {generator: pipeline, stages: [2], hosts: 2}\nworkload: {kind: stream}\n",
     "topology: {generator: fan_in, workers: 3, hosts: 1}\nworkload: {kind: allreduce}\n",
 )
+
+
+def real_kinds() -> tuple[Kind, ...]:
+    """The kinds a fuzzer can inject into live processes here (network kinds need
+    emulated hosts)."""
+    if emulated.unavailable() is None:
+        return FUZZ_KINDS
+    return tuple(k for k in FUZZ_KINDS if not k.info.network)
 
 
 class Violation(MwsimError, AssertionError):
@@ -171,13 +180,13 @@ class LiveDeployment(RuleBasedStateMachine):
 
     # -- stepping ------------------------------------------------------------------------
 
-    def _allowed(self, kind: Kind, target: str) -> bool:
-        """Not a target that runs into a known finding (when steering around them)."""
+    def _allowed(self, kind: Kind, fields: dict[str, Any]) -> bool:
+        """Not an event that runs into a known finding (when steering around them)."""
         if not self.avoid_known:
             return True
-        fields = {"do": kind.value, "target": target}
+        proposal = {"do": kind.value, **fields}
         workload = self.controller.scenario.workload.kind
-        return known_finding(self.oracle, fields, self.controller.now(), workload) is None
+        return known_finding(self.oracle, proposal, self.controller.now(), workload) is None
 
     def _act(self, data: st.DataObject) -> None:
         """Do one possible event of an enabled kind (or nothing), then let time pass."""
@@ -194,7 +203,7 @@ class LiveDeployment(RuleBasedStateMachine):
                 break
         self.controller.advance(self.controller.now() + self.step_s)
 
-    @initialize(kinds=st.sets(st.sampled_from(FUZZ_KINDS), min_size=1), data=st.data())
+    @initialize(kinds=st.sets(st.sampled_from(real_kinds()), min_size=1), data=st.data())
     def swarm(self, kinds: set[Kind], data: st.DataObject) -> None:
         """Swarm testing: each example uses only some kinds of action, so that the
         interplay of a few is explored deeply instead of every kind shallowly. Every
@@ -522,7 +531,15 @@ def _run_differential_batch(
 
     @fix_seed(seed)
     @_settings(examples, shrink=False)
-    @given(scenarios(max_workers=3, min_events=1, max_events=4, avoid_known=avoid_known))
+    @given(
+        scenarios(
+            max_workers=3,
+            min_events=1,
+            max_events=4,
+            avoid_known=avoid_known,
+            kinds=real_kinds(),
+        )
+    )
     def batch(s: Scenario) -> None:
         count()
         check_differential(s, out, runtime, zygote)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
+import networkx as nx
 import simpy
 
 from mwsim.events import Kind, parse_event
@@ -81,6 +82,11 @@ class _Gen:
 
     def running(self, exclude: tuple[str, ...] = ()) -> list[str]:
         return [w for w in self.timeline.running() if w not in exclude]
+
+    def up_hosts(self, free: bool = False) -> list[str]:
+        """Hosts not powered off (``free``: and not under a partition)."""
+        tl = self.timeline
+        return [h for h in tl.topology.hosts() if h not in tl.off and not (free and h in tl.cuts)]
 
     def fresh_worker(self) -> str:
         self.joined += 1
@@ -265,6 +271,18 @@ def _swarm_action(g: _Gen, kind: Kind, added: list[int]) -> Callable[[], None]:
             extra = [w for w in g.timeline.topology.worlds() if w.startswith("x")]
             if extra:
                 g.propose(kind, world=g.rng.choice(extra))
+        elif kind is Kind.PARTITION:
+            sides = _random_split(g)
+            if sides:
+                g.propose(kind, groups=sides, for_s=round(g.rng.uniform(0.5, 6.0), 3))
+        elif kind is Kind.DEGRADE:
+            host = g.rng.choice(g.up_hosts())
+            delay = round(g.rng.choice([10.0, 50.0, 100.0]), 1)
+            g.propose(kind, target=host, delay_ms=delay, for_s=round(g.rng.uniform(1.0, 5.0), 3))
+        elif kind is Kind.POWER_OFF:
+            hosts = [h for h in g.up_hosts() if h != "h0" and g.timeline.topology.workers_on(h)]
+            if hosts:
+                g.propose(kind, target=g.rng.choice(hosts))
 
     return run
 
@@ -279,12 +297,120 @@ def swarm(g: _Gen) -> None:
         g.env.process(_poisson(g, rate, _swarm_action(g, kind, added)))
 
 
+def _random_split(g: _Gen) -> list[list[str]] | None:
+    """Two non-empty sides from the free hosts, uniformly at random."""
+    free = g.up_hosts(free=True)
+    if len(free) < 2:
+        return None
+    g.rng.shuffle(free)
+    cut = g.rng.randint(1, len(free) - 1)
+    return [sorted(free[:cut]), sorted(free[cut:])]
+
+
+def _targeted_split(g: _Gen) -> list[list[str]] | None:
+    """A cut picked from the topology graph, as Jepsen's targeted nemeses are: the one
+    separating the most worlds (max cut of the host graph), a bridge worker's host from
+    the rest (an articulation point of the worker-world graph), or the minority of one
+    world's members from its majority."""
+    topology, free = g.timeline.topology, g.up_hosts(free=True)
+    if len(free) < 2:
+        return None
+    how = g.rng.choice(["most-worlds", "bridge", "minority"])
+    if how == "most-worlds":
+        graph = topology.host_graph(free)
+        if graph.number_of_edges():
+            _, (a, b) = nx.algorithms.approximation.maxcut.one_exchange(
+                graph, weight="weight", seed=g.rng
+            )
+            return [sorted(a), sorted(b)]
+    elif how == "bridge":
+        hosts = sorted({topology.host_of(w) for w in topology.bridge_workers()} & set(free))
+        if hosts:
+            host = g.rng.choice(hosts)
+            return [[host], sorted(set(free) - {host})]
+    else:
+        worlds = [
+            w
+            for w in topology.worlds()
+            if len({topology.host_of(m) for m in topology.members(w)}) > 1
+        ]
+        if worlds:
+            members = topology.members(g.rng.choice(worlds))
+            counts: dict[str, int] = {}
+            for member in members:
+                counts[topology.host_of(member)] = counts.get(topology.host_of(member), 0) + 1
+            majority = max(sorted(counts), key=lambda h: counts[h])
+            minority = sorted(set(counts) - {majority})
+            if majority in free and set(minority) <= set(free):
+                return [minority, sorted(set(free) - set(minority))]
+    return _random_split(g)
+
+
+def _cuts(g: _Gen, rate: float) -> Process:
+    """Partitions at Poisson times, half of them targeted; mostly silent, some resetting;
+    each heals after an exponential time (mean 3 s), or never (one in ten)."""
+    while True:
+        yield g.env.timeout(g.rng.expovariate(rate))
+        sides = _targeted_split(g) if g.rng.random() < 0.5 else _random_split(g)
+        if not sides:
+            continue
+        fields: dict[str, Any] = {"groups": sides}
+        if g.rng.random() < 0.3:
+            fields = {"from": sides[0], "to": sides[1]}
+        fields["mode"] = "reset" if g.rng.random() < 0.2 else "drop"
+        if g.rng.random() < 0.9:
+            fields["for_s"] = round(min(g.rng.expovariate(1 / 3.0) + 0.2, 15.0), 3)
+        g.propose(Kind.PARTITION, **fields)
+
+
+def _flapping(g: _Gen, mean_gap: float) -> Process:
+    """A link that flaps: one host loses its way to the leader's host, one way, several
+    times for under a second each."""
+    while True:
+        yield g.env.timeout(g.rng.expovariate(1.0 / mean_gap))
+        hosts = [h for h in g.up_hosts(free=True) if h != "h0"]
+        if not hosts or "h0" not in g.up_hosts(free=True):
+            continue
+        host = g.rng.choice(hosts)
+        for _ in range(g.rng.randint(3, 5)):
+            for_s = round(g.rng.uniform(0.2, 0.9), 3)
+            g.propose(Kind.PARTITION, **{"from": [host], "to": ["h0"], "for_s": for_s})
+            yield g.env.timeout(for_s + g.rng.uniform(0.3, 1.5))
+
+
+def _rack_power(g: _Gen, mtbf: float) -> Process:
+    """Rack-correlated power loss: a host goes dark, and half the time its rack
+    neighbour (the next host) within 2 s; the leader's host is spared."""
+    yield g.env.timeout(g.rng.expovariate(1.0 / mtbf))
+    hosts = [h for h in g.up_hosts() if h != "h0" and g.timeline.topology.workers_on(h)]
+    if not hosts:
+        return
+    host = g.rng.choice(hosts)
+    if not g.propose(Kind.POWER_OFF, target=host) or g.rng.random() < 0.5:
+        return
+    every = g.timeline.topology.hosts()
+    neighbour = every[(every.index(host) + 1) % len(every)]
+    yield g.env.timeout(g.rng.uniform(0.05, 2.0))
+    if neighbour != "h0":
+        g.propose(Kind.POWER_OFF, target=neighbour)
+
+
+def partitions(g: _Gen) -> None:
+    """Network failures: random and targeted partitions (``rate``), a flapping link, rack
+    power loss (``host_mtbf_s``), and degraded links."""
+    g.env.process(_cuts(g, rate=g.params.extra.get("rate", 0.25)))
+    g.env.process(_flapping(g, mean_gap=g.params.extra.get("flap_gap_s", 12.0)))
+    g.env.process(_rack_power(g, g.params.host_mtbf_s))
+    g.env.process(_poisson(g, 0.1, _swarm_action(g, Kind.DEGRADE, [0])))
+
+
 FAMILIES: dict[str, tuple[Callable[[_Gen], None], Params]] = {
     "mtbf": (mtbf, Params()),
     "hosts": (hosts, Params(workers=8, hosts=4)),
     "autoscale": (autoscale, Params(workers=2, hosts=1, workload="request")),
     "spot": (spot, Params(workers=6, hosts=2)),
     "swarm": (swarm, Params(workers=5, hosts=2)),
+    "partitions": (partitions, Params(workers=6, hosts=4, host_mtbf_s=60.0)),
 }
 
 

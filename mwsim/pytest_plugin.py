@@ -40,6 +40,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--mwsim-runtime", default=None, help="system under test for real runs")
     group.addoption("--mwsim-backend", default=None, choices=["gloo", "nccl"])
     group.addoption("--mwsim-out", default=None, help="where histories and reports go")
+    group.addoption(
+        "--mwsim-network",
+        default="auto",
+        choices=["auto", "emulated", "loopback"],
+        help="where real agents live: emulated hosts where possible (auto), or as asked",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -147,7 +153,12 @@ class ScenarioItem(pytest.Item):
             self.config.getoption("--mwsim-backend"),
         )
         try:
-            outcome = run_scenario(scenario, mode=self.mode, out_dir=self._out_dir(scenario.name))
+            outcome = run_scenario(
+                scenario,
+                mode=self.mode,
+                out_dir=self._out_dir(scenario.name),
+                network=self.config.getoption("--mwsim-network"),
+            )
         except Inconclusive as exc:
             pytest.skip(f"the real run cannot happen here: {exc}")
         report.write_artifacts(outcome)

@@ -125,11 +125,13 @@ def run_scenario(
     progress: Progress | None = None,
     bringup_timeout_s: float = 90.0,
     zygote: Zygote | None = None,
+    network: str = "auto",
 ) -> Outcome:
     """Run ``scenario`` in ``mode`` and judge it; histories land under ``out_dir``.
 
-    A real run needs its runtime here: ``Inconclusive`` is raised, before anything
-    starts, when it cannot run.
+    A real run needs its runtime here (and emulated hosts for network faults):
+    ``Inconclusive`` is raised, before anything starts, when it cannot run. ``network``:
+    ``auto`` (emulated hosts where possible), ``emulated`` or ``loopback``.
     """
     mode = Mode(mode)
     out = Path(out_dir)
@@ -148,6 +150,7 @@ def run_scenario(
             progress=progress,
             bringup_timeout_s=bringup_timeout_s,
             zygote=zygote,
+            network=network,
         )
         real = controller.run()
         if real.status is not RunStatus.COMPLETED:

@@ -61,7 +61,8 @@ def topologies() -> st.SearchStrategy[topo.Topology]:
 #: Every kind, in the order the fuzzers enable them.
 FUZZ_KINDS = tuple(Kind)
 
-Allowed = Callable[[Kind, str], bool]
+#: May the fuzzer propose this event (its fields, without ``at``)? Say, not a known finding.
+Allowed = Callable[[Kind, dict[str, Any]], bool]
 Draw = Callable[[st.SearchStrategy[Any]], Any]  # ``draw`` of @composite, or DataObject.draw
 
 
@@ -72,11 +73,12 @@ def tenths(low: float, high: float) -> st.SearchStrategy[float]:
 
 class Proposer:
     """Draws the fields of one event of a kind from the membership state now (None:
-    nothing fits). ``allowed(kind, target)`` may veto targets (say, known findings)."""
+    nothing fits). ``allowed(kind, fields)`` may veto proposals (say, known findings):
+    targets are vetted before one is drawn, other events once drawn."""
 
     def __init__(self, draw: Draw, timeline: Timeline, allowed: Allowed | None = None) -> None:
         self.draw, self.timeline, self.fresh = draw, timeline, 0
-        self.allowed: Allowed = allowed or (lambda kind, target: True)
+        self.allowed: Allowed = allowed or (lambda kind, fields: True)
         self.kinds: dict[Kind, Callable[[Kind], dict[str, Any] | None]] = {
             Kind.CRASH: self._worker_fault,
             Kind.HANG: self._worker_fault,
@@ -91,13 +93,15 @@ class Proposer:
             Kind.POWER_OFF: self._host_fault,
         }
 
-    def _pick(self, kind: Kind, options: list[str]) -> str | None:
-        options = [o for o in options if self.allowed(kind, o)]
+    def _pick(self, kind: Kind, options: list[str], key: str = "target") -> str | None:
+        options = [o for o in options if self.allowed(kind, {key: o})]
         return self.draw(st.sampled_from(options)) if options else None
 
     def __call__(self, kind: Kind) -> dict[str, Any] | None:
         fields = self.kinds[kind](kind)
-        return None if fields is None else {"do": kind.value, **fields}
+        if fields is None or not self.allowed(kind, fields):
+            return None
+        return {"do": kind.value, **fields}
 
     def _worker_fault(self, kind: Kind) -> dict[str, Any] | None:
         tl = self.timeline
@@ -133,8 +137,6 @@ class Proposer:
         split = self.draw(st.integers(1, len(hosts) - 1))
         end = self.draw(st.integers(split + 1, len(hosts)))
         sides = [sorted(hosts[:split]), sorted(hosts[split:end])]
-        if not self.allowed(kind, " | ".join(",".join(side) for side in sides)):
-            return None
         fields: dict[str, Any] = (
             {"from": sides[0], "to": sides[1]} if self.draw(st.booleans()) else {"groups": sides}
         )
@@ -181,7 +183,7 @@ class Proposer:
         return {"world": f"x{self.fresh}", "members": members}
 
     def _remove_world(self, kind: Kind) -> dict[str, Any] | None:
-        world = self._pick(kind, self.timeline.topology.worlds())
+        world = self._pick(kind, self.timeline.topology.worlds(), key="world")
         return None if world is None else {"world": world}
 
 

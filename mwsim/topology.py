@@ -141,6 +141,25 @@ class Topology:
         """The worlds that lose a member when ``workers`` fail: every world of any of them."""
         return sorted({world for worker in workers for world in self.worlds_of(worker)})
 
+    def host_graph(self, hosts: Iterable[str] | None = None) -> nx.Graph:
+        """Hosts linked by the worlds they share (``weight``: how many worlds span both)."""
+        graph = nx.Graph()
+        graph.add_nodes_from(self.hosts() if hosts is None else hosts)
+        for world in self.worlds():
+            on = sorted({self.host_of(m) for m in self.members(world)} & set(graph))
+            for i, a in enumerate(on):
+                for b in on[i + 1 :]:
+                    weight = graph.get_edge_data(a, b, {"weight": 0})["weight"]
+                    graph.add_edge(a, b, weight=weight + 1)
+        return graph
+
+    def bridge_workers(self) -> list[str]:
+        """Workers whose loss splits the worker-world graph: articulation points."""
+        graph = nx.Graph()
+        for world in self.worlds():
+            graph.add_edges_from(((WORLD, world), (WORKER, m)) for m in self.members(world))
+        return sorted(name for kind, name in nx.articulation_points(graph) if kind == WORKER)
+
     def cut(
         self, sides: Sequence[Sequence[str]], one_way: bool = False
     ) -> dict[str, dict[str, list[str]]]:

@@ -1,9 +1,12 @@
 """The workloads a world runs in a real replay: ``stream``, ``request`` and ``allreduce``.
 
 Tensor content is a pure function of (world, rank, seq), so any rank can verify what it
-got without extra traffic: ``int64`` elements ``[seq, rank, flags, checksum, payload...]``.
-A role loop runs one world at one worker; it reports each completed op through
-``record(seq, ok, peer)`` and lets the runtime's exceptions propagate to the agent.
+got without extra traffic: ``int64`` elements ``[seq, rank, flags, checksum, sent_ns,
+payload...]``; ``sent_ns`` (the sender's monotonic clock, shared by every process on the
+machine) is the one slot verification ignores: it gives each op its latency. A role loop
+runs one world at one worker; it reports each completed op through ``record(seq, ok,
+peer, latency_s)`` (one way for a stream, the round trip for a request, the call for an
+all-reduce) and lets the runtime's exceptions propagate to the agent.
 """
 
 from __future__ import annotations
@@ -17,11 +20,17 @@ from typing import Any, Protocol
 
 import torch
 
-HEADER = 4
+HEADER = 5
+SENT = 4  # the header slot of the send time
 STOP = 1  # flag: the sender ends this world gracefully (remove_world)
 MOD = 2**31 - 1
 
-Record = Callable[[int, bool, "int | None"], None]
+Record = Callable[[int, bool, "int | None", float], None]
+
+
+def since(sent_ns: int) -> float:
+    """Seconds from a monotonic ``sent_ns`` stamp to now."""
+    return (time.monotonic_ns() - sent_ns) / 1e9
 
 
 @dataclass(frozen=True)
@@ -41,10 +50,12 @@ class Payload:
         base = torch.arange(self.numel - HEADER, dtype=torch.int64, device=self.device) * 31
         return (base + (seq * 1_000_003 + rank * 7_919 + salt)) % MOD
 
-    def make(self, rank: int, seq: int, flags: int = 0) -> torch.Tensor:
+    def make(self, rank: int, seq: int, flags: int = 0, sent_ns: int = 0) -> torch.Tensor:
         body = self._body(rank, seq)
         head = torch.tensor(
-            [seq, rank, flags, int(body.sum()) % MOD], dtype=torch.int64, device=self.device
+            [seq, rank, flags, int(body.sum()) % MOD, sent_ns],
+            dtype=torch.int64,
+            device=self.device,
         )
         return torch.cat([head, body])
 
@@ -53,8 +64,8 @@ class Payload:
 
     def check(self, got: torch.Tensor, rank: int) -> bool:
         """Is ``got`` exactly what ``rank`` sends for the seq and flags it carries?"""
-        seq, flags = int(got[0]), int(got[2])
-        return bool(torch.equal(got, self.make(rank, seq, flags)))
+        seq, flags, sent = int(got[0]), int(got[2]), int(got[SENT])
+        return bool(torch.equal(got, self.make(rank, seq, flags, sent)))
 
     def reduced(self, size: int, seq: int, flags: list[int]) -> torch.Tensor:
         """The exact all-reduce sum of every rank's ``make(rank, seq, flags[rank])``."""
@@ -119,7 +130,7 @@ async def stream(link: Link, payload: Payload, pace: Pace, ctl: Control, record:
             if ctl.halt:
                 return
             flags = STOP if ctl.stop else 0
-            await link.send(payload.make(link.rank, seq, flags), 0)
+            await link.send(payload.make(link.rank, seq, flags, time.monotonic_ns()), 0)
             if flags:
                 return
             seq += 1
@@ -133,7 +144,7 @@ async def stream(link: Link, payload: Payload, pace: Pace, ctl: Control, record:
             if int(buf[2]) & STOP:
                 live.discard(src)
                 continue
-            record(int(buf[0]), payload.check(buf, src), src)
+            record(int(buf[0]), payload.check(buf, src), src, since(int(buf[SENT])))
 
 
 async def request(link: Link, payload: Payload, pace: Pace, ctl: Control, record: Record) -> None:
@@ -147,12 +158,13 @@ async def request(link: Link, payload: Payload, pace: Pace, ctl: Control, record
                 return
             flags = STOP if ctl.stop else 0
             for dst in range(1, link.size):
-                await link.send(payload.make(0, seq, flags), dst)
+                sent = time.monotonic_ns()
+                await link.send(payload.make(0, seq, flags, sent), dst)
                 if flags:
                     continue
                 await link.recv(buf, dst)
                 ok = payload.check(buf, dst) and int(buf[0]) == seq
-                record(seq, ok, dst)
+                record(seq, ok, dst, since(sent))
             if flags:
                 return
             seq += 1
@@ -177,13 +189,14 @@ async def allreduce(link: Link, payload: Payload, pace: Pace, ctl: Control, reco
             return
         flags = STOP if ctl.stop else 0
         buf = payload.make(link.rank, seq, flags)
+        started = time.monotonic_ns()
         await link.all_reduce(buf)
         stopping = int(buf[2]) > 0
         # who asked to stop is unknown to the others; check the body, then the flag count
         expected = payload.reduced(link.size, seq, [0] * link.size)
         ok = torch.equal(buf[HEADER:], expected[HEADER:]) and int(buf[0]) == seq * link.size
         ok = ok and int(buf[1]) == link.size * (link.size - 1) // 2
-        record(seq, ok, None)
+        record(seq, ok, None, since(started))
         if stopping:
             return
         seq += 1

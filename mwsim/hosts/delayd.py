@@ -5,12 +5,13 @@ This kernel has no netem qdisc, so a degraded link's delay is done in user space
 switch's iptables send the link's packets (both directions) to an NFQUEUE, and this
 daemon accepts each one ``delay ± jitter`` milliseconds (uniform, never negative) after
 it arrived. The rules use ``--queue-bypass``: if the daemon dies, packets flow undelayed
-rather than being lost. It prints ``ready`` once bound and ends on SIGTERM, letting
-every held packet go.
+rather than being lost. It prints ``ready`` once bound and ends on SIGTERM (also when
+its controller dies), letting every held packet go.
 """
 
 from __future__ import annotations
 
+import ctypes
 import heapq
 import itertools
 import random
@@ -54,7 +55,11 @@ def serve(queue: int, delay_s: float, jitter_s: float) -> None:
         nfq.unbind()
 
 
+PR_SET_PDEATHSIG = 1
+
+
 def main() -> None:
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     queue, delay_ms, jitter_ms = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
     serve(queue, delay_ms / 1000, jitter_ms / 1000)
 

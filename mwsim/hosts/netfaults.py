@@ -10,11 +10,14 @@ the kernel's state back after applying it:
 - ``partition`` (reset): in each cut host, an nft table rejects TCP to and from the
   other side with a reset (so connections die at once and connects are refused) and
   drops everything else across the cut.
-- ``degrade``: loss by an nft bridge rule on the host's switch port (``numgen``, each
-  direction); delay and jitter by the NFQUEUE daemon (:mod:`mwsim.hosts.delayd`) fed by
-  iptables ``physdev`` rules in the switch, both directions; rate by a ``tbf`` qdisc on
-  the switch port (into the host) and on the host's ``veth0`` (out of it). With loss,
-  the link's segmentation offloads are off, so packets are lost one by one.
+- ``degrade``: loss by an nft bridge rule on the host's switch port (``numgen``: each
+  packet through the link, either way, is lost with that chance); delay and jitter by
+  the NFQUEUE daemon (:mod:`mwsim.hosts.delayd`) fed by iptables ``physdev`` rules in
+  the switch: half of each on a packet's way in and half on its way out, so a round trip
+  through the link takes ``delay_ms`` longer (as netem on one side, or a latency toxic,
+  would); rate by a ``tbf`` qdisc on the switch port (into the host) and on the host's
+  ``veth0`` (out of it). With loss, the link's segmentation offloads are off, so packets
+  are lost one by one.
 - ``power_off``: the host's switch port goes down (nothing in or out, ARP included);
   the replay then kills the host's processes, whose resets can no longer leave.
 """
@@ -22,13 +25,26 @@ the kernel's state back after applying it:
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import itertools
 import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from mwsim.events import AnyEvent, Degrade
 from mwsim.hosts.emulated import IFNAME, Fabric
+
+
+def unavailable_for(event: AnyEvent) -> str | None:
+    """Why this machine cannot inject ``event`` even with emulated hosts (None: it can)."""
+    delays = isinstance(event, Degrade) and (event.delay_ms or event.jitter_ms)
+    if delays and importlib.util.find_spec("netfilterqueue") is None:
+        return (
+            "a degraded link's delay needs the NetfilterQueue package "
+            "(make install, with libnetfilter-queue-dev)"
+        )
+    return None
 
 
 @dataclass
@@ -137,7 +153,7 @@ class NetFaults:
             applied.tables.append((f.switch, f"bridge {table}"))
         if delay_ms or jitter_ms:
             queue = next(self.queues)
-            applied.daemon = self._daemon(queue, delay_ms, jitter_ms)
+            applied.daemon = self._daemon(queue, delay_ms / 2, jitter_ms / 2)  # each way
             applied.chain = f"MWSIM_{key.upper()}"
             f.in_ns(f.switch, ["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"])
             target = ["-j", "NFQUEUE", "--queue-num", str(queue), "--queue-bypass"]

@@ -243,11 +243,12 @@ class Agent:
     async def _work(self, run: WorldRun, role: Any, payload: Any, pace: Any) -> None:
         members = run.members
 
-        def record(seq: int, ok: bool, peer: int | None) -> None:
+        def record(seq: int, ok: bool, peer: int | None, latency_s: float) -> None:
+            latency = round(latency_s, 6)
             if peer is None:
-                self.emit("op", run, seq=seq, ok=ok)
+                self.emit("op", run, seq=seq, ok=ok, latency_s=latency)
             else:
-                self.emit("op", run, seq=seq, ok=ok, peer=members[peer])
+                self.emit("op", run, seq=seq, ok=ok, peer=members[peer], latency_s=latency)
 
         try:
             await role(_Link(self.runtime, run), payload, pace, run.ctl, record)

@@ -25,7 +25,7 @@ from mwsim import hosts, runtimes
 from mwsim.errors import BringUpFailed, Inconclusive, ZygoteError
 from mwsim.events import parse_event
 from mwsim.history import Mode
-from mwsim.hosts.netfaults import NetFaults
+from mwsim.hosts.netfaults import NetFaults, unavailable_for
 from mwsim.membership import Plan, Step
 from mwsim.playback import actions, dispatch
 from mwsim.replay import protocol as wire
@@ -129,6 +129,10 @@ class Controller:
         self.runtime_class = runtime_class(self.runtime, self.backend, needed)
         faults = any(step.event.info.network for step in scenario.plan.steps)
         self.network = hosts.choose(scenario.plan.initial.hosts(), needed=faults, prefer=network)
+        for step in scenario.plan.steps:
+            reason = unavailable_for(step.event)
+            if reason is not None:
+                raise Inconclusive(f"events[{step.index}]: {reason}")
         self.bringup_timeout_s = bringup_timeout_s
         self.progress = progress
         self.out = Path(out_dir)

@@ -58,12 +58,12 @@ class _World:
     next_op: float = 0.0
     paused: set[str] = field(default_factory=set)  # hung members, partitions cutting it
     reported: set[str] = field(default_factory=set)
-    lags: dict[int, float] = field(default_factory=dict)  # degraded links it crosses
+    rtts: dict[int, float] = field(default_factory=dict)  # degraded links it crosses
 
     @property
-    def lag(self) -> float:
-        """How much later than normal its ops complete (degraded links)."""
-        return max(self.lags.values(), default=0.0)
+    def rtt(self) -> float:
+        """The extra round-trip time of its slowest degraded link."""
+        return max(self.rtts.values(), default=0.0)
 
     @property
     def serving(self) -> bool:
@@ -144,7 +144,7 @@ class Simulation:
         count = math.ceil((until - world.next_op) / world.period - 1e-9)
         first = world.next_op
         for stream in world.streams:
-            arrive = first + stream.offset + world.lag  # the first op's instant
+            arrive = first + stream.offset + self._lag(world)  # the first op's instant
             if self.spans:
                 last_t = arrive + (count - 1) * world.period
                 attrs = dict(world.attrs(), worker=stream.recorder)
@@ -178,8 +178,7 @@ class Simulation:
     def _set_period(self, world: _World, t: float) -> None:
         self._flush(world, t)
         delays = [self.delays.get(m, 0.0) for m in world.life.members]
-        rtt = world.lag if self.kind != "stream" else 0.0  # round trips pace themselves
-        slowest = max(max(delays), rtt) + self.model.op_latency_s
+        slowest = max(max(delays), world.rtt) + self.model.op_latency_s  # a round trip per op
         world.period = max(self.interval, MIN_PERIOD_S, slowest)
 
     def _worlds_of(self, worker: str, t: float) -> list[_World]:
@@ -435,20 +434,24 @@ class Simulation:
             if world.serving:
                 world.next_op = max(world.next_op, at + self.model.resume_after(outage))
 
+    def _lag(self, world: _World) -> float:
+        """How much later than normal its ops complete: a round trip through a degraded
+        link (a stream's message also takes the way there: gloo's receiver asks first)."""
+        return world.rtt * (1.5 if self.kind == "stream" else 1.0)
+
     def degrade(self, step: Step) -> None:
-        """Ops across the link arrive later by its delay (round trips by twice it, which
-        also sets their pace); nothing breaks."""
+        """Ops across the link complete a round trip later, at most one per round trip;
+        nothing breaks."""
         t = self._fault(step)
         assert isinstance(step.event, Degrade)
         ev = step.event
-        one_way = (ev.delay_ms or 0.0) / 1000
+        rtt = (ev.delay_ms or 0.0) / 1000
         if ev.rate_mbit:
-            one_way += self.scenario.workload.tensor_bytes * 8 / (ev.rate_mbit * 1e6)
-        lag = one_way if self.kind == "stream" else 2 * one_way
+            rtt += 2 * self.scenario.workload.tensor_bytes * 8 / (ev.rate_mbit * 1e6)
         for name in step.worlds:
             for world in self._live_world(name, t):
                 self._flush(world, t)
-                world.lags[step.index] = lag
+                world.rtts[step.index] = rtt
                 self._set_period(world, t)
 
     def repair(self, step: Step) -> None:
@@ -457,7 +460,8 @@ class Simulation:
         for name in step.worlds:
             for world in self._live_world(name, at):
                 self._flush(world, at)
-                lag = world.lags.pop(step.index, 0.0)
+                lag = self._lag(world)
+                world.rtts.pop(step.index, None)
                 world.next_op = max(world.next_op, at + lag)  # what is in flight arrives
                 self._set_period(world, at)
 

@@ -132,3 +132,51 @@ def test_generate_writes_valid_files(tmp_path):
 def test_generate_unknown_family_exits_2(tmp_path):
     result = invoke("generate", "--family", "nope", "--out", str(tmp_path))
     assert result.exit_code == 2 and "choose one of" in result.output
+
+
+PARTITIONED = """\
+mwsim: 1
+name: partitioned
+topology: {generator: fan_in, workers: 2, hosts: 2}
+duration_s: 5
+events: [{at: 2.0, do: partition, groups: [[h0], [h1]]}]
+"""
+
+
+def test_network_faults_without_emulated_hosts_are_inconclusive_before_anything_starts(
+    tmp_path,
+):
+    path = tmp_path / "p.yaml"
+    path.write_text(PARTITIONED)
+    out = tmp_path / "o"
+    result = invoke("run", str(path), "--real", "--network", "loopback", "--out", str(out))
+    assert result.exit_code == 3
+    assert "partitioned: inconclusive: the scenario has network faults" in result.output
+    assert not (out / "partitioned" / "real").exists()
+
+
+def test_pytest_items_with_network_faults_skip_with_the_reason_without_emulated_hosts(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "p.yaml"
+    path.write_text(PARTITIONED)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(path),
+            "--mwsim-mode=real",
+            "--mwsim-network=loopback",
+            "-rs",
+            "-p",
+            "no:cacheprovider",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 skipped" in done.stdout
+    assert "the scenario has network faults, but --network loopback was asked" in done.stdout

@@ -58,3 +58,35 @@ def test_every_finding_has_a_reproducer_that_expects_violations():
     assert set(REPRODUCERS) == set(FINDINGS)
     for path in REPRODUCERS.values():
         assert load_scenario(ROOT / path).expect.violations
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"do": "partition", "groups": [["h0"], ["h1"]]}, 5),  # w1 cut from the store
+        ({"do": "partition", "from": ["h1"], "to": ["h0"]}, 5),
+        ({"do": "partition", "groups": [["h0"], ["h1"]], "for_s": 1.0}, None),  # survived
+        ({"do": "partition", "groups": [["h0"], ["h1"]], "mode": "reset"}, None),  # seen
+        ({"do": "power_off", "target": "h1"}, None),  # a worker's host: the watchdog sees it
+        ({"do": "power_off", "target": "h0"}, 7),  # the leader's: the store is lost silently
+    ],
+)
+def test_known_network_findings(fields, expected):
+    tl = inline("""
+        topology: {generator: fan_in, workers: 3, hosts: 2}
+        duration_s: 60
+    """).timeline()
+    assert known_finding(tl, fields, 5.0, "stream") == expected
+
+
+def test_members_cut_apart_while_both_reach_the_store_is_finding_6():
+    tl = inline("""
+        topology:
+          generator: explicit
+          hosts: {h0: {}, h1: {}, h2: {}}
+          workers: {a: {host: h0}, b: {host: h1}, c: {host: h2}}
+          worlds: {trio: [a, b, c]}
+        duration_s: 60
+    """).timeline()
+    assert known_finding(tl, {"do": "partition", "groups": [["h1"], ["h2"]]}, 5.0, "x") == 6
+    assert known_finding(tl, {"do": "partition", "groups": [["h0"], ["h2"]]}, 5.0, "x") == 5

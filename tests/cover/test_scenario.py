@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mwsim import ProblemError, dump_scenario, load_scenario, parse_scenario
-from mwsim.events import Crash, Hang, Join
+from mwsim.events import Crash, Hang, Join, Kind
 from mwsim.scenario import FanInSpec, PipelineSpec
 
 LIBRARY = sorted(Path(__file__).parents[2].joinpath("scenarios").rglob("*.yaml"))
@@ -36,16 +36,7 @@ def test_library_has_every_shape_and_event_kind():
     generators = {s.topology.generator for s in scenarios}
     assert generators == {"fan_in", "pipeline", "explicit"}
     kinds = {e.do for s in scenarios for e in s.events}
-    assert kinds == {
-        "crash",
-        "hang",
-        "leave",
-        "crash_host",
-        "slow",
-        "join",
-        "add_world",
-        "remove_world",
-    }
+    assert kinds == set(Kind)
     assert {s.workload.kind for s in scenarios} == {"stream", "request", "allreduce"}
     assert any(s.expect.violations for s in scenarios), "a negative control is in the library"
 

@@ -94,3 +94,32 @@ def test_a_world_is_in_the_blast_radius_iff_a_member_fails(data):
     radius = set(t.blast_radius(failing))
     for world in t.worlds():
         assert (world in radius) == any(m in failing for m in t.members(world))
+
+
+def test_a_cut_separates_the_worlds_with_members_on_two_sides():
+    t = topo.explicit(
+        {"h0": 0, "h1": 0, "h2": 0},
+        {"a": ("h0", None), "b": ("h1", None), "c": ("h2", None)},
+        {"trio": ["a", "b", "c"], "ab": ["a", "b"]},
+    )
+    assert t.cut([["h1"], ["h2"]]) == {"trio": {"b": ["c"], "c": ["b"]}}
+    assert t.cut([["h0"], ["h1", "h2"]]) == {
+        "ab": {"a": ["b"], "b": ["a"]},
+        "trio": {"a": ["b", "c"], "b": ["a"], "c": ["a"]},
+    }
+    assert t.cut([["h2"], ["h0"]], one_way=True) == {"trio": {"a": ["c"], "c": ["a"]}}
+    assert t.cut([["h0"], ["h0"]]) == {}  # a host with itself cuts nothing
+
+
+def test_the_host_graph_weighs_shared_worlds_and_bridges_are_articulation_points():
+    t = topo.fan_in(4, hosts=3)  # leader and w3 on h0, w1 and w4 on h1, w2 on h2
+    graph = t.host_graph()
+    assert graph["h0"]["h1"]["weight"] == 2 and graph["h0"]["h2"]["weight"] == 1
+    assert not graph.has_edge("h1", "h2")
+    assert t.bridge_workers() == ["leader"]
+    chain = topo.explicit(
+        {"h0": 0},
+        {n: ("h0", None) for n in "abcd"},
+        {"ab": ["a", "b"], "bc": ["b", "c"], "cd": ["c", "d"]},
+    )
+    assert chain.bridge_workers() == ["b", "c"]

@@ -11,6 +11,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from mwsim.hosts import emulated
+
 ROOT = Path(__file__).parents[2]
 MWSIM = [sys.executable, "-m", "mwsim.cli"]
 
@@ -28,6 +30,11 @@ def wait_for(condition, timeout_s, what):
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
+
+
+def namespaces_of(pid: int) -> list[str]:
+    """The network namespaces of the run controlled by ``pid``."""
+    return [ns for ns in emulated.ours() if ns.startswith(f"{emulated.PREFIX}{pid}-")]
 
 
 def run_processes(proc: subprocess.Popen) -> tuple[list[psutil.Process], list[psutil.Process]]:
@@ -111,6 +118,7 @@ def test_ctrl_c_stops_the_run_and_leaves_nothing(tmp_path, signum, status):
             proc.kill()
     assert proc.returncode == status, output
     assert "interrupted" in output
+    assert not namespaces_of(proc.pid)  # its hosts went with it
     wait_for(gone(pids), 10, "agents to be gone")
     lines = history.read_text().splitlines()
     assert '"interrupted"' in lines[-2] and '"hygiene"' in lines[-1] and '"ok": true' in lines[-1]
@@ -159,3 +167,44 @@ def test_negative_control_is_confirmed_for_real(tmp_path):
     assert all(
         v["verdict"] == "pass" for k, v in verdicts.items() if k not in ("detection", "conformance")
     )
+
+
+DEGRADED = """\
+mwsim: 1
+name: degraded
+topology: {generator: fan_in, workers: 2, hosts: 2}
+duration_s: 60
+events: [{at: 0.5, do: degrade, target: h1, delay_ms: 20}]
+"""
+
+
+@pytest.mark.skipif(emulated.unavailable() is not None, reason=str(emulated.unavailable()))
+def test_a_killed_controllers_hosts_are_recognised_and_cleaned(tmp_path):
+    """SIGKILL leaves no chance to tear down: agents and the delay daemon die with their
+    controller, the namespaces stay until ``mwsim clean`` (or the next run) finds them
+    by name and removes them."""
+    path = tmp_path / "degraded.yaml"
+    path.write_text(DEGRADED)
+    proc = subprocess.Popen(
+        [*MWSIM, "run", str(path), "--real", "--out", str(tmp_path / "out")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    history = tmp_path / "out" / "degraded" / "real" / "history.jsonl"
+    try:
+        wait_for(lambda: history.exists() and '"degrade"' in history.read_text(), 120, "the fault")
+        spawned = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
+        assert any("mwsim.hosts.delayd" in " ".join(psutil.Process(p).cmdline()) for p in spawned)
+        namespaces = namespaces_of(proc.pid)
+        assert len(namespaces) == 3  # two hosts and the switch
+        proc.kill()
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    wait_for(gone(spawned), 15, "agents and the delay daemon to follow their controller")
+    assert namespaces_of(proc.pid) == namespaces  # nobody was left to remove them
+    cleaned = subprocess.run([*MWSIM, "clean"], capture_output=True, text=True, timeout=60)
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert all(f"removed {ns}" in cleaned.stdout for ns in namespaces)
+    assert not namespaces_of(proc.pid)
