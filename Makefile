@@ -10,7 +10,8 @@ STAMP  := $(VENV)/.mwsim-installed
 CORE_REAL := scenarios/fanin-mixed.yaml scenarios/pipeline-host-crash.yaml \
              scenarios/explicit-crash-host.yaml scenarios/fanin-slow.yaml \
              scenarios/allreduce-lose-member.yaml \
-             scenarios/regressions/finding-early-loss-freezes-watchdog.yaml
+             scenarios/regressions/finding-early-loss-freezes-watchdog.yaml \
+             scenarios/partition-cut-from-store.yaml scenarios/partition-members-cut-apart.yaml
 
 .PHONY: install demo test lint bench clean
 

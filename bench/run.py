@@ -9,6 +9,8 @@ overhead  stream throughput through the harness vs the same loop written directl
 sim       1 simulated hour of a 4,096-worker fan-in, Poisson failures (1 h MTBF per worker)
           and load-driven joins: wall time (goal <= 5 s), peak memory (goal <= 2 GiB), and
           the ratio to a naive simpy model that schedules every watchdog heartbeat (goal >= 10x)
+hosts     16 emulated hosts set up and torn down (goal <= 0.5 s together), and each
+          degraded-link knob measured against the undegraded link (bench/hosts.py; root)
 
 Runs alternate (A, B, A, B, ...) so both sides see the same machine; medians are reported.
 """
@@ -24,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -138,7 +141,8 @@ def bench_sim(repeat: int) -> dict:
     }
 
 
-def _py(*args: str) -> str:
+def _py(*args: str, every: bool = False) -> Any:
+    """Run a bench script; its last output line (``every``: all of them)."""
     out = subprocess.run(
         [sys.executable, *args],
         capture_output=True,
@@ -147,20 +151,31 @@ def _py(*args: str) -> str:
         check=True,
         cwd=HERE.parent,
     )
-    return out.stdout.strip().splitlines()[-1]
+    lines = out.stdout.strip().splitlines()
+    return lines if every else lines[-1]
+
+
+def bench_hosts(repeat: int) -> dict:
+    lines = _py("bench/hosts.py", "--repeat", str(repeat), every=True)
+    return {line.split(" ", 1)[0]: json.loads(line.split(" ", 1)[1]) for line in lines}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("which", nargs="*", default=["bringup", "overhead", "sim"])
+    parser.add_argument("which", nargs="*", default=["bringup", "overhead", "sim", "hosts"])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", dest="json_path")
     args = parser.parse_args()
     results = {}
     with tempfile.TemporaryDirectory(prefix="mwsim-bench-") as tmp:
         for name in args.which:
-            fn = {"bringup": bench_bringup, "overhead": bench_overhead}.get(name)
-            results[name] = fn(args.repeat, Path(tmp)) if fn else bench_sim(args.repeat)
+            if name == "hosts":
+                results[name] = bench_hosts(args.repeat)
+            elif name == "sim":
+                results[name] = bench_sim(args.repeat)
+            else:
+                fn = {"bringup": bench_bringup, "overhead": bench_overhead}[name]
+                results[name] = fn(args.repeat, Path(tmp))
             print(name, json.dumps({k: v for k, v in results[name].items() if k != "samples"}))
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(results, indent=2) + "\n")

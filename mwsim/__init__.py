@@ -11,7 +11,8 @@ by ``tests/cover/test_layout.py``):
 3. ``membership``: the timeline of a scenario and its ``Plan``.
 4. ``scenario``: the file format; a loaded scenario carries its plan.
 5. ``timing`` (the runtime model), ``playback`` (the executor protocol and dispatch),
-   ``findings``, ``workloads``, ``runtimes``.
+   ``findings``, ``workloads``, ``runtimes``, ``hosts`` (loopback or emulated hosts, and
+   the network faults on them).
 6. ``checks`` (properties of a history), ``sim`` (the model executor), ``replay`` (the real
    executor), ``strategies``, ``generate``.
 7. ``runs`` (scenario -> verdicts), ``report``, ``calibrate``.

@@ -32,4 +32,18 @@ def test_crash_fit_gives_the_failure_latency():
 def test_hang_sample_lies_in_the_watchdog_window():
     history = simulate(scenario(MICRO[Kind.HANG], name="hang"), model=TRUE)
     lo, hi = TRUE.watchdog_window()
-    assert lo <= _samples(history, Kind.HANG, TRUE)["watchdog"] <= hi
+    assert lo <= _samples(history, Kind.HANG, TRUE)[Kind.HANG] <= hi
+
+
+@pytest.mark.parametrize("name", [Kind.PARTITION, Kind.POWER_OFF])
+def test_silent_network_faults_sample_the_watchdog_window(name):
+    history = simulate(scenario(MICRO[name], name=name), model=TRUE)
+    lo, hi = TRUE.watchdog_window()
+    assert lo <= _samples(history, name, TRUE)[name] <= hi
+
+
+def test_the_recovery_sample_is_the_models_back_off():
+    history = simulate(scenario(MICRO["heal"], name="heal"), model=TRUE)
+    assert _samples(history, "heal", TRUE)["heal"] == pytest.approx(
+        TRUE.resume_after(1.0) + TRUE.op_latency_s, abs=0.03
+    )

@@ -31,6 +31,7 @@ LAYERS = {
     "mwsim.findings": 5,
     "mwsim.workloads": 5,
     "mwsim.runtimes": 5,
+    "mwsim.hosts": 5,
     "mwsim.checks": 6,
     "mwsim.sim": 6,
     "mwsim.replay": 6,
