@@ -10,6 +10,7 @@ facts that returns a ``Verdict`` with one line of evidence.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -304,9 +305,13 @@ def _fmt(t: float) -> str:
     return f"{t:.2f} s"
 
 
-def _summary(name: str, problems: list[tuple[str | None, str]], ok: str) -> Verdict:
+def _summary(
+    name: str, problems: list[tuple[str | None, str]], ok: str, unknown: Sequence[str] = ()
+) -> Verdict:
+    """Fail with the first problem (and how many more); else unknown with the first reason
+    for doubt; else pass with ``ok``."""
     if not problems:
-        return Verdict(name, PASS, ok)
+        return Verdict(name, UNKNOWN, unknown[0]) if unknown else Verdict(name, PASS, ok)
     world, detail = problems[0]
     more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
     worlds = tuple(dict.fromkeys(w for w, _ in problems if w is not None))
@@ -446,13 +451,8 @@ def check_detection(f: Facts) -> Verdict:
                 f"{bound:.2f} s of the {what}; it {seen}",
             )
         )
-    if problems:
-        return _summary("detection", problems, "")
-    if unknown or late_unknown:
-        return Verdict("detection", UNKNOWN, (unknown + late_unknown)[0])
-    return Verdict(
-        "detection", PASS, f"{len(needs)} required report(s) of broken worlds, all in time"
-    )
+    ok = f"{len(needs)} required report(s) of broken worlds, all in time"
+    return _summary("detection", problems, ok, unknown + late_unknown)
 
 
 def _first_fault_at(f: Facts, life: WorldLife) -> float | None:
@@ -545,13 +545,10 @@ def check_scale_out(f: Facts) -> Verdict:
                     f"{_fmt(asked)} ({seen})",
                 )
             )
-    if problems:
-        return _summary("scale_out", problems, "")
-    if unknown:
-        return Verdict("scale_out", UNKNOWN, unknown[0])
-    if not judged:
-        return Verdict("scale_out", PASS, "no world joined or was added")
-    return Verdict("scale_out", PASS, f"{judged} new world(s) served their first op in time")
+    ok = f"{judged} new world(s) served their first op in time"
+    return _summary(
+        "scale_out", problems, ok if judged else "no world joined or was added", unknown
+    )
 
 
 def _hung_within(f: Facts, life: WorldLife, a: float, b: float) -> bool:
@@ -604,13 +601,9 @@ def check_recovery(f: Facts) -> Verdict:
                         f"{life.name}: no op within {bound:.2f} s after the {what} ({seen})",
                     )
                 )
-    if problems:
-        return _summary("recovery", problems, "")
-    if unknown:
-        return Verdict("recovery", UNKNOWN, unknown[0])
-    if not judged:
-        return Verdict("recovery", PASS, "no partition healed and no link was repaired")
-    return Verdict("recovery", PASS, f"{judged} world(s) served again in time after a heal")
+    ok = f"{judged} world(s) served again in time after a heal"
+    none = "no partition healed and no link was repaired"
+    return _summary("recovery", problems, ok if judged else none, unknown)
 
 
 def check_hygiene(f: Facts) -> Verdict:

@@ -21,6 +21,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 
 from mwsim.checks import Result
 from mwsim.errors import Inconclusive, ProblemError
+from mwsim.events import Kind
 from mwsim.history import Mode
 from mwsim.scenario import Scenario, load_scenario
 
@@ -353,6 +354,14 @@ def calibrate(runtime: str, out_path: str | None, repeat: int) -> None:
     show_default=True,
     help="Violations this runtime shows too are upstream findings, not the runtime's.",
 )
+@click.option(
+    "--kind",
+    "kinds",
+    multiple=True,
+    type=click.Choice([k.value for k in Kind]),
+    help="Only these kinds of event (default: every kind; on --real, the network kinds "
+    "where hosts can be emulated).",
+)
 def fuzz(
     budget: float,
     real: bool,
@@ -361,6 +370,7 @@ def fuzz(
     fuzzers: tuple[str, ...],
     seed: int | None,
     reference: str,
+    kinds: tuple[str, ...],
 ) -> None:
     """Fuzz the model (default) or live deployments until a property is violated.
 
@@ -411,6 +421,7 @@ def fuzz(
                 seed=seed,
                 reference=reference if real else None,
                 on_batch=on_batch,
+                kinds=tuple(map(Kind, kinds)) if kinds else tuple(Kind),
             )
         except KeyboardInterrupt as exc:
             console.print("[yellow]interrupted; every process it started was stopped[/]")

@@ -64,138 +64,93 @@ class Confirm(StrEnum):
 
 @dataclass(frozen=True)
 class KindInfo:
-    """The facts the rest of mwsim asks about a kind."""
+    """The facts the rest of mwsim asks about a kind (what is not said is false)."""
 
-    fault: bool  # recorded as a ``fault`` (else a ``scale`` event)
-    breaks: bool  # breaks the worlds it hits (a partition: the worlds it cuts)
-    ends: bool  # ends the worker processes it acts on
-    silent: bool  # the peers can notice only through the watchdog (by default: see Event)
-    lasting: bool  # may last ``for_s``; its end is recorded as ``resumed``
     target: Target
     confirm: Confirm
+    fault: bool = False  # recorded as a ``fault`` (else a ``scale`` event)
+    breaks: bool = False  # breaks the worlds it hits (a partition: the worlds it cuts)
+    ends: bool = False  # ends the worker processes it acts on
+    silent: bool = False  # peers can notice only through the watchdog (by default: see Event)
+    lasting: bool = False  # may last ``for_s``; its end is recorded as ``resumed``
+    network: bool = False  # acts on the network: needs emulated hosts on a real run
     confirm_within_s: float = 2.0  # the replay's deadline for the confirmation
     exit_code: int | None = None  # how a worker it ends exits (-9: killed by SIGKILL)
-    network: bool = False  # acts on the network: needs emulated hosts on a real run
     colour: str = "black"  # how reports draw it
 
 
 INFO: Mapping[Kind, KindInfo] = {
     Kind.CRASH: KindInfo(
+        Target.WORKER,
+        Confirm.KILLED,
         fault=True,
         breaks=True,
         ends=True,
-        silent=False,
-        lasting=False,
-        target=Target.WORKER,
-        confirm=Confirm.KILLED,
         exit_code=-9,
         colour="#d62728",
     ),
     Kind.HANG: KindInfo(
+        Target.WORKER,
+        Confirm.STOPPED,
         fault=True,
         breaks=True,
-        ends=False,
         silent=True,
         lasting=True,
-        target=Target.WORKER,
-        confirm=Confirm.STOPPED,
         colour="#ff7f0e",
     ),
     Kind.LEAVE: KindInfo(
+        Target.WORKER,
+        Confirm.EXITED,
         fault=True,
         breaks=True,
         ends=True,
-        silent=False,
-        lasting=False,
-        target=Target.WORKER,
-        confirm=Confirm.EXITED,
-        confirm_within_s=10.0,
         exit_code=0,
+        confirm_within_s=10.0,
         colour="#9467bd",
     ),
+    Kind.SLOW: KindInfo(Target.WORKER, Confirm.ACKED, fault=True, lasting=True, colour="#e6c229"),
     Kind.CRASH_HOST: KindInfo(
+        Target.HOST,
+        Confirm.KILLED,
         fault=True,
         breaks=True,
         ends=True,
-        silent=False,
-        lasting=False,
-        target=Target.HOST,
-        confirm=Confirm.KILLED,
         exit_code=-9,
         colour="#8c1515",
     ),
-    Kind.SLOW: KindInfo(
-        fault=True,
-        breaks=False,
-        ends=False,
-        silent=False,
-        lasting=True,
-        target=Target.WORKER,
-        confirm=Confirm.ACKED,
-        colour="#e6c229",
-    ),
-    Kind.JOIN: KindInfo(
-        fault=False,
-        breaks=False,
-        ends=False,
-        silent=False,
-        lasting=False,
-        target=Target.NEW_WORKER,
-        confirm=Confirm.OUTCOME,
-        colour="#2ca02c",
-    ),
-    Kind.ADD_WORLD: KindInfo(
-        fault=False,
-        breaks=False,
-        ends=False,
-        silent=False,
-        lasting=False,
-        target=Target.NEW_WORLD,
-        confirm=Confirm.OUTCOME,
-        colour="#17becf",
-    ),
-    Kind.REMOVE_WORLD: KindInfo(
-        fault=False,
-        breaks=False,
-        ends=False,
-        silent=False,
-        lasting=False,
-        target=Target.WORLD,
-        confirm=Confirm.OUTCOME,
-        colour="#7f7f7f",
-    ),
+    Kind.JOIN: KindInfo(Target.NEW_WORKER, Confirm.OUTCOME, colour="#2ca02c"),
+    Kind.ADD_WORLD: KindInfo(Target.NEW_WORLD, Confirm.OUTCOME, colour="#17becf"),
+    Kind.REMOVE_WORLD: KindInfo(Target.WORLD, Confirm.OUTCOME, colour="#7f7f7f"),
     Kind.PARTITION: KindInfo(
+        Target.LINKS,
+        Confirm.RULES,
+        confirm_within_s=5.0,
         fault=True,
         breaks=True,
-        ends=False,
         silent=True,
         lasting=True,
-        target=Target.LINKS,
-        confirm=Confirm.RULES,
         network=True,
         colour="#1f77b4",
     ),
-    Kind.DEGRADE: KindInfo(
+    Kind.DEGRADE: KindInfo(  # a delay starts a daemon: about a second on a busy machine
+        Target.HOST,
+        Confirm.RULES,
+        confirm_within_s=10.0,
         fault=True,
-        breaks=False,
-        ends=False,
-        silent=False,
         lasting=True,
-        target=Target.HOST,
-        confirm=Confirm.RULES,
         network=True,
         colour="#bcbd22",
     ),
     Kind.POWER_OFF: KindInfo(
+        Target.HOST,
+        Confirm.POWERED_OFF,
+        confirm_within_s=5.0,
         fault=True,
         breaks=True,
         ends=True,
         silent=True,
-        lasting=False,
-        target=Target.HOST,
-        confirm=Confirm.POWERED_OFF,
-        exit_code=-9,
         network=True,
+        exit_code=-9,
         colour="#4b0082",
     ),
 }

@@ -66,12 +66,12 @@ LIVE_BASES = (
 )
 
 
-def real_kinds() -> tuple[Kind, ...]:
-    """The kinds a fuzzer can inject into live processes here (network kinds need
-    emulated hosts)."""
+def real_kinds(kinds: tuple[Kind, ...] = FUZZ_KINDS) -> tuple[Kind, ...]:
+    """Those of ``kinds`` a fuzzer can inject into live processes here (network kinds
+    need emulated hosts)."""
     if emulated.unavailable() is None:
-        return FUZZ_KINDS
-    return tuple(k for k in FUZZ_KINDS if not k.info.network)
+        return kinds
+    return tuple(k for k in kinds if not k.info.network)
 
 
 class Violation(MwsimError, AssertionError):
@@ -144,11 +144,16 @@ class LiveDeployment(RuleBasedStateMachine):
     out: ClassVar[Path] = Path("out/fuzz")
     zygote: ClassVar[Zygote | None] = None
     variant: ClassVar[int] = 0
+    kind_pool: ClassVar[tuple[Kind, ...]] = FUZZ_KINDS  # the kinds examples choose from
     step_s: ClassVar[float] = 0.75
     #: Steer clear of upstream MultiWorld's known findings (``mwsim.findings``).
     avoid_known: ClassVar[bool] = False
     runs = itertools.count()
     counters: ClassVar[tuple[Callable[[], None], ...]] = ()  # called once per example
+    #: Every violation the examples met, first first (configure with a fresh list): live
+    #: runs are not repeatable, so the one seen counts even if Hypothesis's final replay of
+    #: the example goes another way.
+    seen: ClassVar[list[Violation]] = []
 
     @classmethod
     def configured(cls, **options: Any) -> type[LiveDeployment]:
@@ -203,12 +208,13 @@ class LiveDeployment(RuleBasedStateMachine):
                 break
         self.controller.advance(self.controller.now() + self.step_s)
 
-    @initialize(kinds=st.sets(st.sampled_from(real_kinds()), min_size=1), data=st.data())
-    def swarm(self, kinds: set[Kind], data: st.DataObject) -> None:
+    @initialize(data=st.data())
+    def swarm(self, data: st.DataObject) -> None:
         """Swarm testing: each example uses only some kinds of action, so that the
         interplay of a few is explored deeply instead of every kind shallowly. Every
         example starts with one of them (Hypothesis would often draw no step at all)."""
-        self.kinds = sorted(kinds)
+        pool = real_kinds(self.kind_pool)
+        self.kinds = sorted(data.draw(st.sets(st.sampled_from(pool), min_size=1)))
         if self.avoid_known:  # let every first heartbeat be written (known finding 3)
             self.controller.advance(FIRST_HEARTBEAT_S)
         self._act(data)
@@ -237,7 +243,10 @@ class LiveDeployment(RuleBasedStateMachine):
             path = save_failure(
                 replay, verdicts, self.out / f"stateful-{self.runtime}.yaml", "stateful"
             )
-            raise Violation(replay, verdicts, path)
+            violation = Violation(replay, verdicts, path)
+            if not self.seen:
+                self.seen.append(violation)
+            raise violation
 
     @invariant()
     def properties_hold(self) -> None:
@@ -397,6 +406,7 @@ def fuzz(
     reference: str | None = "multiworld",
     fuzzers: tuple[str, ...] | None = None,
     on_batch: Callable[[FuzzResult, str], None] | None = None,
+    kinds: tuple[Kind, ...] = FUZZ_KINDS,
 ) -> FuzzResult:
     """Fuzz in batches until a violation is found (shrunk, saved) or the budget is spent.
 
@@ -405,10 +415,12 @@ def fuzz(
     ``reference``, a violation the reference runtime shows on the same scenario is an
     upstream finding (kept in ``upstream``), not the runtime's, and fuzzing goes on.
     With ``seed``, every batch's examples are a function of it and the batch number.
+    ``kinds``: the kinds of event the examples draw from (on live processes, the network
+    kinds only where hosts can be emulated).
     """
     result, started = FuzzResult(), time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
-    kinds = list(fuzzers or (("stateful", "differential") if real else ("model",)))
+    chosen = list(fuzzers or (("stateful", "differential") if real else ("model",)))
     zygote = Zygote(runtime, out / "zygote.log") if real else None
     counter = itertools.count()
     draw_seed = random.Random(seed)
@@ -418,34 +430,37 @@ def fuzz(
         result.examples += 1
 
     try:
-        for kind in itertools.cycle(kinds):
+        for fuzzer in itertools.cycle(chosen):
             if time.monotonic() - started >= budget_s:
                 break
             batch_number = next(counter)
             batch_seed = draw_seed.getrandbits(64)
+            seen: list[Violation] = []
             try:
-                if kind == "model":
-                    _run_model_batch(out, max(batch, 50), batch_seed, note_example)
-                elif kind == "differential":
+                if fuzzer == "model":
+                    _run_model_batch(out, max(batch, 50), batch_seed, note_example, kinds)
+                elif fuzzer == "differential":
                     _run_differential_batch(
-                        out, batch, batch_seed, runtime, zygote, note_example, avoid_known
+                        out, batch, batch_seed, runtime, zygote, note_example, avoid_known, kinds
                     )
                 else:
                     machine = LiveDeployment.configured(
                         runtime=runtime,
                         out=out,
                         zygote=zygote,
-                        variant=batch_number // len(kinds),
+                        variant=batch_number // len(chosen),
                         avoid_known=avoid_known,
                         counters=(note_example,),
+                        seen=seen,
+                        kind_pool=kinds,
                     )
                     test = get_state_machine_test(
                         machine,
                         settings=_settings(batch, shrink=False, stateful_step_count=step_count),
                     )
                     fix_seed(batch_seed)(test)()
-            except (Violation, BaseExceptionGroup) as found:
-                violation = _first_violation(found)
+            except Exception as found:  # Violation, ExceptionGroup, or a flaky live replay
+                violation = _first_violation(found, seen)
                 if real and reference and runtime != reference:
                     ours = violated_pairs(violation.verdicts)
                     both = any(name == "conformance" for name, _ in ours)
@@ -466,7 +481,7 @@ def fuzz(
                         violation.path,
                     )
                 result.first_failure_s = time.monotonic() - started
-                result.found_by = kind
+                result.found_by = fuzzer
                 if real:
                     other = reference if reference != runtime else None
                     violation = minimize(violation, out, zygote, result.log.append, other)
@@ -475,7 +490,7 @@ def fuzz(
             finally:
                 result.batches += 1
                 if on_batch is not None:
-                    on_batch(result, kind)
+                    on_batch(result, fuzzer)
     finally:
         if zygote is not None:
             zygote.stop()
@@ -494,8 +509,12 @@ def _only(verdict: Verdict, pairs: set[Pair]) -> Verdict:
     return replace(verdict, worlds=worlds, world=worlds[0])
 
 
-def _first_violation(found: BaseException) -> Violation:
-    """Hypothesis groups distinct failures; any of them reproduces a violation."""
+def _first_violation(found: BaseException, seen: list[Violation]) -> Violation:
+    """The violation a batch met: the first a live example saw (Hypothesis's final replay
+    of a live example may differ, even fail otherwise); else the one raised (Hypothesis
+    groups distinct failures: any of them reproduces one). Anything else is re-raised."""
+    if seen:
+        return seen[0]
     if isinstance(found, Violation):
         return found
     if isinstance(found, BaseExceptionGroup):
@@ -505,12 +524,14 @@ def _first_violation(found: BaseException) -> Violation:
     raise found
 
 
-def _run_model_batch(out: Path, examples: int, seed: int, count: Callable[[], None]) -> None:
+def _run_model_batch(
+    out: Path, examples: int, seed: int, count: Callable[[], None], kinds: tuple[Kind, ...]
+) -> None:
     from hypothesis import given
 
     @fix_seed(seed)
     @_settings(examples)
-    @given(scenarios())
+    @given(scenarios(kinds=kinds))
     def batch(s: Scenario) -> None:
         count()
         check_model(s, out)
@@ -526,6 +547,7 @@ def _run_differential_batch(
     zygote: Zygote | None,
     count: Callable[[], None],
     avoid_known: bool,
+    kinds: tuple[Kind, ...],
 ) -> None:
     from hypothesis import given
 
@@ -537,7 +559,7 @@ def _run_differential_batch(
             min_events=1,
             max_events=4,
             avoid_known=avoid_known,
-            kinds=real_kinds(),
+            kinds=real_kinds(kinds),
         )
     )
     def batch(s: Scenario) -> None:

@@ -62,7 +62,7 @@ def _run_dict(run: ModeRun) -> dict[str, Any]:
 
 
 def report_dict(outcome: Outcome) -> dict[str, Any]:
-    """The JSON report of Contract 3."""
+    """The JSON report (`mwsim run --json`, README "A short tour")."""
     primary = outcome.primary
     out: dict[str, Any] = {
         "scenario": outcome.scenario.name,
@@ -85,7 +85,7 @@ def write_json(outcomes: list[Outcome], path: str | Path) -> None:
 
 
 def write_fuzz_report(violation: Any, path: str | Path, mode: str) -> Path:
-    """The report of a fuzzing find, in the shape of Contract 3's JSON."""
+    """The report of a fuzzing find, in the shape of the JSON report."""
     data = {
         "scenario": violation.scenario.name,
         "mode": mode,

@@ -73,7 +73,7 @@ def with_overrides(
     update = {k: v for k, v in (("runtime", runtime), ("backend", backend)) if v}
     if not update:
         return scenario
-    data = scenario.model_dump(mode="json")
+    data = scenario.model_dump(mode="json", by_alias=True)
     data.update(update)
     return parse_scenario(yaml.safe_dump(data, sort_keys=False), f"<{scenario.name} {update}>")
 

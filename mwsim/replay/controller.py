@@ -368,6 +368,7 @@ class Controller:
         """Kill what is left (whole groups), reap, check nothing is left, close the history."""
         self.trap.holding = True  # a second Ctrl-C now waits for the teardown to finish
         try:
+            self.injector.close()
             live = self.pool.kill_all("teardown")
             with contextlib.suppress(ZygoteError):
                 self._await(lambda: all(a.reaped for a in live), self.clock() + EXIT_GRACE_S)

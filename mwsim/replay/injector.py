@@ -6,12 +6,17 @@ process (killed, stopped, running again, exited 0) or the agent's acknowledgemen
 action's record carries the instant it began; its confirmation, or the lack of one by
 its deadline, is written by ``Confirmations``. A lasting fault's end acts only on the
 incarnation it began on: a worker that died or was replaced meanwhile is left alone.
+
+Network faults are kernel work (nft, tc, iptables, the delay daemon: up to a second for a
+degraded link), done on a few worker threads so that the controller's loop, and the
+other actions, keep their times; a fault's end waits for its own start.
 """
 
 from __future__ import annotations
 
 import signal
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from mwsim.events import Confirm, Degrade, Partition, Slow
 from mwsim.hosts.netfaults import NetFaults
@@ -47,6 +52,8 @@ class Injector:
         self.boot = boot
         self.clock = clock
         self.net = net  # None where hosts share loopback (no network event gets here)
+        self.kernel = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mwsim-kernel")
+        self.applying: dict[str, Future[bool]] = {}  # network faults by key
 
     # -- finding the processes -----------------------------------------------------------
 
@@ -95,21 +102,48 @@ class Injector:
             record = {"kind": "fault", **step.record()}
             self.confirmations.expect(record, began, check, info.confirm_within_s)
 
-    def _kernel(self, step: Step, apply: Callable[[NetFaults], bool], ending: bool = False) -> None:
-        """Apply a network fault (or undo it) in the kernel; it counts once the kernel's
-        state reads back as asked."""
+    def _kernel(
+        self,
+        step: Step,
+        apply: Callable[[NetFaults], bool],
+        ending: bool = False,
+        then: Callable[[], bool] = lambda: True,
+    ) -> None:
+        """Apply a network fault (or undo it) in the kernel, off the controller's loop; it
+        counts once the kernel's state reads back as asked (and ``then()`` holds)."""
         began = self.clock()
-        assert self.net is not None, "network faults need emulated hosts"
+        net = self.net
+        assert net is not None, "network faults need emulated hosts"
+        key = _key(step)
         record: dict[str, object]
         if ending:
             record = {"kind": "resumed", "do": step.kind.value, "target": step.event.subject}
         else:
             record = {"kind": "fault", **step.record()}
-        try:
-            ok = apply(self.net)
-        except RuntimeError as exc:  # a tool failed: recorded unconfirmed, with why
-            ok, record["detail"] = False, str(exc)[-300:]
-        self.confirmations.expect(record, began, lambda: ok, 0.0)
+        start = self.applying.get(key) if ending else None
+
+        def work() -> bool:
+            if start is not None:
+                start.exception()  # an undo waits for its own start, however it ended
+            try:
+                return apply(net)
+            except RuntimeError as exc:  # a tool failed: recorded unconfirmed, with why
+                record["detail"] = str(exc)[-300:]
+                return False
+
+        done = self.kernel.submit(work)
+        if not ending:
+            self.applying[key] = done
+
+        def confirmed() -> bool:
+            return done.done() and done.exception() is None and done.result() and then()
+
+        within = step.event.info.confirm_within_s  # an undo is the same kernel work
+        self.confirmations.expect(record, began, confirmed, within)
+
+    def close(self) -> None:
+        """Wait for kernel work under way (the teardown removes what it did)."""
+        self.kernel.shutdown(wait=True)
 
     def _signal(self, step: Step, signum: int, *, ends: bool) -> None:
         began = self.clock()  # before any signal: reports may follow at once
@@ -218,23 +252,19 @@ class Injector:
     def power_off(self, step: Step) -> None:
         """The link goes down first (so no reset leaves the host), then every process on
         it is killed; confirmed when the link reads back down and all were SIGKILLed."""
-        began = self.clock()
-        assert self.net is not None, "network faults need emulated hosts"
         victims = self._targets(step)
         if victims is None:
             return
-        try:
-            down = self.net.power_off(step.event.subject)
-        except RuntimeError:
-            down = False
         for agent in victims:
             agent.expect_exit = step.kind
-            self.pool.signal(agent, signal.SIGKILL)
-        killed = self._check(Confirm.KILLED, victims, ending=False)
-        record = {"kind": "fault", **step.record()}
-        self.confirmations.expect(
-            record, began, lambda: down and killed(), step.event.info.confirm_within_s
-        )
+
+        def off(net: NetFaults) -> bool:
+            down = net.power_off(step.event.subject)
+            for agent in victims:
+                self.pool.signal(agent, signal.SIGKILL)
+            return down
+
+        self._kernel(step, off, then=self._check(Confirm.KILLED, victims, ending=False))
 
 
 def _key(step: Step) -> str:

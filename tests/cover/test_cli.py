@@ -39,12 +39,31 @@ def test_fuzz_on_the_model_runs_its_budget_and_exits_0(tmp_path):
     assert examples >= 50
 
 
+def test_fuzz_can_be_kept_to_some_kinds_of_event(tmp_path):
+    result = run(
+        "fuzz",
+        "--budget",
+        "2",
+        "--seed",
+        "1",
+        "--kind",
+        "partition",
+        "--kind",
+        "crash",
+        "--out",
+        str(tmp_path),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no violation found" in result.stdout
+
+
 def test_fuzz_usage_errors_exit_2(tmp_path):
     for args in (
         ["--runtime", "no-such-runtime"],
         ["--fuzzer", "stateful"],  # needs --real
         ["--real", "--fuzzer", "model"],
         ["--budget", "0"],
+        ["--kind", "explode"],
     ):
         result = run("fuzz", *args, "--out", str(tmp_path))
         assert result.returncode == 2, (args, result.stdout, result.stderr)

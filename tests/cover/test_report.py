@@ -1,4 +1,4 @@
-"""Reports: the JSON of Contract 3, the timeline PNG, the Perfetto trace, the table."""
+"""Reports: the JSON report, the timeline PNG, the Perfetto trace, the table."""
 
 import json
 
@@ -22,7 +22,7 @@ S = scenario(
 )
 
 
-def test_json_report_follows_contract_3(tmp_path):
+def test_json_report_has_the_documented_shape(tmp_path):
     outcome = run_scenario(S, mode="sim", out_dir=tmp_path)
     data = report.report_dict(outcome)
     assert data["scenario"] == "reported" and data["mode"] == "sim" and data["verdict"] == "pass"
