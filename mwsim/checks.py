@@ -377,16 +377,45 @@ def _alive_until(f: Facts, worker: str, since: float) -> float:
     return min(times, default=float("inf"))
 
 
+def _cut_off(
+    f: Facts, life: WorldLife, rank: int, others: list[int], since: float
+) -> Injected | None:
+    """A dropping partition in force at ``since`` that cuts member ``rank`` of ``life`` off
+    from one of ``others``: nothing of theirs reaches it (not even a reset) until the heal."""
+    me, them = life.members[rank], {life.members[o] for o in others}
+    for x in f.faults.values():
+        ev = x.step.event
+        if not x.step.cut or not ev.silent or x.t > since or (x.end is not None and x.end <= since):
+            continue
+        if them & set(x.step.cut.get(life.name, {}).get(me, [])):
+            return x
+    return None
+
+
 def _bound(f: Facts, life: WorldLife, fault: Injected, rank: int, others: list[int]) -> float:
-    """How soon member ``rank`` must notice the loss of ranks ``others``."""
+    """How soon member ``rank`` must notice the loss of ranks ``others``. Cut off from them
+    by a partition, it sees a loud fault only as the watchdog does, or once the cut heals
+    and TCP sends again (whichever is later: either may be first)."""
     kind = fault.step.kind
     if kind in f.bounds.detect_within_s:
         return f.bounds.detect_within_s[kind]
     workload, interval = f.scenario.workload.kind, f.scenario.workload.interval_s
-    silent = fault.step.event.silent
-    return min(
-        detection_window(f.model, workload, interval, silent, rank, other).hi for other in others
-    )
+
+    def bound(silent: bool) -> float:
+        return min(
+            detection_window(f.model, workload, interval, silent, rank, other).hi
+            for other in others
+        )
+
+    ev = fault.step.event
+    silent = ev.silent_to(f.plan.worker(life.members[rank], fault.t).host)
+    cut = None if silent else _cut_off(f, life, rank, others, fault.t)
+    if cut is None:
+        return bound(silent)
+    if cut.end is None:
+        return bound(True)
+    healed = cut.end - fault.t + f.model.resume_after(cut.end - cut.t) + bound(False)
+    return max(bound(True), healed)
 
 
 @dataclass

@@ -430,6 +430,8 @@ def fuzz(
         console.print(f"  {escape(line)}")
     for found in result.upstream:
         console.print(f"[yellow]{reference} violates it too (not the runtime's):[/] {found.path}")
+    for found in result.flaky:
+        console.print(f"[yellow]seen once, not again on replay (flaky):[/] {found.path}")
     summary = f"{result.examples} examples in {result.batches} batches, {result.elapsed_s:.0f} s"
     if result.violation is None:
         console.print(f"[green]no violation found[/] ({summary})")

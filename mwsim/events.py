@@ -194,6 +194,10 @@ class EventBase(Strict):
         """Can peers notice it only through the watchdog (no reset, no failing op)?"""
         return self.info.silent
 
+    def silent_to(self, host: str) -> bool:
+        """Can a peer on ``host`` notice it only through the watchdog?"""
+        return self.silent
+
     def record(self) -> dict[str, Any]:
         """The fields of its ``fault`` or ``scale`` history record."""
         return {"do": self.kind.value, "target": self.subject}
@@ -338,6 +342,11 @@ class Partition(EventBase):
     @property
     def silent(self) -> bool:
         return self.mode == "drop"
+
+    def silent_to(self, host: str) -> bool:
+        """One way with resets, the ``to`` side gets none (they go back to the senders on
+        the ``from`` side), so it sees the cut only through the watchdog."""
+        return self.silent or (self.one_way and host in (self.to or []))
 
     def lasts(self) -> float | None:
         return self.for_s

@@ -13,8 +13,11 @@ reproduces; keep it under ``scenarios/regressions/``. On the model Hypothesis sh
 On real processes each shrink step is a whole deployment, so Hypothesis only finds the
 example and ``minimize`` shrinks it by replay: it drops events one at a time, keeping each
 drop whose replay still violates the same property, until no single event can go. The
-file written is the last one seen to reproduce. ``fuzz()`` drives them against a time
-budget for ``mwsim fuzz``.
+file written is the last one seen to reproduce. A live violation whose first replay does
+not show it again is *flaky*: kept as ``flaky-<n>.yaml`` and the search goes on. Live
+examples steer clear of races their outcome would hang on (a silent fault lasting about as
+long as the watchdog takes to see it). ``fuzz()`` drives them against a time budget for
+``mwsim fuzz``.
 
 Fuzzing a runtime other than the reference (upstream MultiWorld), a violation counts only
 if the reference, replaying the same scenario, does not show it too; and the fuzzers steer
@@ -55,7 +58,10 @@ from mwsim.runs import run_scenario
 from mwsim.scenario import Scenario, dump_scenario, parse_inline, plan_problems
 from mwsim.sim import simulate
 from mwsim.strategies import FUZZ_KINDS, Proposer, scenarios
-from mwsim.timing import RuntimeModel, judged_end
+from mwsim.timing import RuntimeModel, judged_end, model_for
+
+#: A silent fault lasting within this of the watchdog's window is a race (reported or not).
+RACE_MARGIN_S = 0.5
 
 #: The live deployments the stateful fuzzer starts from (batch n uses variant n).
 LIVE_BASES = (
@@ -186,7 +192,10 @@ class LiveDeployment(RuleBasedStateMachine):
     # -- stepping ------------------------------------------------------------------------
 
     def _allowed(self, kind: Kind, fields: dict[str, Any]) -> bool:
-        """Not an event that runs into a known finding (when steering around them)."""
+        """Not a race, nor an event that runs into a known finding (when steering around
+        them)."""
+        if racy(kind, fields, self.runtime):
+            return False
         if not self.avoid_known:
             return True
         proposal = {"do": kind.value, **fields}
@@ -268,6 +277,20 @@ class LiveDeployment(RuleBasedStateMachine):
             self._judge(self._so_far(end), final=True)
 
 
+def racy(kind: Kind, fields: dict[str, Any], runtime: str) -> bool:
+    """A silent fault that ends about when the watchdog may see it: whether it is reported
+    is a race, so what it shows on a live run would not replay the same way."""
+    for_s = fields.get("for_s")
+    if for_s is None:
+        return False
+    try:
+        silent = parse_event({"do": kind.value, "at": 0.0, **fields}).silent
+    except (ValueError, TypeError):  # only some fields drawn yet: judged once all are
+        return False
+    lo, hi = model_for(runtime).watchdog_window()
+    return silent and lo - RACE_MARGIN_S <= for_s <= hi + RACE_MARGIN_S
+
+
 # -- shrinking by replay ------------------------------------------------------------------
 
 
@@ -298,8 +321,9 @@ def minimize(
     zygote: Zygote | None = None,
     log: Callable[[str], None] = lambda _: None,
     reference: str | None = None,
-) -> Violation:
-    """Shrink a real violation by replay to a 1-minimal list of events (see the module doc).
+) -> Violation | None:
+    """Shrink a real violation by replay to a 1-minimal list of events (see the module doc);
+    None when its first replay does not violate the same (property, world) again (flaky).
 
     With ``reference``, the result must be the runtime's own: the reference runtime must
     pass it. That is checked once at the end; only if the reference fails the shrunk
@@ -326,8 +350,7 @@ def minimize(
 
     verdicts = ours(violation.scenario)
     if verdicts is None:
-        log("the violation did not reproduce on replay; keeping the example as found")
-        return violation
+        return None
     current, verdicts = _shrink(violation.scenario, verdicts, ours, log)
     if reference and reference_too(current, verdicts):
         log(f"{reference} fails the shrunk scenario too; shrinking again against it")
@@ -379,6 +402,7 @@ class FuzzResult:
     first_failure_s: float | None = None
     elapsed_s: float = 0.0
     upstream: list[Violation] = field(default_factory=list)  # the reference fails them too
+    flaky: list[Violation] = field(default_factory=list)  # seen live, not again on replay
     log: list[str] = field(default_factory=list)
 
 
@@ -480,11 +504,19 @@ def fuzz(
                         [_only(v, ours - theirs) for v in violation.verdicts],
                         violation.path,
                     )
-                result.first_failure_s = time.monotonic() - started
-                result.found_by = fuzzer
+                found_at = time.monotonic() - started
                 if real:
                     other = reference if reference != runtime else None
-                    violation = minimize(violation, out, zygote, result.log.append, other)
+                    shrunk = minimize(violation, out, zygote, result.log.append, other)
+                    if shrunk is None:
+                        kept = out / f"flaky-{len(result.flaky) + 1}.yaml"
+                        save_failure(violation.scenario, violation.verdicts, kept, "flaky")
+                        result.flaky.append(Violation(violation.scenario, violation.verdicts, kept))
+                        result.log.append(f"seen once, not again on replay (flaky): {kept}")
+                        continue
+                    violation = shrunk
+                result.first_failure_s = found_at
+                result.found_by = fuzzer
                 result.violation = violation
                 break
             finally:

@@ -48,9 +48,31 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+ZYGOTES = pytest.StashKey[dict[str, Any]]()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
+    config.stash[ZYGOTES] = {}
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Stop the session's fork servers (they take any agent still alive with them)."""
+    for warm in config.stash.get(ZYGOTES, {}).values():
+        warm.stop()
+
+
+def _zygote(config: pytest.Config, runtime: str) -> Any:
+    """One warm fork server per runtime for the whole session (a torch import each)."""
+    from mwsim.replay.controller import agent_env
+    from mwsim.replay.zygote import Zygote
+
+    zygotes = config.stash[ZYGOTES]
+    if runtime not in zygotes or not zygotes[runtime].alive:
+        log = Path(tempfile.mkdtemp(prefix="mwsim-zygote-")) / "zygote.log"
+        zygotes[runtime] = Zygote(runtime, log, agent_env())
+    return zygotes[runtime]
 
 
 def _modes(config: pytest.Config) -> list[str]:
@@ -144,6 +166,7 @@ class ScenarioItem(pytest.Item):
         from mwsim import report
         from mwsim.checks import Result
         from mwsim.errors import Inconclusive
+        from mwsim.replay.controller import runtime_class
         from mwsim.runs import run_scenario, with_overrides
         from mwsim.scenario import load_scenario
 
@@ -153,11 +176,14 @@ class ScenarioItem(pytest.Item):
             self.config.getoption("--mwsim-backend"),
         )
         try:
+            runtime_class(scenario.runtime, scenario.backend, 0)  # before a fork server
+            warm = _zygote(self.config, scenario.runtime) if self.mode != "sim" else None
             outcome = run_scenario(
                 scenario,
                 mode=self.mode,
                 out_dir=self._out_dir(scenario.name),
                 network=self.config.getoption("--mwsim-network"),
+                zygote=warm,
             )
         except Inconclusive as exc:
             pytest.skip(f"the real run cannot happen here: {exc}")

@@ -7,6 +7,7 @@ replay and inspect scenarios the way mwsim's tests do.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from itertools import pairwise
 from typing import Any
 
@@ -46,6 +47,13 @@ def faults(history: History, do: str | None = None) -> list[Event]:
     return [e for e in history.of_kind("fault") if do is None or e["do"] == do]
 
 
+def in_force(action: Event) -> float:
+    """When a confirmed fault (or its end) was surely in effect: its start plus the time
+    its confirmation took (the kernel's or the process's state read back as asked)."""
+    assert action["confirmed"], action
+    return action.t + float(action["confirm_s"])
+
+
 # -- hypothesis ---------------------------------------------------------------------------
 
 
@@ -80,9 +88,25 @@ def register_profiles() -> None:
 
 def real_settings(least: int = 2, **extra: Any) -> Any:
     """The active Hypothesis profile scaled for examples that each start a deployment:
-    a hundredth of its examples, at least ``least``."""
-    from hypothesis import settings
+    a hundredth of its examples, at least ``least``, and no shrinking (each try would be
+    a deployment; ``mwsim.fuzz.minimize`` shrinks by replay instead)."""
+    from hypothesis import Phase, settings
 
     current = settings.default
     assert current is not None
-    return settings(current, max_examples=max(least, current.max_examples // 100), **extra)
+    examples = max(least, current.max_examples // 100)
+    phases = [p for p in current.phases if p is not Phase.shrink]
+    return settings(current, max_examples=examples, phases=phases, **extra)
+
+
+def reproducible_only(test: Callable[[], None]) -> list[str]:
+    """Run a Hypothesis test of live processes; a failure that its replay does not show
+    again (Hypothesis's ``FlakyFailure``: timing on a loaded machine, or a rare race) is
+    returned, not raised, so the caller can report it; a reproducible one is raised."""
+    from hypothesis.errors import FlakyFailure
+
+    try:
+        test()
+    except FlakyFailure as flaky:
+        return [str(e).splitlines()[0] for e in flaky.exceptions] or [str(flaky)]
+    return []

@@ -20,8 +20,11 @@ done
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "mwsim: installing system packages:$missing"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    if ! { apt-get update -qq &&
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing \
+            >/dev/null; }; then
+        echo "mwsim: apt-get could not install$missing; without them emulated hosts are off" >&2
+    fi
 else
     echo "mwsim: missing system packages:$missing (run as root to install them)" >&2
     echo "mwsim: without them, emulated hosts are off and network faults are inconclusive" >&2

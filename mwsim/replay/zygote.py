@@ -159,6 +159,11 @@ class Zygote:
     def pid(self) -> int:
         return self.proc.pid
 
+    @property
+    def alive(self) -> bool:
+        """Is the fork server still running (a shared one can be reused)?"""
+        return self.proc.poll() is None
+
     def fileno(self) -> int:
         return self._out
 

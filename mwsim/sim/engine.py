@@ -20,7 +20,7 @@ from typing import Any
 
 import simpy
 
-from mwsim.events import Degrade, Partition, Slow
+from mwsim.events import AnyEvent, Degrade, Partition, Slow
 from mwsim.history import Event, History, Mode, event
 from mwsim.internal.rng import seeded
 from mwsim.membership import Plan, Step, WorldLife
@@ -218,7 +218,7 @@ class Simulation:
         self,
         world: _World,
         peers: dict[int, list[int]],
-        silent: bool,
+        event: AnyEvent,
         t: float,
         resume: float | None,
         still: Callable[[], bool],
@@ -235,6 +235,7 @@ class Simulation:
             back = self.hung.get(survivor, 0.0) if survivor in self.hung else None
             if survivor in self.hung and back is None:
                 continue  # hung for good: it never gets to look
+            silent = event.silent_to(self.plan.worker(survivor, t).host)
             options = []
             for bad in others:
                 window = detection_window(self.model, self.kind, self.interval, silent, rank, bad)
@@ -299,7 +300,7 @@ class Simulation:
             self._close(world, t)
             if formed:  # a world that never formed has nobody waiting on it
                 peers = failing_peers(step, world.life)
-                self._detect(world, peers, step.event.silent, t, None, lambda: True)
+                self._detect(world, peers, step.event, t, None, lambda: True)
         gone = t + (self.model.kill_s if code else self.model.leave_s)
         for worker in workers:
             self._emit(gone, "exit", worker=worker, code=code, expected=True)
@@ -338,7 +339,7 @@ class Simulation:
             world.paused.add(target)
             if world.formed:
                 peers = failing_peers(step, world.life)
-                self._detect(world, peers, step.event.silent, t, resume, still)
+                self._detect(world, peers, step.event, t, resume, still)
 
     def resume(self, step: Step) -> None:
         at, worker = self.env.now, step.event.subject
@@ -416,7 +417,7 @@ class Simulation:
                 self._detect(
                     world,
                     peers,
-                    step.event.silent,
+                    step.event,
                     t,
                     heal,
                     lambda: reset or step.index in self.cuts,

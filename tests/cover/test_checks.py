@@ -125,6 +125,51 @@ def test_a_short_hang_need_not_be_seen():
     assert verdicts(simulate(short), short)["detection"].verdict == "pass"
 
 
+def test_a_crash_behind_a_cut_is_due_only_once_the_cut_heals():
+    """w1 (on h1) dies while nothing from h1 reaches h0: the leader cannot see the reset
+    before the heal at 3.5 s, so a report at 4.5 s is in time; without the cut it is late."""
+    text = """
+        topology: {generator: fan_in, workers: 1, hosts: 2}
+        duration_s: 12
+        events:
+          - {at: 1.5, do: partition, from: [h1], to: [h0], for_s: 2.0}
+          - {at: 2.0, do: crash, target: w1}
+        """
+    cut = scenario(text)
+    loud = scenario(
+        text.replace("- {at: 1.5, do: partition, from: [h1], to: [h0], for_s: 2.0}\n", "")
+    )
+
+    def late(e):
+        return event(4.5, "broken", **e.attrs) if e.kind == "broken" else e
+
+    h = edit(simulate(cut), change=late)
+    assert verdicts(h, cut)["detection"].verdict == "pass"
+    h = edit(simulate(loud), change=late)
+    assert "reported it at 4.50 s" in verdicts(h, loud)["detection"].detail
+
+
+def test_a_one_way_resetting_cut_is_silent_to_its_to_side():
+    """Resets go back to the senders (h0): the leader sees the cut at once, w1 (on h1)
+    only through the watchdog; a two-way resetting cut is loud to both."""
+    text = """
+        topology: {generator: fan_in, workers: 1, hosts: 2}
+        duration_s: 12
+        events: [{at: 2.0, do: partition, from: [h0], to: [h1], mode: reset}]
+        """
+    one_way = scenario(text)
+    two_way = scenario(text.replace("from: [h0], to: [h1]", "groups: [[h0], [h1]]"))
+    seen = {e["worker"]: e.t - 2.0 for e in simulate(one_way).of_kind("broken")}
+    assert seen["leader"] <= OP_HI and seen["w1"] >= RuntimeModel().watchdog_window()[0]
+
+    def late(e):
+        return event(8.5, "broken", **e.attrs) if e.kind == "broken" and e["worker"] == "w1" else e
+
+    assert verdicts(edit(simulate(one_way), change=late), one_way)["detection"].verdict == "pass"
+    v = verdicts(edit(simulate(two_way), change=late), two_way)["detection"]
+    assert "w1 did not report it broken" in v.detail
+
+
 # -- no_false_alarm -----------------------------------------------------------------------
 
 

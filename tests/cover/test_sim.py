@@ -134,7 +134,7 @@ def test_different_seeds_differ_where_chance_matters():
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 2**31))
 def test_every_family_generates_valid_scenarios_that_simulate_clean(family, seed):
     data = generate(family, seed)

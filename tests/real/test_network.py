@@ -13,11 +13,14 @@ import pytest
 
 from mwsim.hosts import emulated
 from mwsim.sim import simulate
-from mwsim.testing import broken_reports, faults, largest_gap, ops_by_world, scenario
+from mwsim.testing import broken_reports, faults, in_force, largest_gap, ops_by_world, scenario
 
 reason = emulated.unavailable()
 if reason:
     pytest.skip(f"emulated hosts are not possible here: {reason}", allow_module_level=True)
+
+#: An op completing before a cut may be stamped a little later (its thread's turn).
+STAMP_S = 0.05
 
 #: leader and w3 on h0, w1 on h1, w2 on h2 (dealt round-robin)
 FAN_IN = "topology: {generator: fan_in, workers: 3, hosts: 3}\n"
@@ -64,7 +67,8 @@ def test_a_resetting_partition_is_seen_about_as_fast_as_a_crash(replay):
     assert fault["confirmed"] is True
     reports = broken_reports(history)
     assert set(reports) == {"world1"}
-    assert reports["world1"]["leader"] - 2.0 < 1.0 and reports["world1"]["w1"] - 2.0 < 1.0
+    seen = {w: t - in_force(fault) for w, t in reports["world1"].items()}
+    assert seen["leader"] < 1.0 and seen["w1"] < 1.0, seen
     assert largest_gap(times(history, "world2"), 0.5, 4.0) < 2.0
 
 
@@ -72,11 +76,13 @@ def test_a_one_second_partition_is_survived_and_the_world_recovers(replay):
     _, history = replay(
         fan_in("  - {at: 2.0, do: partition, groups: [[h0], [h1]], for_s: 1.0}\n", 6)
     )
+    (fault,) = faults(history, "partition")
     (healed,) = history.of_kind("resumed")
-    assert healed["do"] == "partition" and healed["confirmed"] is True and 2.9 < healed.t < 3.3
+    assert healed["do"] == "partition" and healed["confirmed"] is True and 2.95 < healed.t < 3.5
     assert not broken_reports(history)
     world1 = times(history, "world1")
-    assert not [t for t in world1 if 2.05 < t < 2.95]  # nothing crossed the cut
+    crossed = [t for t in world1 if in_force(fault) + STAMP_S < t < healed.t]
+    assert not crossed, (in_force(fault), crossed)  # nothing crossed the cut
     assert min(t for t in world1 if t > healed.t) - healed.t < 2.0  # recovery
     assert all(e["ok"] for e in ops_by_world(history)["world1"])
 
@@ -86,7 +92,7 @@ def test_a_one_way_partition_cuts_the_world_across_it(replay):
     (fault,) = faults(history, "partition")
     assert fault["confirmed"] is True and fault["from"] == ["h1"] and fault["to"] == ["h0"]
     assert set(broken_reports(history)) == {"world1"}
-    assert max(times(history, "world1")) < 2.1
+    assert max(times(history, "world1")) < in_force(fault) + STAMP_S
     assert largest_gap(times(history, "world2"), 0.5, 9.0) < 2.0
 
 
@@ -128,8 +134,8 @@ def test_power_off_is_seen_only_by_the_watchdog_where_a_host_crash_is_seen_at_on
     (off,) = faults(powered, "power_off")
     assert off["confirmed"] is True and off["workers"] == ["w1"]
     assert {e["worker"]: e["code"] for e in powered.of_kind("exit") if e.t < 5} == {"w1": -9}
-    silent = broken_reports(powered)["world1"]["leader"] - 2.0
-    loud = broken_reports(crashed)["world1"]["leader"] - 2.0
+    silent = broken_reports(powered)["world1"]["leader"] - in_force(off)
+    loud = broken_reports(crashed)["world1"]["leader"] - in_force(faults(crashed)[0])
     assert silent > 2.0 and loud < 0.5, (silent, loud)
     assert set(broken_reports(powered)) == {"world1"}
 
