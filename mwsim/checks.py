@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from mwsim.events import BREAKING, Degrade, Kind, Slow
+from mwsim.events import BREAKING, Degrade, Kind, Slow, subject_of
 from mwsim.history import Event, History, Mode
 from mwsim.membership import Plan, Step, WorldId, WorldLife
 from mwsim.scenario import Property, Scenario
@@ -111,6 +111,8 @@ class Facts:
     died: dict[str, list[tuple[float, bool]]] = field(default_factory=dict)  # exits
     hygiene: Event | None = None
     mode: str = Mode.REAL
+    hangs: dict[str, list[Injected]] = field(default_factory=dict)  # by worker, in time order
+    cuts: list[Injected] = field(default_factory=list)  # dropping partitions, in time order
 
 
 # -- reading a history --------------------------------------------------------------------
@@ -140,13 +142,10 @@ def facts(history: History, scenario: Scenario, model: RuntimeModel | None = Non
     )
     taken: set[int] = set()
     steps = {s.index: s for s in p.steps}
-    by_fault: dict[tuple[str, str], list[Step]] = defaultdict(list)
-    by_scale: dict[str, list[Step]] = defaultdict(list)
+    # the steps a fault or scale record may be, by (kind, subject): a few each
+    candidates: dict[tuple[str, str | None], list[Step]] = defaultdict(list)
     for step in p.steps:
-        if step.event.info.fault:
-            by_fault[(step.kind, step.event.subject)].append(step)
-        else:
-            by_scale[step.kind].append(step)
+        candidates[(step.kind, step.event.subject)].append(step)
     resumed: dict[tuple[str, str], list[float]] = defaultdict(list)
     for e in history:
         kind = e.kind
@@ -169,15 +168,16 @@ def facts(history: History, scenario: Scenario, model: RuntimeModel | None = Non
             if life is not None:
                 f.joined.setdefault(life.id, {}).setdefault(e["worker"], e.t)
         elif kind == "fault":
-            index = _nearest(by_fault.get((e.get("do"), e.get("target")), []), e.t, taken)
+            index = _nearest(candidates.get((e.get("do"), subject_of(e.attrs)), []), e.t, taken)
             if index is not None:
                 taken.add(index)
                 f.faults[index] = Injected(steps[index], e.t, bool(e.get("confirmed", False)))
         elif kind == "resumed":
             resumed[(e.get("do", Kind.HANG), e["target"])].append(e.t)
         elif kind == "scale":
-            index = _nearest(by_scale.get(e.get("do"), []), e.t, set(f.scaled))
+            index = _nearest(candidates.get((e.get("do"), subject_of(e.attrs)), []), e.t, taken)
             if index is not None:
+                taken.add(index)
                 f.scaled[index] = e.t
         elif kind == "exit":
             f.died.setdefault(e["worker"], []).append((e.t, bool(e.get("expected", True))))
@@ -194,6 +194,11 @@ def facts(history: History, scenario: Scenario, model: RuntimeModel | None = Non
     for segs in f.ops.values():
         for series in segs.values():
             series.sort(key=lambda s: s.t0)
+    for x in sorted(f.faults.values(), key=lambda x: x.t):
+        if x.step.kind is Kind.HANG:
+            f.hangs.setdefault(x.step.event.subject, []).append(x)
+        elif x.step.cut and x.step.event.silent:
+            f.cuts.append(x)
     return f
 
 
@@ -359,8 +364,8 @@ def _gap(world: str, a: float, b: float, allowed: float) -> str:
 
 def _free_at(f: Facts, worker: str, since: float) -> float | None:
     """When ``worker`` can look at ``since``: then, or when its own hang ends (None: never)."""
-    for x in f.faults.values():
-        if x.step.kind is Kind.HANG and x.step.event.subject == worker and x.t <= since:
+    for x in f.hangs.get(worker, []):
+        if x.t <= since:
             if x.end is None:
                 return None
             if x.end > since:
@@ -371,9 +376,7 @@ def _free_at(f: Facts, worker: str, since: float) -> float | None:
 def _alive_until(f: Facts, worker: str, since: float) -> float:
     """When ``worker`` stopped being able to report, after ``since`` (its exit or a hang)."""
     times = [t for t, _ in f.died.get(worker, []) if since <= t < f.end]
-    for x in f.faults.values():
-        if x.step.kind is Kind.HANG and x.step.event.subject == worker and x.t > since:
-            times.append(x.t)
+    times += [x.t for x in f.hangs.get(worker, []) if x.t > since]
     return min(times, default=float("inf"))
 
 
@@ -383,9 +386,8 @@ def _cut_off(
     """A dropping partition in force at ``since`` that cuts member ``rank`` of ``life`` off
     from one of ``others``: nothing of theirs reaches it (not even a reset) until the heal."""
     me, them = life.members[rank], {life.members[o] for o in others}
-    for x in f.faults.values():
-        ev = x.step.event
-        if not x.step.cut or not ev.silent or x.t > since or (x.end is not None and x.end <= since):
+    for x in f.cuts:
+        if x.t > since or (x.end is not None and x.end <= since):
             continue
         if them & set(x.step.cut.get(life.name, {}).get(me, [])):
             return x
@@ -583,11 +585,9 @@ def check_scale_out(f: Facts) -> Verdict:
 def _hung_within(f: Facts, life: WorldLife, a: float, b: float) -> bool:
     """Was a member of ``life`` hung at some time in ``[a, b]``?"""
     return any(
-        x.step.kind is Kind.HANG
-        and x.step.event.subject in life.members
-        and x.t <= b
-        and (x.end is None or x.end >= a)
-        for x in f.faults.values()
+        x.t <= b and (x.end is None or x.end >= a)
+        for member in life.members
+        for x in f.hangs.get(member, [])
     )
 
 

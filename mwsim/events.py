@@ -79,6 +79,26 @@ class KindInfo:
     colour: str = "black"  # how reports draw it
 
 
+#: The field of a ``fault`` or ``scale`` record that names the event's subject.
+SUBJECT_FIELD: Mapping[Target, str] = {
+    Target.WORKER: "target",
+    Target.HOST: "target",
+    Target.LINKS: "target",
+    Target.NEW_WORKER: "worker",
+    Target.NEW_WORLD: "world",
+    Target.WORLD: "world",
+}
+
+
+def subject_of(record: Mapping[str, Any]) -> str | None:
+    """The subject a ``fault`` or ``scale`` record names (None: not a known kind)."""
+    try:
+        kind = Kind(str(record.get("do")))
+    except ValueError:
+        return None
+    return record.get(SUBJECT_FIELD[kind.info.target])
+
+
 INFO: Mapping[Kind, KindInfo] = {
     Kind.CRASH: KindInfo(
         Target.WORKER,

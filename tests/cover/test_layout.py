@@ -39,6 +39,8 @@ LAYERS = {
     "mwsim.generate": 6,
     "mwsim.runs": 7,
     "mwsim.report": 7,
+    "mwsim.timeline": 7,
+    "mwsim.trace": 7,
     "mwsim.calibrate": 7,
     "mwsim.fuzz": 8,
     "mwsim.testing": 8,

@@ -1,12 +1,15 @@
 """Reports: the JSON report, the timeline PNG, the Perfetto trace, the table."""
 
 import json
+from itertools import pairwise
 
+import pytest
 from PIL import Image
 from rich.console import Console
 
-from mwsim import report
+from mwsim import report, timeline, trace
 from mwsim.runs import run_scenario
+from mwsim.sim import simulate
 from mwsim.testing import scenario
 
 S = scenario(
@@ -72,3 +75,49 @@ def test_table_shows_each_property_and_evidence(tmp_path):
     assert "reported (sim): PASS" in text
     for name in ("progress", "detection", "no_false_alarm", "integrity", "scale_out", "hygiene"):
         assert name in text
+
+
+def test_op_counts_add_up_to_every_op_of_records_and_spans():
+    big = scenario(
+        "topology: {generator: fan_in, workers: 2}\nduration_s: 600\n"
+        "events: [{at: 100.0, do: crash, target: w2}]\n"
+    )
+    history = simulate(big, detail="spans")
+    spans = history.of_kind("ops")
+    assert spans  # a long run is written as spans
+    total = sum(e["last"] - e["first"] + 1 for e in spans) + len(history.of_kind("op"))
+    counts = timeline.op_counts(history, big.plan, timeline.bins_for(big.duration_s))
+    assert sum(c.sum() for c in counts.values()) == pytest.approx(total)
+    world2 = counts[big.plan.row(big.plan.resolve("world2", None, 0.0).id)]
+    assert world2[: len(world2) // 6].sum() > 0 and world2[len(world2) // 5 :].sum() == 0
+
+
+def test_the_streamed_trace_is_the_trace(tmp_path):
+    outcome = run_scenario(S, mode="sim", out_dir=tmp_path)
+    path = trace.write_trace(outcome, tmp_path / "t.json")
+    assert json.loads(path.read_text()) == json.loads(json.dumps(trace.trace_dict(outcome)))
+    counters = [e for e in trace.trace_dict(outcome)["traceEvents"] if e["name"] == "ops/s world2"]
+    assert counters[0]["args"]["ops"] > 0 and counters[-1]["args"]["ops"] == 0  # it crashed
+    assert all(a["args"]["ops"] != b["args"]["ops"] for a, b in pairwise(counters))  # changes
+
+
+def test_past_max_rows_the_timeline_groups_worlds_by_fate_and_keeps_failing_ones(
+    tmp_path, monkeypatch
+):
+    plan = S.plan
+    rows = timeline.layout(plan, failing=set())
+    assert rows.labels == ["world1", "world2", "world3", "x"] and not rows.note
+    monkeypatch.setattr(timeline, "MAX_ROWS", 2)
+    rows = timeline.layout(plan, failing={"world3"})
+    assert rows.labels == [
+        "1 world: initial, to the end",
+        "1 world: initial, ended by crash",
+        "1 world: from add_world, to the end",
+        "world3",
+    ]
+    assert rows.labels[-1] == "world3" and rows.alone == {len(rows.labels) - 1}
+    assert sum(rows.sizes) == len(plan.worlds) and "4 world incarnations" in rows.note
+    monkeypatch.setattr(timeline, "MAX_MARKERS", 1)
+    outcome = run_scenario(S, mode="sim", out_dir=tmp_path)
+    with Image.open(timeline.timeline_png(outcome, tmp_path / "t.png")) as png:
+        assert png.format == "PNG" and png.height > 200

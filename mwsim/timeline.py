@@ -1,0 +1,267 @@
+"""The timeline picture of a run: per world, op rate over time, faults and scale events,
+detection instants and (for the model) predicted windows.
+
+Bounded in time and memory whatever the run's size: op rates are counted per time bin
+straight from op records and spans (never one instant per op), and past ``MAX_ROWS``
+world incarnations the picture summarises: the worlds a property failed on keep their own
+rows, the others are grouped by fate (how they formed, how they ended) with their mean
+rate, and past ``MAX_MARKERS`` fault and scale events those are drawn as a density strip.
+The picture says what it summarised.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mwsim.checks import FAIL
+from mwsim.events import FAULTS, Kind
+from mwsim.history import History, Mode
+from mwsim.membership import Plan, WorldLife
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from mwsim.runs import ModeRun, Outcome
+
+#: Past this many world incarnations the picture groups worlds instead of one row each.
+MAX_ROWS = 40
+#: Past this many fault and scale events they are drawn as a density strip, not lines.
+MAX_MARKERS = 40
+OP_COLOUR = "#4c9a2a"
+
+
+def bins_for(duration: float) -> np.ndarray:
+    """The time bins op rates are counted in: 50 to 400 of them over the run."""
+    import numpy as np
+
+    edges: np.ndarray = np.linspace(0.0, duration, max(50, min(400, int(duration * 10))) + 1)
+    return edges
+
+
+def op_counts(history: History, plan: Plan, bins: np.ndarray) -> dict[int, np.ndarray]:
+    """Ops per time bin for each world incarnation (by plan row), from op records and
+    spans alike; a span's ops are spread evenly over it, as they were issued."""
+    import numpy as np
+
+    out: dict[int, np.ndarray] = {}
+    edges = bins
+    for e in history:
+        if e.kind not in ("op", "ops"):
+            continue
+        life = plan.resolve(e["world"], e.get("life"), e.t)
+        if life is None:
+            continue
+        row = plan.row(life.id)
+        counts = out.get(row)
+        if counts is None:
+            counts = out[row] = np.zeros(len(edges) - 1)
+        if e.kind == "op" or e["last"] == e["first"]:
+            i = int(np.searchsorted(edges, e.t, side="right")) - 1
+            if 0 <= i < len(counts):
+                counts[i] += 1
+            continue
+        n = e["last"] - e["first"] + 1
+        t0, step = float(e["t0"]), (e.t - float(e["t0"])) / (n - 1)
+        if step <= 0:
+            i = int(np.searchsorted(edges, t0, side="right")) - 1
+            if 0 <= i < len(counts):
+                counts[i] += n
+            continue
+        # ops issued before each edge: k with t0 + k*step < edge
+        before = np.clip(np.ceil((edges - t0) / step), 0, n)
+        counts += np.diff(before)
+    return out
+
+
+@dataclass
+class Layout:
+    """Which drawn row each world incarnation goes to, and what was summarised."""
+
+    labels: list[str]  # one per drawn row, bottom up
+    row_of: list[int]  # plan row -> drawn row
+    sizes: list[int]  # world incarnations per drawn row
+    alone: set[int] = field(default_factory=set)  # drawn rows holding one world each
+    note: str = ""
+
+
+def _fate(life: WorldLife) -> str:
+    formed = "initial" if life.origin is None else f"from {life.origin}"
+    ended = "to the end" if life.end_cause is None else f"ended by {life.end_cause}"
+    return f"{formed}, {ended}"
+
+
+def layout(plan: Plan, failing: set[str]) -> Layout:
+    """One row per world incarnation, or (past ``MAX_ROWS``) failing worlds alone and the
+    others grouped by fate."""
+    lives = plan.worlds
+    if len(lives) <= MAX_ROWS:
+        labels = [plan.label(life) for life in lives]
+        return Layout(labels, list(range(len(lives))), [1] * len(lives), set(range(len(lives))))
+    alone = [i for i, life in enumerate(lives) if life.name in failing][: MAX_ROWS // 2]
+    groups: dict[str, list[int]] = defaultdict(list)
+    chosen = set(alone)
+    for i, life in enumerate(lives):
+        if i not in chosen:
+            groups[_fate(life)].append(i)
+    labels, row_of, sizes = [], [0] * len(lives), []
+    for name, members in sorted(groups.items(), key=lambda g: -len(g[1])):
+        for i in members:
+            row_of[i] = len(labels)
+        labels.append(f"{len(members)} world{'s' if len(members) > 1 else ''}: {name}")
+        sizes.append(len(members))
+    first_alone = len(labels)
+    for i in alone:
+        row_of[i] = len(labels)
+        labels.append(plan.label(lives[i]))
+        sizes.append(1)
+    failed = len({lives[i].name for i in range(len(lives)) if lives[i].name in failing})
+    note = (
+        f"{len(lives)} world incarnations: {len(groups)} group(s) by fate (mean rate per "
+        f"world); {len(alone)} failing world(s) drawn alone"
+        + (f" of {failed}" if failed > len(alone) else "")
+    )
+    return Layout(labels, row_of, sizes, set(range(first_alone, len(labels))), note)
+
+
+def _colour(do: str) -> str:
+    """How a kind of event is drawn (grey for kinds this mwsim does not know)."""
+    try:
+        return Kind(do).info.colour
+    except ValueError:
+        return "grey"
+
+
+def _marker(ax: Any, t: float, label: str, colour: str, rows: int, solid: bool) -> None:
+    """A vertical line at ``t`` labelled along its top: solid for faults, dashed for scaling."""
+    ax.axvline(t, color=colour, linewidth=1.6 if solid else 1.2, linestyle="-" if solid else "--")
+    top = rows - 0.05
+    ax.text(t, top, f" {label}", color=colour, fontsize=7, rotation=90, va="top", ha="right")
+
+
+def _density(ax: Any, records: list[Any], bins: np.ndarray, row: int) -> None:
+    """Fault and scale events as counts per bin, one step line per kind, in ``row``."""
+    import numpy as np
+
+    by_kind: dict[str, list[float]] = defaultdict(list)
+    for e in records:
+        by_kind[e.get("do", "?")].append(e.t)
+    top = max((np.histogram(ts, bins=bins)[0].max() for ts in by_kind.values()), default=1) or 1
+    for do, ts in sorted(by_kind.items()):
+        counts, _ = np.histogram(ts, bins=bins)
+        ax.step(bins[:-1], row + 0.05 + 0.85 * counts / top, where="post", color=_colour(do), lw=1)
+
+
+def _draw(ax: Any, outcome: Outcome, run: ModeRun, rows: Layout, bins: np.ndarray) -> None:
+
+    duration = outcome.scenario.duration_s
+    plan = outcome.scenario.plan
+    width = bins[1] - bins[0]
+    drawn: dict[int, np.ndarray] = {}
+    for row, counts in op_counts(run.history, plan, bins).items():
+        at = rows.row_of[row]
+        drawn[at] = drawn[at] + counts if at in drawn else counts
+    for at, counts in drawn.items():
+        rate = counts / width / rows.sizes[at]
+        top = rate.max() or 1.0
+        ax.fill_between(
+            bins[:-1], at, at + 0.8 * rate / top, step="post", color=OP_COLOUR, alpha=0.85, lw=0
+        )
+    facts = run.facts
+    if facts is not None:  # a hang, slow or cut over the worlds drawn alone
+        spans_of: dict[int, set[int]] = defaultdict(set)
+        for i, life in enumerate(plan.worlds):
+            if rows.row_of[i] in rows.alone:
+                for span in life.spans:
+                    spans_of[span.event].add(rows.row_of[i])
+        for injected in facts.faults.values():
+            step = injected.step
+            if not step.event.info.lasting or not injected.confirmed:
+                continue
+            end = injected.end if injected.end is not None else duration
+            for at in spans_of.get(step.index, ()):
+                colour = step.event.info.colour
+                ax.fill_between([injected.t, end], at, at + 1, color=colour, alpha=0.22, lw=0)
+    n = len(rows.labels)
+    markers = [e for e in run.history if e.kind in ("fault", "scale")]
+    if len(markers) > MAX_MARKERS:
+        _density(ax, markers, bins, n)
+    else:
+        for e in markers:
+            name = e.get("target") or e.get("world") or e.get("worker")
+            _marker(ax, e.t, f"{e['do']} {name}", _colour(e["do"]), n, solid=e.kind == "fault")
+    xs, ys, windows = [], [], []
+    for e in run.history.of_kind("broken"):
+        broken = plan.resolve(e["world"], e.get("life"), e.t)
+        if e.t > duration or broken is None:
+            continue
+        at = rows.row_of[plan.row(broken.id)]
+        xs.append(e.t)
+        ys.append(at + 0.4)
+        if "window" in e.attrs and at in rows.alone:
+            windows.append((at + 0.9, *e["window"]))
+    if windows:
+        y, lo, hi = zip(*windows, strict=True)
+        ax.hlines(y, lo, hi, color="black", linewidth=1)
+    if xs:
+        few = len(xs) <= MAX_MARKERS
+        ax.scatter(xs, ys, marker="X", color="black", s=64 if few else 6, alpha=1 if few else 0.3)
+    extra = ["faults & scaling per bin"] if len(markers) > MAX_MARKERS else []
+    ax.set_ylim(0, n + len(extra))
+    ax.set_yticks([i + 0.4 for i in range(n + len(extra))], rows.labels + extra, fontsize=8)
+    ax.set_xlim(-0.5 if duration < 100 else 0.0, duration)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title(f"{run.mode}: {run.verdict.upper()}", fontsize=10, loc="left")
+
+
+def failing_worlds(outcome: Outcome) -> set[str]:
+    """The worlds a failed property names, in any run."""
+    named: set[str] = set()
+    for run in outcome.runs:
+        for v in run.verdicts:
+            if v.verdict == FAIL:
+                named.update(w for w in (*v.worlds, v.world) if w)
+    return named
+
+
+def timeline_png(outcome: Outcome, path: str | Path) -> Path:
+    """Per world: op rate over time (green), faults and scale events by kind, detection
+    instants (X) and, for the model, predicted windows. Which worlds stopped and which
+    kept going shows at a glance."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    rows = layout(outcome.scenario.plan, failing_worlds(outcome))
+    bins = bins_for(outcome.scenario.duration_s)
+    runs = sorted(outcome.runs, key=lambda r: r.mode != Mode.REAL)  # the real run on top
+    shown = len(rows.labels) + 1
+    height = 1.6 + len(runs) * (0.7 + 0.3 * shown)
+    fig, axes = plt.subplots(len(runs), 1, figsize=(11, height), sharex=True, squeeze=False)
+    for ax, run in zip(axes[:, 0], runs, strict=True):
+        _draw(ax, outcome, run, rows, bins)
+    axes[-1, 0].set_xlabel("seconds since the workload started")
+    handles: list[Any] = [Patch(color=OP_COLOUR, label="op rate (per world, scaled)")]
+    for kind in Kind:
+        style = "-" if kind in FAULTS else "--"
+        handles.append(Line2D([], [], color=kind.info.colour, linestyle=style, label=kind))
+    handles.append(Line2D([], [], marker="X", color="black", linestyle="", label="reported broken"))
+    fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=7, frameon=False)
+    title = f"{outcome.scenario.name}: {outcome.verdict.upper()}"
+    notes = [rows.note] if rows.note else []
+    most = max(sum(e.kind in ("fault", "scale") for e in run.history) for run in runs)
+    if most > MAX_MARKERS:
+        notes.append(f"{most} fault and scale events drawn as counts per bin")
+    fig.suptitle(
+        title + ("\n" + "; ".join(notes) if notes else ""), fontsize=12 if not notes else 10
+    )
+    fig.tight_layout(rect=(0, 0.7 / height, 1, 1 - 0.3 / height))
+    out = Path(path)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
