@@ -1,6 +1,6 @@
 """mwsim's benchmarks: each goal is a ratio measured side by side in one run.
 
-    python bench/run.py [bringup] [overhead] [sim] [--repeat N] [--json FILE]
+    python bench/run.py [bringup] [overhead] [sim] [fleet] [hosts] [--repeat N] [--json FILE]
 
 bringup   an 8-worker fan-in brought up to its first op, vs 8 bare processes importing
           torch and multiworld (goal: <= 1.5x)
@@ -9,6 +9,10 @@ overhead  stream throughput through the harness vs the same loop written directl
 sim       1 simulated hour of a 4,096-worker fan-in, Poisson failures (1 h MTBF per worker)
           and load-driven joins: wall time (goal <= 5 s), peak memory (goal <= 2 GiB), and
           the ratio to a naive simpy model that schedules every watchdog heartbeat (goal >= 10x)
+fleet     what a user runs: ``mwsim run FILE --sim --json`` end to end (load, plan,
+          simulate, check, JSON, trace, picture) on the autoscaled fleet of bench/fleet.py
+          (4,096 workers, 1 h, ~8,000 crashes and joins; goal <= 5 s and <= 1 GiB) and on
+          one ten times larger (40,960 workers; goal within 12x of the first)
 hosts     16 emulated hosts set up and torn down (goal <= 0.5 s together), and each
           degraded-link knob measured against the undegraded link (bench/hosts.py; root)
 
@@ -141,6 +145,49 @@ def bench_sim(repeat: int) -> dict:
     }
 
 
+def _cli_run(path: Path, out: Path) -> tuple[float, float]:
+    """Wall seconds and peak MiB of one ``mwsim run PATH --sim --json`` process."""
+    command = [sys.executable, "-m", "mwsim.cli", "run", str(path), "--sim"]
+    command += ["--out", str(out), "--json", str(out / "report.json")]
+    start = time.monotonic()
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, cwd=HERE.parent, env=ENV)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.monotonic() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    assert proc.returncode == 0, f"mwsim run {path} exited {proc.returncode}"
+    return wall, usage.ru_maxrss / 1024
+
+
+def bench_fleet(repeat: int, tmp: Path) -> dict:
+    """The CLI end to end on the fleet and on one ten times larger, alternately."""
+    sys.path.insert(0, str(HERE))
+    from fleet import dump, fleet
+
+    sizes = {"fleet": 4096, "fleet_x10": 40960}
+    files = {}
+    for name, workers in sizes.items():
+        data = fleet(workers)
+        files[name] = tmp / f"{name}.yaml"
+        files[name].write_text(dump(data))
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in sizes}
+    for i in range(repeat):
+        for name, path in files.items():
+            samples[name].append(_cli_run(path, tmp / f"{name}-{i}"))
+    result: dict[str, Any] = {}
+    for name, path in files.items():
+        events = path.read_text().count("\n- {")
+        result[name] = {
+            "workers": sizes[name],
+            "events": events,
+            "wall_s": round(statistics.median(w for w, _ in samples[name]), 2),
+            "peak_rss_mib": round(max(m for _, m in samples[name]), 1),
+        }
+    result["ratio"] = round(result["fleet_x10"]["wall_s"] / result["fleet"]["wall_s"], 2)
+    result["goals"] = {"wall_s": "<= 5", "peak_rss_mib": "<= 1024", "ratio": "<= 12"}
+    result["samples"] = samples
+    return result
+
+
 def _py(*args: str, every: bool = False) -> Any:
     """Run a bench script; its last output line (``every``: all of them)."""
     out = subprocess.run(
@@ -162,7 +209,8 @@ def bench_hosts(repeat: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("which", nargs="*", default=["bringup", "overhead", "sim", "hosts"])
+    everything = ["bringup", "overhead", "sim", "fleet", "hosts"]
+    parser.add_argument("which", nargs="*", default=everything)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", dest="json_path")
     args = parser.parse_args()
@@ -174,7 +222,9 @@ def main() -> None:
             elif name == "sim":
                 results[name] = bench_sim(args.repeat)
             else:
-                fn = {"bringup": bench_bringup, "overhead": bench_overhead}[name]
+                fn = {"bringup": bench_bringup, "overhead": bench_overhead, "fleet": bench_fleet}[
+                    name
+                ]
                 results[name] = fn(args.repeat, Path(tmp))
             print(name, json.dumps({k: v for k, v in results[name].items() if k != "samples"}))
     if args.json_path:
