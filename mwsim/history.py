@@ -179,7 +179,7 @@ def follow(path: str | Path, stop: Callable[[], bool], poll_s: float = 0.05) -> 
     """Yield events as complete lines are appended to ``path`` until ``stop()`` is true
     and the file has no complete line left."""
     with open(path, encoding="utf-8") as stream:
-        number, pending = 0, ""
+        number, pending, stopping = 0, "", False
         while True:
             chunk = stream.readline()
             if chunk:
@@ -190,9 +190,13 @@ def follow(path: str | Path, stop: Callable[[], bool], poll_s: float = 0.05) -> 
                         yield parse_line(pending, str(path), number)
                     pending = ""
                 continue
-            if stop():
+            if stopping:
                 return
-            time.sleep(poll_s)
+            # once stop() holds, read to the end once more: lines written before it held
+            # may have come after the last read
+            stopping = stop()
+            if not stopping:
+                time.sleep(poll_s)
 
 
 class HistoryWriter:

@@ -31,6 +31,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from mwsim.events import AnyEvent, Degrade
 from mwsim.hosts.emulated import IFNAME, Fabric
@@ -172,7 +173,8 @@ class NetFaults:
 
     def _daemon(self, queue: int, delay_ms: float, jitter_ms: float) -> subprocess.Popen[str]:
         f = self.fabric
-        command = [sys.executable, "-m", "mwsim.hosts.delayd", str(queue)]
+        # run as a script: importing the mwsim package would add a second to its start
+        command = [sys.executable, str(Path(__file__).with_name("delayd.py")), str(queue)]
         proc = subprocess.Popen(
             ["ip", "netns", "exec", f.switch, *command, str(delay_ms), str(jitter_ms)],
             stdin=subprocess.DEVNULL,

@@ -21,11 +21,21 @@ Path = tuple[str | int, ...]
 
 @dataclass
 class Source:
-    """Parsed YAML data plus the line of each path in it."""
+    """Parsed YAML data plus the line of each path in it (indexed on first use: only
+    a problem needs a line)."""
 
     path: str
     data: Any
-    lines: dict[Path, int] = field(default_factory=dict)
+    node: yaml.Node | None = None
+    _lines: dict[Path, int] | None = field(default=None, repr=False)
+
+    @property
+    def lines(self) -> dict[Path, int]:
+        if self._lines is None:
+            self._lines = {}
+            if self.node is not None:
+                _index(self.node, (), self._lines)
+        return self._lines
 
     def line_of(self, loc: Sequence[Any]) -> int:
         """Line of the deepest prefix of ``loc`` that exists in the document.
@@ -59,8 +69,25 @@ def _decode(raw: bytes, path: str) -> str:
     return text
 
 
-def _index(node: yaml.Node, loc: Path, source: Source, problems: list[Problem]) -> None:
-    source.lines.setdefault(loc, node.start_mark.line + 1)
+def _index(node: yaml.Node, loc: Path, lines: dict[Path, int]) -> None:
+    lines.setdefault(loc, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node)
+            if (*loc, key) in lines:
+                continue  # a duplicate key (reported by _duplicates)
+            # a scalar is located at its own line, a mapping or list at its key's
+            scalar = isinstance(value_node, yaml.ScalarNode)
+            line = key_node.start_mark.line + 1
+            lines[(*loc, key)] = value_node.start_mark.line + 1 if scalar else line
+            _index(value_node, (*loc, key), lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _index(item, (*loc, i), lines)
+
+
+def _duplicates(node: yaml.Node, path: str, problems: list[Problem]) -> None:
+    """A key given twice in one mapping (YAML would keep the last one silently)."""
     if isinstance(node, yaml.MappingNode):
         seen: dict[Any, int] = {}
         for key_node, value_node in node.value:
@@ -68,17 +95,14 @@ def _index(node: yaml.Node, loc: Path, source: Source, problems: list[Problem]) 
             line = key_node.start_mark.line + 1
             if key in seen:
                 problems.append(
-                    Problem(source.path, line, f"duplicate key {key!r} (first at line {seen[key]})")
+                    Problem(path, line, f"duplicate key {key!r} (first at line {seen[key]})")
                 )
                 continue
             seen[key] = line
-            # a scalar is located at its own line, a mapping or list at its key's
-            scalar = isinstance(value_node, yaml.ScalarNode)
-            source.lines[(*loc, key)] = value_node.start_mark.line + 1 if scalar else line
-            _index(value_node, (*loc, key), source, problems)
+            _duplicates(value_node, path, problems)
     elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _index(item, (*loc, i), source, problems)
+        for item in node.value:
+            _duplicates(item, path, problems)
 
 
 #: libyaml's parser where PyYAML was built with it (the same nodes and marks, ~10x faster).
@@ -108,10 +132,9 @@ def load_source(raw: bytes | str, path: str) -> Source:
         ) from None
     finally:
         loader.dispose()
-    source = Source(path, data)
     problems: list[Problem] = []
     if node is not None:
-        _index(node, (), source, problems)
+        _duplicates(node, path, problems)
     if problems:
         raise ProblemError(problems)
-    return source
+    return Source(path, data, node)

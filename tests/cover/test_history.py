@@ -86,6 +86,18 @@ def test_history_can_be_read_while_it_is_written(tmp_path):
     assert [e["seq"] for e in seen] == list(range(50))
 
 
+def test_follow_takes_the_lines_written_just_before_stop_held(tmp_path):
+    path = tmp_path / "live.jsonl"
+    with HistoryWriter(path) as writer:
+        writer.write(event(0.0, "op", world="w", worker="leader", seq=0, ok=True))
+
+        def stop():  # the last line lands after the reader found nothing, before stop holds
+            writer.write(event(0.01, "op", world="w", worker="leader", seq=1, ok=True))
+            return True
+
+        assert [e["seq"] for e in follow(path, stop, poll_s=0.01)] == [0, 1]
+
+
 def test_history_meta_and_jsonl():
     h = History([event(0, "run", scenario="s", mode="sim"), event(1, "phase", name="stop")])
     assert h.meta["mode"] == "sim"
