@@ -194,7 +194,7 @@ def test_a_killed_controllers_hosts_are_recognised_and_cleaned(tmp_path):
     try:
         wait_for(lambda: history.exists() and '"degrade"' in history.read_text(), 120, "the fault")
         spawned = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
-        assert any("mwsim.hosts.delayd" in " ".join(psutil.Process(p).cmdline()) for p in spawned)
+        assert any("hosts/delayd.py" in " ".join(psutil.Process(p).cmdline()) for p in spawned)
         namespaces = namespaces_of(proc.pid)
         assert len(namespaces) == 3  # two hosts and the switch
         proc.kill()
