@@ -1,5 +1,6 @@
 """The delay daemon of a degraded link: holds each queued packet for its delay, then lets
-it go (``python -m mwsim.hosts.delayd QUEUE DELAY_MS JITTER_MS``, inside a run's switch).
+it go (``python mwsim/hosts/delayd.py QUEUE DELAY_MS JITTER_MS``, inside a run's switch; run
+as a script, it imports nothing of mwsim, so it is up in a tenth of a second).
 
 This kernel has no netem qdisc, so a degraded link's delay is done in user space: the
 switch's iptables send the link's packets (both directions) to an NFQUEUE, and this
