@@ -117,7 +117,7 @@ def layout(plan: Plan, failing: set[str]) -> Layout:
         row_of[i] = len(labels)
         labels.append(plan.label(lives[i]))
         sizes.append(1)
-    failed = len({lives[i].name for i in range(len(lives)) if lives[i].name in failing})
+    failed = len({life.name for life in lives} & failing)
     note = (
         f"{len(lives)} world incarnations: {len(groups)} group(s) by fate (mean rate per "
         f"world); {len(alone)} failing world(s) drawn alone"

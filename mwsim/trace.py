@@ -30,13 +30,13 @@ def _counter_bins(duration: float) -> Any:
     return np.arange(0.0, duration + width, width)
 
 
-def trace_events(outcome: Outcome) -> Iterator[dict[str, Any]]:
+def trace_events(outcome: Outcome, origin: float | None = None) -> Iterator[dict[str, Any]]:
     """The trace's events, one at a time (timestamps in µs from the earliest record)."""
     import numpy as np
 
     plan = outcome.scenario.plan
     labels = [plan.label(life) for life in plan.worlds]
-    origin = _origin(outcome)
+    origin = _origin(outcome) if origin is None else origin
     bins = _counter_bins(outcome.scenario.duration_s)
     width = float(bins[1] - bins[0])
 
@@ -91,27 +91,28 @@ def _origin(outcome: Outcome) -> float:
     return min([0.0, *(e.t for run in outcome.runs for e in run.history)])
 
 
-def metadata(outcome: Outcome) -> dict[str, Any]:
-    return {"scenario": outcome.scenario.name, "t0_us": round(-_origin(outcome) * 1e6, 1)}
+def metadata(outcome: Outcome, origin: float) -> dict[str, Any]:
+    return {"scenario": outcome.scenario.name, "t0_us": round(-origin * 1e6, 1)}
 
 
 def trace_dict(outcome: Outcome) -> dict[str, Any]:
     """The whole trace as one dict (small runs; ``write_trace`` streams it)."""
+    origin = _origin(outcome)
     return {
-        "traceEvents": list(trace_events(outcome)),
+        "traceEvents": list(trace_events(outcome, origin)),
         "displayTimeUnit": "ms",
-        "metadata": metadata(outcome),
+        "metadata": metadata(outcome, origin),
     }
 
 
 def write_trace(outcome: Outcome, path: str | Path) -> Path:
     """Write the trace event by event (memory does not grow with the run)."""
-    out = Path(path)
+    out, origin = Path(path), _origin(outcome)
     with out.open("w") as f:
         f.write('{"displayTimeUnit": "ms", "metadata": ')
-        f.write(json.dumps(metadata(outcome)))
+        f.write(json.dumps(metadata(outcome, origin)))
         f.write(', "traceEvents": [\n')
-        for i, event in enumerate(trace_events(outcome)):
+        for i, event in enumerate(trace_events(outcome, origin)):
             if i:
                 f.write(",\n")
             f.write(json.dumps(event))
