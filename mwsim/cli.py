@@ -433,6 +433,8 @@ def fuzz(
     for found in result.flaky:
         console.print(f"[yellow]seen once, not again on replay (flaky):[/] {found.path}")
     summary = f"{result.examples} examples in {result.batches} batches, {result.elapsed_s:.0f} s"
+    if result.bringup_failures:
+        summary += f", {len(result.bringup_failures)} skipped: the deployment did not come up"
     if result.violation is None:
         console.print(f"[green]no violation found[/] ({summary})")
         sys.exit(EXIT_OK)

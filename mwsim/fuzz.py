@@ -47,7 +47,7 @@ from hypothesis.stateful import (
 )
 
 from mwsim.checks import FAIL, PASS, Verdict, check, judge, violated_pairs
-from mwsim.errors import MwsimError, PlanError
+from mwsim.errors import BringUpFailed, MwsimError, PlanError
 from mwsim.events import Kind, parse_event
 from mwsim.findings import FIRST_HEARTBEAT_S, known_finding
 from mwsim.history import Mode, read_history
@@ -62,6 +62,9 @@ from mwsim.timing import RuntimeModel, judged_end, model_for
 
 #: A silent fault lasting within this of the watchdog's window is a race (reported or not).
 RACE_MARGIN_S = 0.5
+
+#: Live batches whose deployment did not come up, skipped, before fuzzing gives up.
+MAX_BRINGUP_FAILURES = 3
 
 #: The live deployments the stateful fuzzer starts from (batch n uses variant n).
 LIVE_BASES = (
@@ -403,6 +406,7 @@ class FuzzResult:
     elapsed_s: float = 0.0
     upstream: list[Violation] = field(default_factory=list)  # the reference fails them too
     flaky: list[Violation] = field(default_factory=list)  # seen live, not again on replay
+    bringup_failures: list[str] = field(default_factory=list)  # live batches skipped
     log: list[str] = field(default_factory=list)
 
 
@@ -484,6 +488,14 @@ def fuzz(
                     )
                     fix_seed(batch_seed)(test)()
             except Exception as found:  # Violation, ExceptionGroup, or a flaky live replay
+                failed = None if seen else _bringup_failure(found)
+                if failed is not None:  # the fixed base did not come up: not a finding
+                    reason = str(failed).splitlines()[-1].strip()
+                    result.bringup_failures.append(reason)
+                    result.log.append(f"the live deployment did not come up ({reason}); skipped")
+                    if len(result.bringup_failures) >= MAX_BRINGUP_FAILURES:
+                        raise failed from found
+                    continue
                 violation = _first_violation(found, seen)
                 if real and reference and runtime != reference:
                     ours = violated_pairs(violation.verdicts)
@@ -539,6 +551,17 @@ def _only(verdict: Verdict, pairs: set[Pair]) -> Verdict:
     if not worlds:
         return replace(verdict, verdict=PASS, detail="the reference runtime fails it too")
     return replace(verdict, worlds=worlds, world=worlds[0])
+
+
+def _bringup_failure(found: BaseException) -> BringUpFailed | None:
+    """The ``BringUpFailed`` behind ``found`` (itself, in a group, or as its cause), if any."""
+    if isinstance(found, BringUpFailed):
+        return found
+    inner: list[BaseException] = []
+    if isinstance(found, BaseExceptionGroup):
+        inner.extend(found.exceptions)
+    inner.extend(e for e in (found.__cause__, found.__context__) if e is not None)
+    return next((f for f in map(_bringup_failure, inner) if f is not None), None)
 
 
 def _first_violation(found: BaseException, seen: list[Violation]) -> Violation:

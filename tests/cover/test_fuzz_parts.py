@@ -12,6 +12,7 @@ from hypothesis import given, settings
 
 from mwsim import fuzz
 from mwsim.checks import FAIL, Verdict
+from mwsim.errors import BringUpFailed
 from mwsim.events import Kind
 from mwsim.testing import reproducible_only, scenario
 from mwsim.timing import model_for
@@ -72,3 +73,55 @@ def test_a_live_failure_that_does_not_come_back_is_returned_one_that_does_is_rai
     assert reproducible_only(once) == ["first time only"]
     with pytest.raises(AssertionError, match="every time"):
         reproducible_only(always)
+
+
+def test_a_live_deployment_that_does_not_come_up_is_skipped_three_times_then_raised(
+    tmp_path, monkeypatch
+):
+    starts = []
+
+    class NoBringUp:
+        def __init__(self, scenario, out, **_):
+            self.scenario = scenario
+
+        def start(self):
+            starts.append(self.scenario.name)
+            raise BringUpFailed("agent leader exited during bring-up (code -6):\nterminate")
+
+        def finish(self, *_):
+            return None
+
+    class NoZygote:
+        def __init__(self, *_):
+            pass
+
+        def stop(self):
+            return None
+
+    monkeypatch.setattr(fuzz, "Controller", NoBringUp)
+    monkeypatch.setattr(fuzz, "Zygote", NoZygote)
+    batches = []
+    with pytest.raises(BringUpFailed, match="exited during bring-up"):
+        fuzz.fuzz(
+            600,
+            real=True,
+            out=tmp_path,
+            fuzzers=("stateful",),
+            seed=0,
+            on_batch=lambda result, _: batches.append(list(result.bringup_failures)),
+        )
+    assert len(batches) == fuzz.MAX_BRINGUP_FAILURES  # one try per batch (and its replay)
+    assert batches[1] == ["terminate", "terminate"]
+    assert len(starts) >= fuzz.MAX_BRINGUP_FAILURES
+
+
+def test_a_bring_up_failure_is_found_inside_groups_and_causes():
+    failed = BringUpFailed("no")
+    grouped = ExceptionGroup("two", [ValueError("x"), failed])
+    try:
+        raise RuntimeError("wrapped") from failed
+    except RuntimeError as exc:
+        caused = exc
+    assert fuzz._bringup_failure(grouped) is failed
+    assert fuzz._bringup_failure(caused) is failed
+    assert fuzz._bringup_failure(ValueError("x")) is None

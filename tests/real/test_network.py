@@ -113,11 +113,15 @@ def test_a_50_ms_delay_raises_op_latency_and_breaks_nothing(replay):
     (repaired,) = history.of_kind("resumed")
     start, end = in_force(fault) + 0.2, repaired.t
     assert end - start > 1.0, (start, end)
-    base = latency("world1", 0.5, 2.0)
-    raised = latency("world1", start, end) - base
-    assert 0.010 < raised < 0.075, raised
-    assert abs(latency("world2", start, end) - latency("world2", 0.5, 2.0)) < 0.015
-    assert latency("world1", in_force(repaired) + 1.0, 10.0) - base < 0.010  # repaired
+    during = {w: latency(w, start, end) for w in ("world1", "world2")}
+    after = {w: latency(w, in_force(repaired) + 1.0, 10.0) for w in ("world1", "world2")}
+    # a world's undisturbed latency: the quieter of before and after (bring-up or a busy
+    # moment of the machine can raise one of them)
+    quiet = {w: min(latency(w, 0.5, 2.0), after[w]) for w in ("world1", "world2")}
+    raised = during["world1"] - quiet["world1"]
+    assert 0.010 < raised < 0.075, (during, quiet)
+    assert during["world2"] - quiet["world2"] < 0.015, (during, quiet)  # not on h1
+    assert after["world1"] < during["world1"] - 0.010, (during, after)  # repaired
 
 
 def test_ten_percent_loss_breaks_nothing_and_loses_no_data(replay):
