@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import IO, Any
 
 from mwsim.errors import Problem, ProblemError
+from mwsim.internal import jsonout
 
 
 class Mode(StrEnum):
@@ -71,7 +72,7 @@ class Event:
         return {"t": round(self.t, 6), "kind": self.kind, **self.attrs}
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict())
+        return jsonout.dumps(self.to_dict())
 
 
 def event(t: float, kind: str, **attrs: Any) -> Event:

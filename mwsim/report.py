@@ -6,13 +6,13 @@ from the scenario's plan, events are placed on them by the plan's one rule
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from rich.table import Table
 
 from mwsim.checks import FAIL, PASS, UNKNOWN, Verdict
+from mwsim.internal import jsonout
 from mwsim.runs import ModeRun, Outcome
 from mwsim.timeline import timeline_png
 from mwsim.trace import trace_dict, write_trace
@@ -79,7 +79,7 @@ def report_dict(outcome: Outcome) -> dict[str, Any]:
 def write_json(outcomes: list[Outcome], path: str | Path) -> None:
     """One object for one scenario, a list for several."""
     data = [report_dict(o) for o in outcomes]
-    Path(path).write_text(json.dumps(data[0] if len(data) == 1 else data, indent=2) + "\n")
+    Path(path).write_text(jsonout.dumps(data[0] if len(data) == 1 else data, indent=True) + "\n")
 
 
 def write_fuzz_report(violation: Any, path: str | Path, mode: str) -> Path:
@@ -93,7 +93,7 @@ def write_fuzz_report(violation: Any, path: str | Path, mode: str) -> Path:
         "events": len(violation.scenario.events),
         "scenario_file": str(violation.path),
     }
-    Path(path).write_text(json.dumps(data, indent=2) + "\n")
+    Path(path).write_text(jsonout.dumps(data, indent=True) + "\n")
     return Path(path)
 
 

@@ -70,9 +70,12 @@ def op_counts(history: History, plan: Plan, bins: np.ndarray) -> dict[int, np.nd
             if 0 <= i < len(counts):
                 counts[i] += n
             continue
-        # ops issued before each edge: k with t0 + k*step < edge
-        before = np.clip(np.ceil((edges - t0) / step), 0, n)
-        counts += np.diff(before)
+        # ops issued before each edge: k with t0 + k*step < edge (only the edges the span
+        # reaches change: none before it, all n after)
+        lo = max(int(np.searchsorted(edges, t0, side="left")) - 1, 0)
+        hi = min(int(np.searchsorted(edges, e.t, side="right")) + 1, len(edges))
+        before = np.clip(np.ceil((edges[lo:hi] - t0) / step), 0, n)
+        counts[lo : hi - 1] += np.diff(before)
     return out
 
 

@@ -8,11 +8,11 @@ op records and spans, a counter event written only where a world's rate changes.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mwsim.internal import jsonout
 from mwsim.timeline import op_counts
 
 if TYPE_CHECKING:
@@ -110,11 +110,11 @@ def write_trace(outcome: Outcome, path: str | Path) -> Path:
     out, origin = Path(path), _origin(outcome)
     with out.open("w") as f:
         f.write('{"displayTimeUnit": "ms", "metadata": ')
-        f.write(json.dumps(metadata(outcome, origin)))
+        f.write(jsonout.dumps(metadata(outcome, origin)))
         f.write(', "traceEvents": [\n')
         for i, event in enumerate(trace_events(outcome, origin)):
             if i:
                 f.write(",\n")
-            f.write(json.dumps(event))
+            f.write(jsonout.dumps(event))
         f.write("\n]}\n")
     return out

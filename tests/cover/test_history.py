@@ -102,3 +102,23 @@ def test_history_meta_and_jsonl():
     h = History([event(0, "run", scenario="s", mode="sim"), event(1, "phase", name="stop")])
     assert h.meta["mode"] == "sim"
     assert h.to_jsonl().count("\n") == 2
+
+
+def test_the_fast_json_encoder_says_what_the_standard_library_says():
+    import types
+
+    import numpy as np
+
+    from mwsim.internal import jsonout
+
+    value = {
+        "t": np.float64(1.25),
+        "n": np.int64(3),
+        2: ["é", None, True, (1, 2.5)],
+        "attrs": types.MappingProxyType({"x": 1}),
+    }
+    plain = {"t": 1.25, "n": 3, 2: ["é", None, True, [1, 2.5]], "attrs": {"x": 1}}
+    assert json.loads(jsonout.dumps(value)) == json.loads(json.dumps(plain))
+    assert json.loads(jsonout.dumps(value, indent=True)) == json.loads(json.dumps(plain))
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        jsonout.dumps({"s": {1, 2}})

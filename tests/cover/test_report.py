@@ -3,11 +3,15 @@
 import json
 from itertools import pairwise
 
+import hypothesis.strategies as st
+import numpy as np
 import pytest
+from hypothesis import given, settings
 from PIL import Image
 from rich.console import Console
 
 from mwsim import report, timeline, trace
+from mwsim.history import History, event
 from mwsim.runs import run_scenario
 from mwsim.sim import simulate
 from mwsim.testing import scenario
@@ -121,3 +125,25 @@ def test_past_max_rows_the_timeline_groups_worlds_by_fate_and_keeps_failing_ones
     outcome = run_scenario(S, mode="sim", out_dir=tmp_path)
     with Image.open(timeline.timeline_png(outcome, tmp_path / "t.png")) as png:
         assert png.format == "PNG" and png.height > 200
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    t0=st.floats(-5.0, 70.0),
+    step=st.floats(0.001, 3.0),
+    n=st.integers(2, 400),
+    width=st.sampled_from([0.25, 0.3, 1.0, 7.0]),
+)
+def test_a_spans_ops_land_in_the_bins_its_ops_one_by_one_land_in(t0, step, n, width):
+    one = scenario("topology: {generator: fan_in, workers: 1}\nduration_s: 60\n")
+    span = event(t0 + (n - 1) * step, "ops", world="world1", worker="w1", first=1, last=n, t0=t0)
+    bins = np.arange(0.0, 60.0 + width, width)
+    (counts,) = timeline.op_counts(History([span]), one.plan, bins).values()
+    one_by_one = np.zeros(len(bins) - 1)
+    for k in range(n):
+        i = int(np.searchsorted(bins, t0 + k * step, side="right")) - 1
+        if 0 <= i < len(one_by_one):
+            one_by_one[i] += 1
+    # an op exactly on an edge may fall either side of it (floating point)
+    assert np.abs(np.cumsum(counts) - np.cumsum(one_by_one)).max() <= 1
+    assert counts.sum() == pytest.approx(one_by_one.sum(), abs=1)
