@@ -15,7 +15,8 @@ by ``tests/cover/test_layout.py``):
    the network faults on them).
 6. ``checks`` (properties of a history), ``sim`` (the model executor), ``replay`` (the real
    executor), ``strategies``, ``generate``.
-7. ``runs`` (scenario -> verdicts), ``report``, ``calibrate``.
+7. ``runs`` (scenario -> verdicts), ``report``, ``timeline``, ``trace``, ``calibrate``,
+   ``bench`` (a runtime against a baseline, no faults).
 8. ``fuzz``, ``testing``, ``cli``, ``pytest_plugin``.
 
 Library code never imports ``testing`` (it is for users' tests), and no module imports

@@ -221,6 +221,91 @@ class _progress:
             self.bar.__exit__(*exc)
 
 
+@main.command(name="bench")
+@click.argument("file")
+@click.option("--runtime", help="System under test (default: the scenario's).")
+@click.option("--baseline", required=True, help="The runtime to compare it with.")
+@click.option("--repeat", default=3, show_default=True, type=click.IntRange(1, 100))
+@click.option(
+    "--tensor-bytes",
+    "sizes",
+    multiple=True,
+    type=click.IntRange(64, 64 * 1024 * 1024),
+    help="A tensor size to measure (repeatable; default: the scenario's).",
+)
+@click.option("--interval-ms", type=click.FloatRange(0, 60_000), help="Override the pace.")
+@click.option("--warmup", default=1.0, show_default=True, type=click.FloatRange(0, 3600))
+@click.option("--out", "out_dir", default="out/bench", show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the figures.")
+def bench_command(
+    file: str,
+    runtime: str | None,
+    baseline: str,
+    repeat: int,
+    sizes: tuple[int, ...],
+    interval_ms: float | None,
+    warmup: float,
+    out_dir: str,
+    json_path: str | None,
+) -> None:
+    """The runtime against a baseline on the scenario's workload without faults, runs
+    alternating: ops/s and latency per world (table, JSON, plot). Exit 1 if a run
+    violated a property, 3 if a runtime cannot run here."""
+    from mwsim import bench
+
+    (scenario,) = _load_all([file])
+    if scenario.duration_s <= warmup:
+        click.echo(
+            f"{file}:1: duration_s {scenario.duration_s} leaves nothing after the "
+            f"{warmup} s warm-up",
+            err=True,
+        )
+        sys.exit(EXIT_BAD_INPUT)
+    console = Console()
+    out = Path(out_dir) / scenario.name
+    runtime = runtime or scenario.runtime
+
+    def on_run(sample: bench.Sample) -> None:
+        total = sample.worlds[-1].ops_per_s if sample.worlds else 0.0
+        console.print(
+            f"  {sample.runtime} {sample.tensor_bytes} B run {sample.repeat + 1}: "
+            f"{total:.1f} ops/s ({sample.verdict})"
+        )
+
+    try:
+        result = bench.bench(
+            scenario,
+            runtime,
+            baseline,
+            out,
+            sizes=sizes,
+            repeat=repeat,
+            warmup_s=warmup,
+            interval_ms=interval_ms,
+            on_run=on_run,
+        )
+    except ProblemError as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    except Inconclusive as exc:
+        console.print(f"[yellow]{scenario.name}: inconclusive: {exc}[/]")
+        sys.exit(EXIT_INCONCLUSIVE)
+    except KeyboardInterrupt as exc:
+        console.print("[yellow]interrupted; every process it started was stopped[/]")
+        sys.exit(_interrupted_status(exc))
+    console.print(bench.table(result))
+    console.print(f"  plot: {bench.plot(result, out / 'bench.png')}")
+    console.print(f"  json: {bench.write_json(result, json_path or out / 'bench.json')}")
+    for sample in result.not_passed:
+        console.print(
+            f"[yellow]{sample.runtime} run {sample.repeat + 1} at {sample.tensor_bytes} B "
+            f"did not pass ({sample.verdict}): its figures are suspect[/]"
+        )
+    failed = any(s.verdict == Result.FAIL for s in result.not_passed)
+    sys.exit(EXIT_VIOLATED if failed else EXIT_OK)
+
+
 @main.command()
 def clean() -> None:
     """Remove what runs whose controller died left behind (network namespaces with their

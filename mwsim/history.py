@@ -20,7 +20,6 @@ from types import MappingProxyType
 from typing import IO, Any
 
 from mwsim.errors import Problem, ProblemError
-from mwsim.internal import jsonout
 
 
 class Mode(StrEnum):
@@ -72,7 +71,7 @@ class Event:
         return {"t": round(self.t, 6), "kind": self.kind, **self.attrs}
 
     def to_json(self) -> str:
-        return jsonout.dumps(self.to_dict())
+        return json.dumps(self.to_dict())  # the contract's spacing: users grep it
 
 
 def event(t: float, kind: str, **attrs: Any) -> Event:

@@ -41,13 +41,31 @@ def bins_for(duration: float) -> np.ndarray:
     return edges
 
 
-def op_counts(history: History, plan: Plan, bins: np.ndarray) -> dict[int, np.ndarray]:
+@dataclass
+class Counts:
+    """Ops per time bin of one world incarnation, over the bins from ``first`` on that it
+    has ops in (a life on a long run spans a few of thousands of bins)."""
+
+    first: int
+    counts: np.ndarray
+
+    def dense(self, size: int) -> np.ndarray:
+        """The counts over all ``size`` bins."""
+        import numpy as np
+
+        out: np.ndarray = np.zeros(size)
+        out[self.first : self.first + len(self.counts)] = self.counts
+        return out
+
+
+def op_counts(history: History, plan: Plan, bins: np.ndarray) -> dict[int, Counts]:
     """Ops per time bin for each world incarnation (by plan row), from op records and
     spans alike; a span's ops are spread evenly over it, as they were issued."""
     import numpy as np
 
-    out: dict[int, np.ndarray] = {}
-    edges = bins
+    edges, size = bins, len(bins) - 1
+    found: list[tuple[int, Any]] = []
+    extent: dict[int, tuple[float, float]] = {}
     for e in history:
         if e.kind not in ("op", "ops"):
             continue
@@ -55,27 +73,35 @@ def op_counts(history: History, plan: Plan, bins: np.ndarray) -> dict[int, np.nd
         if life is None:
             continue
         row = plan.row(life.id)
-        counts = out.get(row)
-        if counts is None:
-            counts = out[row] = np.zeros(len(edges) - 1)
+        found.append((row, e))
+        start = float(e["t0"]) if e.kind == "ops" else e.t
+        lo, hi = extent.get(row, (start, e.t))
+        extent[row] = (min(lo, start), max(hi, e.t))
+    out: dict[int, Counts] = {}
+    for row, (lo, hi) in extent.items():  # a bin of margin each side (rounding at edges)
+        first = max(int(np.searchsorted(edges, lo, side="right")) - 2, 0)
+        last = min(int(np.searchsorted(edges, hi, side="right")) + 1, size)
+        out[row] = Counts(first, np.zeros(last - first))
+    for row, e in found:
+        first, counts = out[row].first, out[row].counts
         if e.kind == "op" or e["last"] == e["first"]:
-            i = int(np.searchsorted(edges, e.t, side="right")) - 1
+            i = int(np.searchsorted(edges, e.t, side="right")) - 1 - first
             if 0 <= i < len(counts):
                 counts[i] += 1
             continue
         n = e["last"] - e["first"] + 1
         t0, step = float(e["t0"]), (e.t - float(e["t0"])) / (n - 1)
         if step <= 0:
-            i = int(np.searchsorted(edges, t0, side="right")) - 1
+            i = int(np.searchsorted(edges, t0, side="right")) - 1 - first
             if 0 <= i < len(counts):
                 counts[i] += n
             continue
         # ops issued before each edge: k with t0 + k*step < edge (only the edges the span
         # reaches change: none before it, all n after)
-        lo = max(int(np.searchsorted(edges, t0, side="left")) - 1, 0)
-        hi = min(int(np.searchsorted(edges, e.t, side="right")) + 1, len(edges))
+        lo = max(int(np.searchsorted(edges, t0, side="left")) - 1, first)
+        hi = min(int(np.searchsorted(edges, e.t, side="right")) + 1, first + len(counts) + 1)
         before = np.clip(np.ceil((edges[lo:hi] - t0) / step), 0, n)
-        counts[lo : hi - 1] += np.diff(before)
+        counts[lo - first : hi - 1 - first] += np.diff(before)
     return out
 
 
@@ -163,8 +189,9 @@ def _draw(ax: Any, outcome: Outcome, run: ModeRun, rows: Layout, bins: np.ndarra
     plan = outcome.scenario.plan
     width = bins[1] - bins[0]
     drawn: dict[int, np.ndarray] = {}
-    for row, counts in op_counts(run.history, plan, bins).items():
+    for row, sparse in op_counts(run.history, plan, bins).items():
         at = rows.row_of[row]
+        counts = sparse.dense(len(bins) - 1)
         drawn[at] = drawn[at] + counts if at in drawn else counts
     for at, counts in drawn.items():
         rate = counts / width / rows.sizes[at]

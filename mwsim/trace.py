@@ -53,11 +53,19 @@ def trace_events(outcome: Outcome, origin: float | None = None) -> Iterator[dict
                 "name": "thread_name",
                 "args": {"name": label},
             }
-        for row, counts in sorted(op_counts(run.history, plan, bins).items()):
-            rates = np.round(counts / width, 1)
+        size = len(bins) - 1
+        for row, sparse in sorted(op_counts(run.history, plan, bins).items()):
             name = f"ops/s {labels[row]}"
-            for i in np.flatnonzero(np.r_[True, rates[1:] != rates[:-1]]):  # changes only
-                ts = us(float(bins[i]))
+            # the life's bins and one on each side (zero), changes only; zero before
+            lo, hi = max(sparse.first - 1, 0), min(sparse.first + len(sparse.counts) + 1, size)
+            rates = np.zeros(hi - lo)
+            rates[sparse.first - lo : sparse.first - lo + len(sparse.counts)] = np.round(
+                sparse.counts / width, 1
+            )
+            if lo > 0:
+                yield {"ph": "C", "pid": pid, "name": name, "ts": us(0.0), "args": {"ops": 0.0}}
+            for i in np.flatnonzero(np.r_[lo == 0, rates[1:] != rates[:-1]]):
+                ts = us(float(bins[lo + i]))
                 yield {"ph": "C", "pid": pid, "name": name, "ts": ts, "args": {"ops": rates[i]}}
         for e in run.history:
             if e.kind in ("fault", "resumed", "scale", "phase"):

@@ -1,5 +1,6 @@
-"""JSON text of the big outputs (history lines, trace, reports) through orjson, about ten
-times the standard library's speed, with what the standard library also encodes."""
+"""JSON text of the big outputs (trace, reports) through orjson, about ten times the
+standard library's speed, with what the standard library also encodes. (History lines
+keep the standard library's spacing, which users grep for.)"""
 
 from __future__ import annotations
 

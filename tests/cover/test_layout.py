@@ -42,6 +42,7 @@ LAYERS = {
     "mwsim.timeline": 7,
     "mwsim.trace": 7,
     "mwsim.calibrate": 7,
+    "mwsim.bench": 7,
     "mwsim.fuzz": 8,
     "mwsim.testing": 8,
     "mwsim.cli": 8,

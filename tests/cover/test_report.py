@@ -90,9 +90,10 @@ def test_op_counts_add_up_to_every_op_of_records_and_spans():
     spans = history.of_kind("ops")
     assert spans  # a long run is written as spans
     total = sum(e["last"] - e["first"] + 1 for e in spans) + len(history.of_kind("op"))
-    counts = timeline.op_counts(history, big.plan, timeline.bins_for(big.duration_s))
-    assert sum(c.sum() for c in counts.values()) == pytest.approx(total)
-    world2 = counts[big.plan.row(big.plan.resolve("world2", None, 0.0).id)]
+    bins = timeline.bins_for(big.duration_s)
+    counts = timeline.op_counts(history, big.plan, bins)
+    assert sum(c.counts.sum() for c in counts.values()) == pytest.approx(total)
+    world2 = counts[big.plan.row(big.plan.resolve("world2", None, 0.0).id)].dense(len(bins) - 1)
     assert world2[: len(world2) // 6].sum() > 0 and world2[len(world2) // 5 :].sum() == 0
 
 
@@ -138,7 +139,8 @@ def test_a_spans_ops_land_in_the_bins_its_ops_one_by_one_land_in(t0, step, n, wi
     one = scenario("topology: {generator: fan_in, workers: 1}\nduration_s: 60\n")
     span = event(t0 + (n - 1) * step, "ops", world="world1", worker="w1", first=1, last=n, t0=t0)
     bins = np.arange(0.0, 60.0 + width, width)
-    (counts,) = timeline.op_counts(History([span]), one.plan, bins).values()
+    (sparse,) = timeline.op_counts(History([span]), one.plan, bins).values()
+    counts = sparse.dense(len(bins) - 1)
     one_by_one = np.zeros(len(bins) - 1)
     for k in range(n):
         i = int(np.searchsorted(bins, t0 + k * step, side="right")) - 1
@@ -147,3 +149,35 @@ def test_a_spans_ops_land_in_the_bins_its_ops_one_by_one_land_in(t0, step, n, wi
     # an op exactly on an edge may fall either side of it (floating point)
     assert np.abs(np.cumsum(counts) - np.cumsum(one_by_one)).max() <= 1
     assert counts.sum() == pytest.approx(one_by_one.sum(), abs=1)
+
+
+def test_the_traces_rate_counters_are_the_changes_of_every_bin(tmp_path):
+    """Counted only over each life's bins, the counters are what counting over every bin
+    gives: a zero at the start, then every change (a world joining late, one crashing)."""
+    s = scenario(
+        "topology: {generator: fan_in, workers: 3}\nduration_s: 1200\nevents:\n"
+        "  - {at: 300.0, do: crash, target: w2}\n"
+        "  - {at: 310.0, do: join, worker: w4, worlds: {world4: [leader, w4]}}\n"
+    )
+    outcome = run_scenario(s, mode="sim", out_dir=tmp_path)
+    bins = trace._counter_bins(s.duration_s)
+    width, size = float(bins[1] - bins[0]), len(bins) - 1
+    labels = [s.plan.label(life) for life in s.plan.worlds]
+    origin = trace._origin(outcome)
+    wanted = []
+    for row, sparse in sorted(timeline.op_counts(outcome.runs[0].history, s.plan, bins).items()):
+        rates = np.round(sparse.dense(size) / width, 1)
+        for i in np.flatnonzero(np.r_[True, rates[1:] != rates[:-1]]):
+            ts = round((float(bins[i]) - origin) * 1e6, 1)
+            wanted.append((f"ops/s {labels[row]}", ts, rates[i]))
+    got = [
+        (e["name"], e["ts"], e["args"]["ops"])
+        for e in trace.trace_events(outcome, origin)
+        if e["ph"] == "C"
+    ]
+    assert got == wanted
+    first_ops = {}
+    for name, ts, ops in got:
+        if ops > 0:
+            first_ops.setdefault(name, ts)
+    assert max(first_ops.values()) > 310e6  # the joined world's ops start late
