@@ -96,32 +96,51 @@ def test_a_one_way_partition_cuts_the_world_across_it(replay):
     assert largest_gap(times(history, "world2"), 0.5, 9.0) < 2.0
 
 
-def test_a_50_ms_delay_raises_op_latency_and_breaks_nothing(replay):
-    """While the delay is in force ops take longer; afterwards they do not. (By how much
-    is not asserted: ops measured here rise by 20 to 60 ms, some not at all while others
-    by the full 50 ms round trip; ``bench/hosts.py`` measures the knob itself.)"""
+def _delay_seen(replay) -> str | None:
+    """Replay a 50 ms delay on h1 (world1 crosses it, world2 does not); what is wrong with
+    the latencies seen, if anything. Confirmation and breakage are asserted outright."""
     events = "  - {at: 2.0, do: degrade, target: h1, delay_ms: 50, for_s: 4}\n"
     _, history = replay(fan_in(events, 10, workload="request"))
     (fault,) = faults(history, "degrade")
     assert fault["confirmed"] is True and fault["delay_ms"] == 50
+    (repaired,) = history.of_kind("resumed")
+    assert repaired["confirmed"] is True  # the delay was lifted (checked in the kernel)
     assert not broken_reports(history)
     ops = ops_by_world(history)
+    assert any(e.t > in_force(repaired) and e["ok"] for e in ops["world1"])  # still serving
 
     def latency(world, a, b):
         return statistics.median(e["latency_s"] for e in ops[world] if a <= e.t < b)
 
-    (repaired,) = history.of_kind("resumed")
     start, end = in_force(fault) + 0.2, repaired.t
     assert end - start > 1.0, (start, end)
     during = {w: latency(w, start, end) for w in ("world1", "world2")}
-    after = {w: latency(w, in_force(repaired) + 1.0, 10.0) for w in ("world1", "world2")}
-    # a world's undisturbed latency: the quieter of before and after (bring-up or a busy
-    # moment of the machine can raise one of them)
-    quiet = {w: min(latency(w, 0.5, 2.0), after[w]) for w in ("world1", "world2")}
-    raised = during["world1"] - quiet["world1"]
-    assert 0.010 < raised < 0.075, (during, quiet)
-    assert during["world2"] - quiet["world2"] < 0.015, (during, quiet)  # not on h1
-    assert after["world1"] < during["world1"] - 0.010, (during, after)  # repaired
+    # a world's undisturbed latency: the quieter of before and after the delay
+    quiet = {
+        w: min(latency(w, 0.5, 2.0), latency(w, in_force(repaired) + 1.0, 10.0))
+        for w in ("world1", "world2")
+    }
+    if not 0.010 < during["world1"] - quiet["world1"] < 0.075:
+        return f"world1 (across the delay): {during=} {quiet=}"
+    if during["world2"] - quiet["world2"] >= 0.015:
+        return f"world2 (not on h1) slowed: {during=} {quiet=}"
+    return None
+
+
+def test_a_50_ms_delay_raises_op_latency_and_breaks_nothing(replay):
+    """While the delay is in force ops of the delayed host's world take 10 to 75 ms longer
+    and the other worlds' do not; it is lifted, and nothing broke. (Ops rise by 20 to 60
+    ms, some not at all; ``bench/hosts.py`` measures the knob itself.) This machine now
+    and then stalls every process for seconds (seen in CI: every world at a tenth of its
+    rate, 0.3-0.8 s per op, before the delay began), so a latency verdict must be seen
+    in two replays running to fail; confirmation and breakage fail at once."""
+    seen = []
+    for _ in range(2):
+        problem = _delay_seen(replay)
+        if problem is None:
+            return
+        seen.append(problem)
+    pytest.fail("; ".join(seen))
 
 
 def test_ten_percent_loss_breaks_nothing_and_loses_no_data(replay):
