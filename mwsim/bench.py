@@ -21,7 +21,7 @@ from mwsim.internal import jsonout
 from mwsim.replay import Controller
 from mwsim.replay.zygote import Zygote
 from mwsim.runs import run_scenario, with_overrides
-from mwsim.scenario import Scenario
+from mwsim.scenario import Expect, Scenario
 
 #: The row of a world's figures that sums (throughput) or pools (latency) every world.
 ALL = "all"
@@ -161,12 +161,17 @@ def summarise(samples: list[Sample], runtime: str, baseline: str) -> list[Row]:
 def without_faults(
     scenario: Scenario, tensor_bytes: int | None = None, **workload: Any
 ) -> Scenario:
-    """The scenario's deployment and workload with no events (optionally another size)."""
+    """The scenario's deployment and workload with no events and the default bounds (no
+    expected violations), optionally another tensor size or pace."""
     update = {k: v for k, v in workload.items() if v is not None}
     if tensor_bytes is not None:
         update["tensor_bytes"] = tensor_bytes
     return scenario.model_copy(
-        update={"events": [], "workload": scenario.workload.model_copy(update=update)}
+        update={
+            "events": [],
+            "expect": Expect(),
+            "workload": scenario.workload.model_copy(update=update),
+        }
     )
 
 

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from mwsim import bench
 from mwsim.cli import main
 from mwsim.history import History, event
+from mwsim.scenario import Expect
 
 
 def ops(world: str, times: list[float], latency_s: float, ok: bool = True) -> list:
@@ -54,3 +55,19 @@ def test_a_warm_up_as_long_as_the_run_is_refused_before_anything_starts(tmp_path
     assert done.exit_code == 2
     assert f"{path}:1: duration_s 1.0 leaves nothing after the 1.0 s warm-up" in done.output
     assert not (tmp_path / "out").exists()
+
+
+def test_the_benchmarked_scenario_keeps_deployment_and_workload_but_no_event_or_expectation():
+    from mwsim.testing import scenario
+
+    s = scenario(
+        "topology: {generator: fan_in, workers: 2}\n"
+        "workload: {kind: request, interval_ms: 7}\nduration_s: 6\n"
+        "events: [{at: 1.0, do: crash, target: w1}]\n"
+        "expect: {violations: [progress], join_within_s: 3.0}\n"
+    )
+    quiet = bench.without_faults(s, 65536, interval_ms=0.0)
+    assert quiet.events == [] and quiet.expect == Expect()
+    assert (quiet.workload.kind, quiet.workload.tensor_bytes) == ("request", 65536)
+    assert quiet.workload.interval_ms == 0.0 and quiet.topology == s.topology
+    assert bench.without_faults(s).workload == s.workload
