@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 import yaml
@@ -44,6 +44,18 @@ def expand(paths: Iterable[str]) -> list[Path]:
     return out
 
 
+def _echo(exc: ProblemError) -> None:
+    """Each problem on its own line (``path:line: problem``) on stderr."""
+    for problem in exc.problems:
+        click.echo(str(problem), err=True)
+
+
+def _refuse(exc: ProblemError) -> NoReturn:
+    """Bad input: say each problem and exit 2 (nothing was started)."""
+    _echo(exc)
+    sys.exit(EXIT_BAD_INPUT)
+
+
 def _load_all(files: Iterable[str]) -> list[Scenario]:
     """Every scenario, or print every problem and exit 2 before anything starts."""
     scenarios, bad = [], False
@@ -52,8 +64,7 @@ def _load_all(files: Iterable[str]) -> list[Scenario]:
             scenarios.append(load_scenario(path))
         except ProblemError as exc:
             bad = True
-            for problem in exc.problems:
-                click.echo(str(problem), err=True)
+            _echo(exc)
     if bad:
         sys.exit(EXIT_BAD_INPUT)
     return scenarios
@@ -89,8 +100,7 @@ def validate(files: tuple[str, ...]) -> None:
             load_scenario(path)
         except ProblemError as exc:
             bad += 1
-            for problem in exc.problems:
-                click.echo(str(problem), err=True)
+            _echo(exc)
         else:
             click.echo(f"ok  {path}")
     sys.exit(EXIT_BAD_INPUT if bad else EXIT_OK)
@@ -148,9 +158,7 @@ def run(
     try:
         scenarios = [with_overrides(s, runtime, backend) for s in scenarios]
     except ProblemError as exc:
-        for problem in exc.problems:
-            click.echo(str(problem), err=True)
-        sys.exit(EXIT_BAD_INPUT)
+        _refuse(exc)
     console = Console()
     outcomes, statuses = [], []
     for scenario in scenarios:
@@ -222,7 +230,7 @@ class _progress:
 
 
 @main.command(name="bench")
-@click.argument("file")
+@click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--runtime", help="System under test (default: the scenario's).")
 @click.option("--baseline", required=True, help="The runtime to compare it with.")
 @click.option("--repeat", default=3, show_default=True, type=click.IntRange(1, 100))
@@ -285,9 +293,7 @@ def bench_command(
             on_run=on_run,
         )
     except ProblemError as exc:
-        for problem in exc.problems:
-            click.echo(str(problem), err=True)
-        sys.exit(EXIT_BAD_INPUT)
+        _refuse(exc)
     except Inconclusive as exc:
         console.print(f"[yellow]{scenario.name}: inconclusive: {exc}[/]")
         sys.exit(EXIT_INCONCLUSIVE)
@@ -334,9 +340,7 @@ def check(history: str, scenario_path: str, json_path: str | None, model_path: s
     try:
         stored = read_history(history)
     except ProblemError as exc:
-        for problem in exc.problems:
-            click.echo(str(problem), err=True)
-        sys.exit(EXIT_BAD_INPUT)
+        _refuse(exc)
     meta = stored.meta
     if meta is not None and meta["scenario"] != scenario.name:
         click.echo(

@@ -6,6 +6,8 @@ replay and inspect scenarios the way mwsim's tests do.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections import defaultdict
 from collections.abc import Callable
 from itertools import pairwise
@@ -13,6 +15,25 @@ from typing import Any
 
 from mwsim.history import Event, History
 from mwsim.scenario import Scenario, parse_inline
+
+#: The environment variable a test sets (inherited by every process it starts) to find
+#: afterwards what it left running.
+TAG = "MWSIM_TEST_TAG"
+
+
+def tagged_processes(tag: str) -> list[str]:
+    """Live processes but this one (``pid command line``) whose environment has
+    ``MWSIM_TEST_TAG=tag``: what a test that tagged what it started left running."""
+    import psutil
+
+    left = []
+    for proc in psutil.process_iter(["pid", "status"]):
+        if proc.pid == os.getpid() or proc.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        with contextlib.suppress(psutil.Error):
+            if proc.environ().get(TAG) == tag:
+                left.append(f"{proc.pid} {' '.join(proc.cmdline())}")
+    return left
 
 
 def scenario(yaml_text: str, name: str = "inline") -> Scenario:

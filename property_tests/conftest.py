@@ -13,16 +13,13 @@ through ``mwsim.testing.real_settings``.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import uuid
 
-import psutil
 import pytest
 from hypothesis import settings
 
 from mwsim.runtimes.multiworld import MultiWorldRuntime
-from mwsim.testing import register_profiles
+from mwsim.testing import TAG, register_profiles, tagged_processes
 
 register_profiles()
 settings.load_profile("ci")
@@ -40,13 +37,7 @@ def needs_multiworld() -> None:
 def no_leftovers(monkeypatch: pytest.MonkeyPatch):
     """After the test, no process it started (tagged through its environment) may remain."""
     tag = uuid.uuid4().hex
-    monkeypatch.setenv("MWSIM_TEST_TAG", tag)
+    monkeypatch.setenv(TAG, tag)
     yield
-    left = []
-    for proc in psutil.process_iter(["pid", "status"]):
-        if proc.pid == os.getpid() or proc.info["status"] == psutil.STATUS_ZOMBIE:
-            continue
-        with contextlib.suppress(psutil.Error):
-            if proc.environ().get("MWSIM_TEST_TAG") == tag:
-                left.append(f"{proc.pid} {' '.join(proc.cmdline())}")
+    left = tagged_processes(tag)
     assert not left, f"processes left behind: {left}"

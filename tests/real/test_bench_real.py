@@ -4,16 +4,16 @@ plot, and nothing left running."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
 import sys
 import uuid
 
-import psutil
 import pytest
 from PIL import Image
+
+from mwsim.testing import TAG, tagged_processes
 
 BENCH = """\
 mwsim: 1
@@ -22,18 +22,6 @@ topology: {generator: fan_in, workers: 2}
 workload: {kind: stream, interval_ms: 5}
 duration_s: 2.5
 """
-
-
-def tagged(tag: str) -> list[str]:
-    """Processes still running with ``tag`` in their environment."""
-    left = []
-    for proc in psutil.process_iter(["pid", "status"]):
-        if proc.info["status"] == psutil.STATUS_ZOMBIE:
-            continue
-        with contextlib.suppress(psutil.Error):
-            if proc.environ().get("MWSIM_TEST_TAG") == tag:
-                left.append(f"{proc.pid} {' '.join(proc.cmdline())}")
-    return left
 
 
 def test_bench_compares_multiworld_with_the_torch_baseline_side_by_side(tmp_path):
@@ -63,7 +51,7 @@ def test_bench_compares_multiworld_with_the_torch_baseline_side_by_side(tmp_path
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "MWSIM_TEST_TAG": tag, "COLUMNS": "200"},
+        env={**os.environ, TAG: tag, "COLUMNS": "200"},
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "multiworld vs torch" in done.stdout and "loss" in done.stdout
@@ -80,4 +68,4 @@ def test_bench_compares_multiworld_with_the_torch_baseline_side_by_side(tmp_path
     assert ours["low"] <= ours["median"] <= ours["high"] and theirs["median"] > 0
     assert total["throughput_loss_pct"] == round((1 - ours["median"] / theirs["median"]) * 100, 2)
     assert Image.open(tmp_path / "out" / "bench-pair" / "bench.png").size[0] > 400
-    assert not tagged(tag)
+    assert not tagged_processes(tag)
