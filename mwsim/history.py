@@ -207,8 +207,12 @@ class HistoryWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._stream: IO[str] = open(self.path, "w", encoding="utf-8")  # noqa: SIM115
 
-    def write(self, item: Event) -> None:
+    def write(self, item: Event, flush: bool = True) -> None:
         self._stream.write(item.to_json() + "\n")
+        if flush:
+            self._stream.flush()
+
+    def flush(self) -> None:
         self._stream.flush()
 
     def write_all(self, items: Iterable[Event]) -> None:

@@ -183,8 +183,8 @@ class Plan:
             return None
         if life is not None:
             return lives[life] if 0 <= life < len(lives) else None
-        started = [x for x in lives if x.start <= max(t, 0.0) + 1e-6]
-        return started[-1] if started else lives[0]
+        by = max(t, 0.0) + 1e-6
+        return next((x for x in reversed(lives) if x.start <= by), lives[0])
 
     def life_at(self, world: str, t: float) -> WorldLife | None:
         return next((x for x in self.lives_of(world) if x.alive_at(t)), None)

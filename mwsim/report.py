@@ -13,6 +13,7 @@ from rich.table import Table
 
 from mwsim.checks import FAIL, PASS, UNKNOWN, Verdict
 from mwsim.internal import jsonout
+from mwsim.internal.alongside import alongside
 from mwsim.runs import ModeRun, Outcome
 from mwsim.timeline import timeline_png
 from mwsim.trace import trace_dict, write_trace
@@ -101,12 +102,12 @@ def write_artifacts(outcome: Outcome) -> dict[str, Path]:
     """report.json, timeline.png and trace.json in the outcome's directory."""
     out = outcome.out_dir
     out.mkdir(parents=True, exist_ok=True)
-    outcome.artifacts = {
-        "timeline": timeline_png(outcome, out / "timeline.png"),
-        "trace": write_trace(outcome, out / "trace.json"),
-        "report": out / "report.json",
-    }
-    write_json([outcome], out / "report.json")
+    paths = {"timeline": out / "timeline.png", "trace": out / "trace.json"}
+    outcome.artifacts = {**paths, "report": out / "report.json"}
+    # the trace in a child (where one can run) while the picture is drawn here
+    with alongside(lambda: write_trace(outcome, paths["trace"])):
+        timeline_png(outcome, paths["timeline"])
+        write_json([outcome], outcome.artifacts["report"])
     return outcome.artifacts
 
 

@@ -17,6 +17,7 @@ import yaml
 from mwsim import checks
 from mwsim.checks import UNKNOWN, Facts, Result, Verdict
 from mwsim.history import History, Mode, read_history, write_history
+from mwsim.internal.alongside import alongside
 from mwsim.replay import Controller, RunStatus
 from mwsim.replay.zygote import Zygote
 from mwsim.scenario import Scenario, parse_scenario
@@ -140,8 +141,8 @@ def run_scenario(
     if mode in (Mode.SIM, Mode.BOTH):
         history = simulate(scenario, seed=seed, model=model)
         path = out / Mode.SIM / "history.jsonl"
-        write_history(path, history)
-        predicted = judge(history, scenario, Mode.SIM, path, model)
+        with alongside(lambda: write_history(path, history)):  # written while judged
+            predicted = judge(history, scenario, Mode.SIM, path, model)
         runs.append(predicted)
     if mode in (Mode.REAL, Mode.BOTH):
         controller = Controller(

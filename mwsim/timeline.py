@@ -11,7 +11,9 @@ The picture says what it summarised.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -58,51 +60,63 @@ class Counts:
         return out
 
 
-def op_counts(history: History, plan: Plan, bins: np.ndarray) -> dict[int, Counts]:
-    """Ops per time bin for each world incarnation (by plan row), from op records and
-    spans alike; a span's ops are spread evenly over it, as they were issued."""
-    import numpy as np
-
-    edges, size = bins, len(bins) - 1
-    found: list[tuple[int, Any]] = []
-    extent: dict[int, tuple[float, float]] = {}
+def op_counts(history: History, plan: Plan, bins: np.ndarray) -> Iterator[tuple[int, Counts]]:
+    """Ops per time bin for each world incarnation, as ``(plan row, counts)`` in row order,
+    from op records and spans alike (a span's ops spread evenly over it, as they were
+    issued). Computed one incarnation at a time, so memory holds one life's bins."""
+    edges = bins.tolist()
+    by_row: dict[int, list[Any]] = defaultdict(list)
+    rows: dict[tuple[str, int], int] = {}  # (world, life) -> plan row, for records naming it
     for e in history:
         if e.kind not in ("op", "ops"):
             continue
-        life = plan.resolve(e["world"], e.get("life"), e.t)
-        if life is None:
-            continue
-        row = plan.row(life.id)
-        found.append((row, e))
-        start = float(e["t0"]) if e.kind == "ops" else e.t
-        lo, hi = extent.get(row, (start, e.t))
-        extent[row] = (min(lo, start), max(hi, e.t))
-    out: dict[int, Counts] = {}
-    for row, (lo, hi) in extent.items():  # a bin of margin each side (rounding at edges)
-        first = max(int(np.searchsorted(edges, lo, side="right")) - 2, 0)
-        last = min(int(np.searchsorted(edges, hi, side="right")) + 1, size)
-        out[row] = Counts(first, np.zeros(last - first))
-    for row, e in found:
-        first, counts = out[row].first, out[row].counts
+        world, life = e["world"], e.get("life")
+        row = rows.get((world, life)) if life is not None else None
+        if row is None:
+            found = plan.resolve(world, life, e.t)
+            if found is None:
+                continue
+            row = plan.row(found.id)
+            if life is not None:
+                rows[(world, life)] = row
+        by_row[row].append(e)
+    for row in sorted(by_row):
+        yield row, _life_counts(by_row[row], bins, edges)
+
+
+def _life_counts(records: list[Any], bins: np.ndarray, edges: list[float]) -> Counts:
+    """One incarnation's op records and spans counted over the bins they reach."""
+    import numpy as np
+
+    size = len(edges) - 1
+    lo = min(float(e["t0"]) if e.kind == "ops" else e.t for e in records)
+    hi = max(e.t for e in records)
+    # a bin of margin each side (rounding at edges)
+    first = max(bisect_right(edges, lo) - 2, 0)
+    counts = np.zeros(max(min(bisect_right(edges, hi) + 1, size) - first, 0))
+    for e in records:
         if e.kind == "op" or e["last"] == e["first"]:
-            i = int(np.searchsorted(edges, e.t, side="right")) - 1 - first
-            if 0 <= i < len(counts):
-                counts[i] += 1
+            _count_at(counts, first, edges, e.t, 1)
             continue
         n = e["last"] - e["first"] + 1
-        t0, step = float(e["t0"]), (e.t - float(e["t0"])) / (n - 1)
+        t0 = float(e["t0"])
+        step = (e.t - t0) / (n - 1)
         if step <= 0:
-            i = int(np.searchsorted(edges, t0, side="right")) - 1 - first
-            if 0 <= i < len(counts):
-                counts[i] += n
+            _count_at(counts, first, edges, t0, n)
             continue
         # ops issued before each edge: k with t0 + k*step < edge (only the edges the span
         # reaches change: none before it, all n after)
-        lo = max(int(np.searchsorted(edges, t0, side="left")) - 1, first)
-        hi = min(int(np.searchsorted(edges, e.t, side="right")) + 1, first + len(counts) + 1)
-        before = np.clip(np.ceil((edges[lo:hi] - t0) / step), 0, n)
-        counts[lo - first : hi - 1 - first] += np.diff(before)
-    return out
+        a = max(bisect_left(edges, t0) - 1, first)
+        b = min(bisect_right(edges, e.t) + 1, first + len(counts) + 1)
+        before = np.ceil((bins[a:b] - t0) / step).clip(0, n)
+        counts[a - first : b - 1 - first] += np.diff(before)
+    return Counts(first, counts)
+
+
+def _count_at(counts: np.ndarray, first: int, edges: list[float], t: float, n: int) -> None:
+    i = bisect_right(edges, t) - 1 - first
+    if 0 <= i < len(counts):
+        counts[i] += n
 
 
 @dataclass
@@ -189,7 +203,7 @@ def _draw(ax: Any, outcome: Outcome, run: ModeRun, rows: Layout, bins: np.ndarra
     plan = outcome.scenario.plan
     width = bins[1] - bins[0]
     drawn: dict[int, np.ndarray] = {}
-    for row, sparse in op_counts(run.history, plan, bins).items():
+    for row, sparse in op_counts(run.history, plan, bins):
         at = rows.row_of[row]
         counts = sparse.dense(len(bins) - 1)
         drawn[at] = drawn[at] + counts if at in drawn else counts

@@ -84,7 +84,9 @@ class Topology:
 
     def copy(self) -> Topology:
         twin = Topology()
-        twin.graph = self.graph.copy()
+        # each edge once with its own data (networkx's copy() adds every edge both ways)
+        twin.graph.add_nodes_from((n, dict(d)) for n, d in self.graph.nodes(data=True))
+        twin.graph.add_edges_from((u, v, dict(d)) for u, v, d in self.graph.edges(data=True))
         twin._names_of = {kind: dict(names) for kind, names in self._names_of.items()}
         return twin
 

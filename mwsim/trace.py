@@ -54,7 +54,7 @@ def trace_events(outcome: Outcome, origin: float | None = None) -> Iterator[dict
                 "args": {"name": label},
             }
         size = len(bins) - 1
-        for row, sparse in sorted(op_counts(run.history, plan, bins).items()):
+        for row, sparse in op_counts(run.history, plan, bins):
             name = f"ops/s {labels[row]}"
             # the life's bins and one on each side (zero), changes only; zero before
             lo, hi = max(sparse.first - 1, 0), min(sparse.first + len(sparse.counts) + 1, size)

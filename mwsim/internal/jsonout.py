@@ -1,6 +1,6 @@
-"""JSON text of the big outputs (trace, reports) through orjson, about ten times the
-standard library's speed, with what the standard library also encodes. (History lines
-keep the standard library's spacing, which users grep for.)"""
+"""JSON through orjson, about ten times the standard library's speed, with what the
+standard library also encodes: the big outputs (trace, reports) and control messages.
+(History lines keep the standard library's spacing, which users grep for.)"""
 
 from __future__ import annotations
 
@@ -21,6 +21,11 @@ def _plain(obj: Any) -> Any:
     if isinstance(obj, Mapping):
         return dict(obj)
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+def dumpb(obj: Any) -> bytes:
+    """``obj`` as compact JSON bytes (the control channel's messages)."""
+    return orjson.dumps(obj, default=_plain, option=OPTIONS)
 
 
 def dumps(obj: Any, *, indent: bool = False) -> str:

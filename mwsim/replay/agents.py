@@ -13,13 +13,15 @@ from __future__ import annotations
 import contextlib
 import queue
 import secrets
+import selectors
 import shutil
 import signal
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from multiprocessing.connection import Connection, Listener, wait
+from multiprocessing.connection import Connection, Listener
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,10 @@ from mwsim.replay.signals import Waker
 from mwsim.replay.zygote import Zygote
 
 HELLO_WITHIN_S = 10.0
+#: A busy controller takes agents' messages at most this often (see ``AgentPool.poll``).
+COALESCE_S = 0.005
+#: Rounds of "whatever else is ready now" per wake, so a flood cannot hold the wait forever.
+MAX_ROUNDS = 64
 
 
 @dataclass
@@ -94,6 +100,9 @@ class AgentPool:
         self._listener: Listener | None = None
         self._zygote: Zygote | None = None
         self._home: str | None = None  # the listener's private directory
+        # one selector for the whole run: the waker, the fork server, each agent's connection
+        self._selector = selectors.DefaultSelector()
+        self._busy_at = -1.0  # when a message was last taken
 
     @property
     def zygote(self) -> Zygote:
@@ -111,6 +120,8 @@ class AgentPool:
         self._home = tempfile.mkdtemp(prefix="mwsim-ctl-")  # mode 0700: the owner's only
         path = str(Path(self._home) / "controller.sock")
         self._listener = Listener(path, family="AF_UNIX", backlog=128, authkey=self.key)
+        self._selector.register(self.waker.reader, selectors.EVENT_READ, None)
+        self._selector.register(zygote.fileno(), selectors.EVENT_READ, None)
         threading.Thread(target=self._accept_loop, name="mwsim-accept", daemon=True).start()
 
     def _accept_loop(self) -> None:
@@ -191,18 +202,27 @@ class AgentPool:
             conn.close()  # not one of ours
             return
         agent.conn = conn
+        self._selector.register(conn, selectors.EVENT_READ, agent)
 
-    def _drain(self, agent: AgentProc) -> None:
-        """Handle what an agent has sent; its last words before dying count too."""
+    def _disconnect(self, agent: AgentProc) -> None:
+        if agent.conn is not None:
+            self._selector.unregister(agent.conn)
+            agent.conn.close()
+            agent.conn = None
+
+    def _drain(self, agent: AgentProc, everything: bool = True) -> None:
+        """Handle what an agent has sent (its last words before dying count too); one
+        message only when the selector said it is readable (it says so again if more)."""
         conn = agent.conn
         try:
-            while conn is not None and conn.poll():
+            while conn is not None and (not everything or conn.poll()):
                 message = protocol.recv(conn)
                 self.handlers[type(message)](agent, message)
+                if not everything:
+                    return
         except (EOFError, OSError, ValueError):
-            if agent.conn is not None and agent.alive:
-                agent.conn.close()
-                agent.conn = None
+            if agent.alive:
+                self._disconnect(agent)
 
     def _exited(self, pid: int, code: int) -> None:
         """The fork server reaped ``pid``: record how it ended."""
@@ -213,20 +233,30 @@ class AgentPool:
         self.on_exit(agent)
         if agent.conn is not None:
             self._drain(agent)
-            agent.conn.close()
-            agent.conn = None
+            self._disconnect(agent)
 
     def poll(self, timeout_s: float) -> None:
-        """Handle everything that happens within ``timeout_s`` (returns early on a wake)."""
-        by_conn = {a.conn: a for a in self.every if a.conn is not None}
-        watched: list[Any] = [self.waker.reader, self.zygote.fileno(), *by_conn]
-        for ready in wait(watched, timeout=max(0.0, timeout_s)):
-            if ready is self.waker.reader:
-                self.waker.drain()
-                while not self.accepted.empty():
-                    self._attach(*self.accepted.get_nowait())
-            elif isinstance(ready, Connection):
-                self._drain(by_conn[ready])
+        """Handle everything that happens within ``timeout_s`` (returns early on a wake).
+
+        Busy agents are served in batches: a wake within ``COALESCE_S`` of the last busy
+        one waits out the rest of it first (messages queue in the sockets meanwhile), so
+        the controller takes a few messages per wake, not one per op."""
+        timeout = max(0.0, timeout_s)
+        rest = self._busy_at + COALESCE_S - time.monotonic()
+        if rest > 0:
+            time.sleep(min(rest, timeout))
+        for turn in range(MAX_ROUNDS):
+            ready = self._selector.select(timeout if turn == 0 else 0.0)
+            if not ready:
+                break
+            for key, _ in ready:
+                if key.fileobj is self.waker.reader:
+                    self.waker.drain()
+                    while not self.accepted.empty():
+                        self._attach(*self.accepted.get_nowait())
+                elif key.data is not None:
+                    self._busy_at = time.monotonic()
+                    self._drain(key.data, everything=False)
         for message in self.zygote.read():
             if "exit" in message:
                 self._exited(int(message["exit"]), int(message["code"]))
@@ -256,6 +286,6 @@ class AgentPool:
             shutil.rmtree(self._home, ignore_errors=True)
         found = processes.leftovers(groups, ports)
         for agent in self.every:
-            if agent.conn is not None:
-                agent.conn.close()
+            self._disconnect(agent)
+        self._selector.close()
         return found

@@ -220,6 +220,7 @@ class Controller:
             horizon = min(horizon, now + 0.01)
         self.pool.poll(horizon - now)
         self.confirmations.settle()
+        self.recorder.flush()
         self._report_progress(now)
         self.trap.check()
 
@@ -288,6 +289,7 @@ class Controller:
             while (action := self.schedule.pop_due(now - t0)) is not None:
                 dispatch(action, self.injector)
             if now >= t0 + until:
+                self.recorder.flush(now=True)  # a reader of the history sees it all
                 return
             due = self.schedule.next_at()
             self._pump(t0 + min(until, due if due is not None else until))

@@ -13,12 +13,14 @@ every process on a host); the controller turns it into ``t``.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, fields
 from multiprocessing.connection import Connection
 from typing import Any, ClassVar
 
+import orjson
+
 from mwsim.events import Kind
+from mwsim.internal import jsonout
 
 MAX_MESSAGE = 16 * 1024 * 1024
 
@@ -219,8 +221,8 @@ def decode(data: Any) -> Message:
 
 
 def send(conn: Connection, message: Message) -> None:
-    conn.send_bytes(json.dumps(encode(message)).encode())
+    conn.send_bytes(jsonout.dumpb(encode(message)))
 
 
 def recv(conn: Connection) -> Message:
-    return decode(json.loads(conn.recv_bytes(MAX_MESSAGE)))
+    return decode(orjson.loads(conn.recv_bytes(MAX_MESSAGE)))

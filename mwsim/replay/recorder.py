@@ -2,8 +2,9 @@
 
 Agents and the controller stamp records with their monotonic clock (``mono``). Until the
 workload's start ``t0`` is known (bring-up), records are held; then they are written
-with ``t = mono - t0`` (negative for bring-up), each flushed at once so that a reader
-following the file, or a crash of the controller, loses nothing already recorded.
+with ``t = mono - t0`` (negative for bring-up), and flushed by the controller's loop at
+least every ``FLUSH_EVERY_S``, so that a reader following the file sees every record
+soon, and a crash of the controller loses at most that much.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from mwsim.history import Event, HistoryWriter
 
 Clock = Callable[[], float]
 
+#: How stale the history file may be while a run goes on (it is complete at the end).
+FLUSH_EVERY_S = 0.05
+
 
 class Recorder:
     """Writes one run's history; ``open`` it first, ``close`` it last."""
@@ -27,6 +31,7 @@ class Recorder:
         self.held: list[dict[str, Any]] = []
         self.counts = {"ops": 0, "broken": 0, "faults": 0}
         self._writer: HistoryWriter | None = None
+        self._flushed_at = -1.0
 
     def open(self) -> None:
         self._writer = HistoryWriter(self.path)
@@ -64,7 +69,16 @@ class Recorder:
     def _write(self, record: dict[str, Any]) -> None:
         assert self.t0 is not None and self._writer is not None
         attrs = {k: v for k, v in record.items() if k not in ("mono", "kind", "type")}
-        self._writer.write(Event(record["mono"] - self.t0, record["kind"], attrs))
+        self._writer.write(Event(record["mono"] - self.t0, record["kind"], attrs), flush=False)
+
+    def flush(self, now: bool = False) -> None:
+        """Write out what was recorded, at most every ``FLUSH_EVERY_S`` unless ``now``."""
+        if self._writer is None:
+            return
+        at = self.clock()
+        if now or at - self._flushed_at >= FLUSH_EVERY_S:
+            self._writer.flush()
+            self._flushed_at = at
 
     def close(self) -> None:
         """Write what is still held (stamped relative to now if the workload never started)."""
@@ -72,3 +86,4 @@ class Recorder:
             self.start(self.clock())
         if self._writer is not None:
             self._writer.close()
+            self._writer = None

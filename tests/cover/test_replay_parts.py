@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mwsim.events import Kind
-from mwsim.history import read_history
+from mwsim.history import History, read_history
 from mwsim.playback import END, START, Phase, actions, dispatch
 from mwsim.replay import protocol as wire
 from mwsim.replay.agents import AgentPool, AgentProc
@@ -108,9 +108,15 @@ def rig(tmp_path):
     pool.waker_.close()
 
 
+def so_far(recorder: Recorder) -> History:
+    """The history as a reader sees it while the run goes on (flushed at the turn's end)."""
+    recorder.flush(now=True)
+    return read_history(recorder.path)
+
+
 def written(recorder: Recorder, kind: str) -> list[dict]:
     recorder.close()
-    return [e.to_dict() for e in read_history(recorder.path) if e.kind == kind]
+    return [e.to_dict() for e in so_far(recorder) if e.kind == kind]
 
 
 # -- schedule -----------------------------------------------------------------------------
@@ -234,7 +240,7 @@ def test_hang_is_confirmed_by_the_stopped_state_and_resume_by_running_again(rig)
     confirmations.settle()
     assert pool.sent == [("w1", 0, signal.SIGSTOP), ("w1", 0, signal.SIGCONT)]
     (fault,) = written(recorder, "fault")
-    (resumed,) = [e for e in read_history(recorder.path) if e.kind == "resumed"]
+    (resumed,) = [e for e in so_far(recorder) if e.kind == "resumed"]
     assert fault["confirmed"] is True and fault["for_s"] == 4.0
     assert resumed["confirmed"] is True and resumed["do"] == "hang"
 
@@ -268,7 +274,7 @@ def test_the_end_of_a_slow_acts_on_the_incarnation_it_began_on(rig):
     assert joined.held[-1] == wire.SetDelay(0.0, None)
     joined.acks += 1
     confirmations.settle()
-    kinds = [(e.kind, e.get("do"), e.get("confirmed")) for e in read_history(recorder.path)]
+    kinds = [(e.kind, e.get("do"), e.get("confirmed")) for e in so_far(recorder)]
     assert ("fault", "slow", True) in kinds and ("resumed", "slow", True) in kinds
 
 
@@ -317,7 +323,7 @@ def test_heals_are_confirmed_within_their_own_deadline(rig):
     pool.stopped.add(pool.current["w1"].pid)  # SIGCONT did not take
     clock.now += HEAL_WITHIN_S
     confirmations.settle()
-    (resumed,) = [e for e in read_history(recorder.path) if e.kind == "resumed"]
+    (resumed,) = [e for e in so_far(recorder) if e.kind == "resumed"]
     assert resumed["confirmed"] is False
 
 

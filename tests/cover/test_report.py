@@ -91,7 +91,7 @@ def test_op_counts_add_up_to_every_op_of_records_and_spans():
     assert spans  # a long run is written as spans
     total = sum(e["last"] - e["first"] + 1 for e in spans) + len(history.of_kind("op"))
     bins = timeline.bins_for(big.duration_s)
-    counts = timeline.op_counts(history, big.plan, bins)
+    counts = dict(timeline.op_counts(history, big.plan, bins))
     assert sum(c.counts.sum() for c in counts.values()) == pytest.approx(total)
     world2 = counts[big.plan.row(big.plan.resolve("world2", None, 0.0).id)].dense(len(bins) - 1)
     assert world2[: len(world2) // 6].sum() > 0 and world2[len(world2) // 5 :].sum() == 0
@@ -139,7 +139,7 @@ def test_a_spans_ops_land_in_the_bins_its_ops_one_by_one_land_in(t0, step, n, wi
     one = scenario("topology: {generator: fan_in, workers: 1}\nduration_s: 60\n")
     span = event(t0 + (n - 1) * step, "ops", world="world1", worker="w1", first=1, last=n, t0=t0)
     bins = np.arange(0.0, 60.0 + width, width)
-    (sparse,) = timeline.op_counts(History([span]), one.plan, bins).values()
+    ((_, sparse),) = timeline.op_counts(History([span]), one.plan, bins)
     counts = sparse.dense(len(bins) - 1)
     one_by_one = np.zeros(len(bins) - 1)
     for k in range(n):
@@ -165,7 +165,7 @@ def test_the_traces_rate_counters_are_the_changes_of_every_bin(tmp_path):
     labels = [s.plan.label(life) for life in s.plan.worlds]
     origin = trace._origin(outcome)
     wanted = []
-    for row, sparse in sorted(timeline.op_counts(outcome.runs[0].history, s.plan, bins).items()):
+    for row, sparse in timeline.op_counts(outcome.runs[0].history, s.plan, bins):
         rates = np.round(sparse.dense(size) / width, 1)
         for i in np.flatnonzero(np.r_[True, rates[1:] != rates[:-1]]):
             ts = round((float(bins[i]) - origin) * 1e6, 1)
