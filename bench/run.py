@@ -1,6 +1,7 @@
 """mwsim's benchmarks: each goal is a ratio measured side by side in one run.
 
-    python bench/run.py [bringup] [overhead] [sim] [fleet] [hosts] [--repeat N] [--json FILE]
+    python bench/run.py [bringup] [overhead] [sim] [fleet] [hosts] [capacity] [--repeat N]
+                        [--json FILE]
 
 bringup   an 8-worker fan-in brought up to its first op, vs 8 bare processes importing
           torch and multiworld (goal: <= 1.5x)
@@ -15,6 +16,9 @@ fleet     what a user runs: ``mwsim run FILE --sim --json`` end to end (load, pl
           one ten times larger (40,960 workers; goal within 12x of the first)
 hosts     16 emulated hosts set up and torn down (goal <= 0.5 s together), and each
           degraded-link knob measured against the undegraded link (bench/hosts.py; root)
+capacity  the real replay's largest passing fan-in (16 ... 256 workers; one crash, one 1 s
+          hang, one join, 10 s) at 100 ms and 20 ms intervals, with bring-up time and the
+          harness's own lag per size (goal: 256 workers at 100 ms)
 
 Runs alternate (A, B, A, B, ...) so both sides see the same machine; medians are reported.
 """
@@ -123,6 +127,72 @@ def bench_overhead(repeat: int, tmp: Path, seconds: float = 8.0, tensor_bytes: i
     }
 
 
+# -- the real replay's capacity -----------------------------------------------------------
+
+CAPACITY_SIZES = (16, 32, 64, 128, 256)
+
+
+def capacity_scenario(workers: int, interval_ms: int) -> Any:
+    new = f"w{workers + 1}"
+    return scenario(
+        f"topology: {{generator: fan_in, workers: {workers}}}\n"
+        f"workload: {{kind: stream, interval_ms: {interval_ms}}}\n"
+        "duration_s: 10\n"
+        "events:\n"
+        "  - {at: 3.0, do: crash, target: w2}\n"
+        "  - {at: 5.0, do: hang, target: w3, for_s: 1.0}\n"
+        f"  - {{at: 6.0, do: join, worker: {new}, "
+        f"worlds: {{world{workers + 1}: [leader, {new}]}}}}\n",
+        f"capacity-{workers}-{interval_ms}ms",
+    )
+
+
+def capacity_run(workers: int, interval_ms: int, tmp: Path) -> dict:
+    """One real run of the capacity scenario: its verdicts, bring-up and lag."""
+    from mwsim.runs import run_scenario
+
+    s = capacity_scenario(workers, interval_ms)
+    start = time.monotonic()
+    outcome = run_scenario(s, mode="real", out_dir=tmp / f"{s.name}-{time.monotonic_ns()}")
+    wall = time.monotonic() - start
+    run = outcome.runs[0]
+    history = run.history
+    lags: dict[str, float] = {}
+    for e in history.of_kind("lag"):
+        lags[e["source"]] = max(lags.get(e["source"], 0.0), float(e["lag_s"]))
+    meta = history.meta
+    return {
+        "workers": workers,
+        "interval_ms": interval_ms,
+        "verdict": str(outcome.verdict),
+        "properties": {v.name: str(v.verdict) for v in outcome.verdicts},
+        "first_failure": next((v.detail for v in outcome.verdicts if v.verdict == "fail"), None),
+        "reason": run.reason or None,
+        "bringup_s": round(-meta.t, 2) if meta is not None else None,
+        "wall_s": round(wall, 1),
+        "ops": len(history.of_kind("op")),
+        "largest_lag_s": lags,
+    }
+
+
+def bench_capacity(repeat: int, tmp: Path) -> dict:
+    """Each size once per interval (``repeat`` is not used: one 256-worker run is a minute)."""
+    runs = []
+    for interval in (100, 20):
+        for workers in CAPACITY_SIZES:
+            result = capacity_run(workers, interval, tmp)
+            print("capacity", json.dumps(result), flush=True)
+            runs.append(result)
+    largest = {
+        f"{interval}ms": max(
+            (r["workers"] for r in runs if r["interval_ms"] == interval and r["verdict"] == "pass"),
+            default=0,
+        )
+        for interval in (100, 20)
+    }
+    return {"largest_passing": largest, "goal": "256 workers at 100 ms", "samples": runs}
+
+
 # -- simulator ----------------------------------------------------------------------------
 
 
@@ -209,7 +279,7 @@ def bench_hosts(repeat: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    everything = ["bringup", "overhead", "sim", "fleet", "hosts"]
+    everything = ["bringup", "overhead", "sim", "fleet", "hosts", "capacity"]
     parser.add_argument("which", nargs="*", default=everything)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", dest="json_path")
@@ -222,9 +292,12 @@ def main() -> None:
             elif name == "sim":
                 results[name] = bench_sim(args.repeat)
             else:
-                fn = {"bringup": bench_bringup, "overhead": bench_overhead, "fleet": bench_fleet}[
-                    name
-                ]
+                fn = {
+                    "bringup": bench_bringup,
+                    "overhead": bench_overhead,
+                    "fleet": bench_fleet,
+                    "capacity": bench_capacity,
+                }[name]
                 results[name] = fn(args.repeat, Path(tmp))
             print(name, json.dumps({k: v for k, v in results[name].items() if k != "samples"}))
     if args.json_path:

@@ -94,6 +94,17 @@ class Injected:
     end: float | None = None  # when a hang or slow ended (None: it did not)
 
 
+@dataclass(frozen=True)
+class Lag:
+    """A stretch of time in which the harness or the machine fell behind (a ``lag``
+    record): for ``worker`` only, or (None) for every worker."""
+
+    lo: float
+    hi: float
+    worker: str | None
+    detail: str
+
+
 @dataclass
 class Facts:
     """What a history says, tied to the scenario's plan."""
@@ -113,6 +124,7 @@ class Facts:
     mode: str = Mode.REAL
     hangs: dict[str, list[Injected]] = field(default_factory=dict)  # by worker, in time order
     cuts: list[Injected] = field(default_factory=list)  # dropping partitions, in time order
+    lags: list[Lag] = field(default_factory=list)  # where the harness fell behind
 
 
 # -- reading a history --------------------------------------------------------------------
@@ -147,6 +159,7 @@ def facts(history: History, scenario: Scenario, model: RuntimeModel | None = Non
     for step in p.steps:
         candidates[(step.kind, step.event.subject)].append(step)
     resumed: dict[tuple[str, str], list[float]] = defaultdict(list)
+    lags: list[Event] = []
     for e in history:
         kind = e.kind
         if kind in ("op", "ops"):
@@ -183,6 +196,8 @@ def facts(history: History, scenario: Scenario, model: RuntimeModel | None = Non
             f.died.setdefault(e["worker"], []).append((e.t, bool(e.get("expected", True))))
         elif kind == "hygiene":
             f.hygiene = e
+        elif kind == "lag":
+            lags.append(e)
     for step in p.steps:  # faults the history does not record were never confirmed
         ev = step.event
         if ev.info.fault:
@@ -199,7 +214,47 @@ def facts(history: History, scenario: Scenario, model: RuntimeModel | None = Non
             f.hangs.setdefault(x.step.event.subject, []).append(x)
         elif x.step.cut and x.step.event.silent:
             f.cuts.append(x)
+    f.lags = _lags(f, lags)
     return f
+
+
+def _lags(f: Facts, records: list[Event]) -> list[Lag]:
+    """Where the harness fell behind: the controller late, or an agent's event loop late
+    while the machine's CPU was saturated (late otherwise, the runtime may have blocked
+    its loop: that stays the system's doing) and the agent was not hung on purpose."""
+    out: list[Lag] = []
+    busy = [(e.t - float(e["lag_s"]), e.t, e) for e in records if e.get("source") == "cpu"]
+    for e in records:
+        lag_s = float(e.get("lag_s", 0.0))
+        lo, source, worker = e.t - lag_s, e.get("source"), e.get("worker")
+        if source == "controller":
+            out.append(Lag(lo, e.t, None, f"the controller ran {lag_s:.2f} s late at {_fmt(e.t)}"))
+        elif source == "agent" and isinstance(worker, str):
+            if any(x.t <= e.t and (x.end is None or x.end >= lo) for x in f.hangs.get(worker, [])):
+                continue
+            cpu = next((c for a, b, c in busy if a < e.t and lo < b), None)
+            if cpu is not None:
+                detail = (
+                    f"agent {worker}'s event loop ran {lag_s:.2f} s late at {_fmt(e.t)} "
+                    f"while the CPU was saturated ({cpu.get('detail', 'busy')})"
+                )
+                out.append(Lag(lo, e.t, worker, detail))
+    return out
+
+
+def _lagged(f: Facts, members: Sequence[str], a: float, b: float) -> str | None:
+    """Why a timing violation over ``[a, b]`` by these members is not judged: the harness
+    fell behind then (None: it kept up)."""
+    for lag in f.lags:
+        if lag.lo <= b and a <= lag.hi and (lag.worker is None or lag.worker in members):
+            return f"the harness fell behind: {lag.detail}"
+    return None
+
+
+def _excused(f: Facts, members: Sequence[str], a: float, b: float, problem: str) -> str | None:
+    """``problem`` as an unknown's evidence if the harness fell behind over ``[a, b]``."""
+    why = _lagged(f, members, a, b)
+    return None if why is None else f"{problem}: not judged, {why}"
 
 
 # -- shared reasoning ---------------------------------------------------------------------
@@ -329,6 +384,7 @@ def _summary(
 def check_progress(f: Facts) -> Verdict:
     window = f.bounds.progress_window_s
     problems: list[tuple[str | None, str]] = []
+    excused: list[str] = []
     judged = 0
     for life in f.plan.worlds:
         segs = [s for series in f.ops.get(life.id, {}).values() for s in series]
@@ -346,16 +402,37 @@ def check_progress(f: Facts) -> Verdict:
                         continue
                     allowed = window + _slow_allowance(f, life, gap_start, gap_end)
                     if gap_end - gap_start > allowed:
-                        problems.append((life.name, _gap(life.name, gap_start, gap_end, allowed)))
+                        gap = _gap(life.name, gap_start, gap_end, allowed)
+                        _judge_or_excuse(f, life, gap_start, gap_end, gap, problems, excused)
                 last = max(last, min(seg.t1, b))
             allowed = window + _slow_allowance(f, life, last, b)
             if b - last > allowed:
-                problems.append((life.name, _gap(life.name, last, b, allowed)))
+                gap = _gap(life.name, last, b, allowed)
+                _judge_or_excuse(f, life, last, b, gap, problems, excused)
     return _summary(
         "progress",
         problems,
         f"{judged} healthy stretch(es) of worlds completed an op in every {window:g} s window",
+        excused,
     )
+
+
+def _judge_or_excuse(
+    f: Facts,
+    life: WorldLife,
+    a: float,
+    b: float,
+    problem: str,
+    problems: list[tuple[str | None, str]],
+    excused: list[str],
+) -> None:
+    """A timing violation of ``life`` over ``[a, b]``: a problem, or excused (unknown) if
+    the harness fell behind then."""
+    why = _excused(f, life.members, a, b, problem)
+    if why is None:
+        problems.append((life.name, problem))
+    else:
+        excused.append(why)
 
 
 def _gap(world: str, a: float, b: float, allowed: float) -> str:
@@ -475,13 +552,11 @@ def check_detection(f: Facts) -> Verdict:
             late_unknown.append(f"{need.life.name}: the run ended before the {bound:.2f} s bound")
             continue
         seen = "never did" if report is None else f"reported it at {_fmt(report.t)}"
-        problems.append(
-            (
-                need.life.name,
-                f"{need.life.name}: {need.survivor} did not report it broken within "
-                f"{bound:.2f} s of the {what}; it {seen}",
-            )
+        problem = (
+            f"{need.life.name}: {need.survivor} did not report it broken within "
+            f"{bound:.2f} s of the {what}; it {seen}"
         )
+        _judge_or_excuse(f, need.life, need.fault.t, need.deadline, problem, problems, late_unknown)
     ok = f"{len(needs)} required report(s) of broken worlds, all in time"
     return _summary("detection", problems, ok, unknown + late_unknown)
 
@@ -494,6 +569,8 @@ def _first_fault_at(f: Facts, life: WorldLife) -> float | None:
 
 def check_no_false_alarm(f: Facts) -> Verdict:
     problems: list[tuple[str | None, str]] = []
+    excused: list[str] = []
+    look_back = f.model.watchdog_window()[1]  # a stall this long before may cause a report
     count = 0
     for world_id, by_worker in f.reports.items():
         life = f.plan.world(world_id)
@@ -503,14 +580,14 @@ def check_no_false_alarm(f: Facts) -> Verdict:
                 continue
             count += 1
             if first is None or report.t < first:
-                problems.append(
-                    (
-                        life.name,
-                        f"{life.name}: {worker} reported it broken at {_fmt(report.t)} "
-                        "while no member was faulty",
-                    )
+                problem = (
+                    f"{life.name}: {worker} reported it broken at {_fmt(report.t)} "
+                    "while no member was faulty"
                 )
-    return _summary("no_false_alarm", problems, f"all {count} broken report(s) followed a fault")
+                t = report.t
+                _judge_or_excuse(f, life, t - look_back, t, problem, problems, excused)
+    ok = f"all {count} broken report(s) followed a fault"
+    return _summary("no_false_alarm", problems, ok, excused)
 
 
 def _healthy_over(segments: list[tuple[float, float]], a: float, b: float) -> bool:
@@ -569,13 +646,11 @@ def check_scale_out(f: Facts) -> Verdict:
         judged += 1
         if first is None or first - asked > bound:
             seen = "none at all" if first is None else f"the first at {_fmt(first)}"
-            problems.append(
-                (
-                    life.name,
-                    f"{life.name}: no op within {bound:g} s of the {life.origin} at "
-                    f"{_fmt(asked)} ({seen})",
-                )
+            problem = (
+                f"{life.name}: no op within {bound:g} s of the {life.origin} at "
+                f"{_fmt(asked)} ({seen})"
             )
+            _judge_or_excuse(f, life, asked, asked + bound, problem, problems, unknown)
     ok = f"{judged} new world(s) served their first op in time"
     return _summary(
         "scale_out", problems, ok if judged else "no world joined or was added", unknown
@@ -624,12 +699,8 @@ def check_recovery(f: Facts) -> Verdict:
             if first is None or first - healed > bound:
                 seen = "none at all" if first is None else f"the first at {_fmt(first)}"
                 what = f"{x.step.kind} of {x.step.event.subject} healed at {_fmt(healed)}"
-                problems.append(
-                    (
-                        life.name,
-                        f"{life.name}: no op within {bound:.2f} s after the {what} ({seen})",
-                    )
-                )
+                problem = f"{life.name}: no op within {bound:.2f} s after the {what} ({seen})"
+                _judge_or_excuse(f, life, healed, healed + bound, problem, problems, unknown)
     ok = f"{judged} world(s) served again in time after a heal"
     none = "no partition healed and no link was repaired"
     return _summary("recovery", problems, ok if judged else none, unknown)

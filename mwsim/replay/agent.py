@@ -28,6 +28,7 @@ from mwsim import runtimes
 from mwsim.hosts.emulated import setns
 from mwsim.membership import WorldId
 from mwsim.replay import protocol as wire
+from mwsim.replay.lag import LAG_S
 from mwsim.replay.processes import free_port
 from mwsim.replay.protocol import Boot
 
@@ -182,12 +183,19 @@ class Agent:
         os._exit(code)
 
     async def _watch(self) -> None:
-        """Report worlds the runtime's broken-world query has turned true for."""
+        """Report worlds the runtime's broken-world query has turned true for, and this
+        event loop running late (a ``lag``: the checks weigh it against the CPU's load)."""
+        last = time.monotonic()
         while True:
             for run in list(self.worlds.values()):
                 if not (run.reported or run.removed) and self.runtime.is_broken(run.name):
                     self._broken(run, "the runtime's broken-world query turned true")
             await asyncio.sleep(WATCH_PERIOD_S)
+            now = time.monotonic()
+            late = now - last - WATCH_PERIOD_S
+            if late >= LAG_S and self.t0 is not None:
+                self.emit("lag", source="agent", lag_s=round(late, 3))
+            last = now
 
     def _broken(self, run: WorldRun, reason: str) -> None:
         if run.reported or run.removed:

@@ -31,6 +31,7 @@ from mwsim.playback import actions, dispatch
 from mwsim.replay import protocol as wire
 from mwsim.replay.agents import AgentPool, AgentProc, Handler, log_tail
 from mwsim.replay.injector import Injector
+from mwsim.replay.lag import LAG_S, CpuWatch
 from mwsim.replay.processes import Leftovers
 from mwsim.replay.recorder import Clock, Recorder
 from mwsim.replay.schedule import Confirmations, Schedule
@@ -164,6 +165,8 @@ class Controller:
         )
         self.trap = SignalTrap(self.waker)
         self.rendezvous: int | None = None
+        self.served: set[tuple[str, int]] = set()  # worlds with an op before the clock starts
+        self.cpu = CpuWatch()
         self.started = 0.0
         self.last_progress = 0.0
 
@@ -198,6 +201,8 @@ class Controller:
         for record in message.events:
             self.formation.saw(agent, record)
             self.recorder.record(record)
+            if self.recorder.t0 is None and record.get("kind") == "op":
+                self.served.add((str(record.get("world")), int(record.get("life", 0))))
 
     def _on_fatal(self, agent: AgentProc, message: wire.Fatal) -> None:
         self.recorder.note("error", worker=agent.worker, message=message.message[-500:])
@@ -219,6 +224,12 @@ class Controller:
         if self.confirmations:
             horizon = min(horizon, now + 0.01)
         self.pool.poll(horizon - now)
+        woke = self.clock()
+        if woke - horizon >= LAG_S:
+            self.recorder.note("lag", source="controller", lag_s=round(woke - horizon, 3))
+        cpu = self.cpu.sample(woke)
+        if cpu is not None:
+            self.recorder.note("lag", mono=woke, **cpu)
         self.confirmations.settle()
         self.recorder.flush()
         self._report_progress(now)
@@ -264,10 +275,18 @@ class Controller:
                     f"(worlds not formed: {', '.join(waiting[:8])})"
                 )
             self._pump(deadline)
-        t0 = self.clock() + START_LEAD_S
-        self.recorder.start(t0)
+        go = self.clock() + START_LEAD_S
         for agent in self.pool.every:
-            self.pool.command(agent.worker, wire.Start(t0))
+            self.pool.command(agent.worker, wire.Start(go))
+        # the workload's clock starts once every initial world has served an op
+        wanted = {(life.name, life.id.life) for life in initial}
+        if not self._await(lambda: wanted <= self.served, deadline):
+            idle = sorted(name for name, _ in wanted - self.served)
+            return (
+                f"bring-up did not finish within {self.bringup_timeout_s:g} s: "
+                f"{len(idle)} world(s) formed but served no op ({', '.join(idle[:8])})"
+            )
+        self.recorder.start(self.clock())
         return None
 
     # -- playing the timeline --------------------------------------------------------------
@@ -287,6 +306,9 @@ class Controller:
         while True:
             now = self.clock()
             while (action := self.schedule.pop_due(now - t0)) is not None:
+                if now - t0 - action.at >= LAG_S:
+                    late = round(now - t0 - action.at, 3)
+                    self.recorder.note("lag", source="controller", lag_s=late, due=action.at)
                 dispatch(action, self.injector)
             if now >= t0 + until:
                 self.recorder.flush(now=True)  # a reader of the history sees it all

@@ -339,3 +339,61 @@ def test_negative_control_passes_only_with_exactly_its_violations():
 
 def replace_expect(s, violations):
     return s.expect.model_copy(update={"violations": violations})
+
+
+# -- the harness's own lag ----------------------------------------------------------------
+
+
+def with_lags(*records):
+    h = edit(
+        simulate(CRASH),
+        keep=lambda e: not (e.kind == "op" and e["world"] == "world1" and 4 < e.t < 6.5),
+    )
+    return History([*h, *(event(t, "lag", **fields) for t, fields in records)])
+
+
+CPU_BUSY = (6.0, {"source": "cpu", "lag_s": 0.5, "share": 0.9, "detail": "busy 90 %"})
+
+
+def test_a_stall_while_the_controller_fell_behind_is_unknown_with_that_evidence():
+    h = with_lags((5.0, {"source": "controller", "lag_s": 1.2}))
+    v = verdicts(h, CRASH)["progress"]
+    assert v.verdict == "unknown"
+    assert "world1: no op from 3.98 s to 6.50 s" in v.detail
+    assert "the harness fell behind: the controller ran 1.20 s late at 5.00 s" in v.detail
+
+
+def test_an_agents_late_loop_excuses_only_with_the_cpu_saturated_and_only_its_worlds():
+    member = (6.2, {"source": "agent", "worker": "w1", "lag_s": 1.5})
+    v = verdicts(with_lags(member, CPU_BUSY), CRASH)["progress"]
+    assert v.verdict == "unknown" and "agent w1's event loop ran 1.50 s late" in v.detail
+    assert "CPU was saturated (busy 90 %)" in v.detail
+    # an idle machine: the runtime may have blocked the loop itself
+    assert verdicts(with_lags(member), CRASH)["progress"].verdict == "fail"
+    # a worker outside world1 falling behind says nothing about world1
+    other = (6.2, {"source": "agent", "worker": "w3", "lag_s": 1.5})
+    assert verdicts(with_lags(other, CPU_BUSY), CRASH)["progress"].verdict == "fail"
+    # a lag at another time neither
+    early = (1.0, {"source": "controller", "lag_s": 0.5})
+    assert verdicts(with_lags(early), CRASH)["progress"].verdict == "fail"
+
+
+def test_a_hung_agents_own_stop_is_not_the_harness_falling_behind():
+    h = edit(simulate(HANG), keep=lambda e: e.kind != "broken")
+    stop = event(10.0, "lag", source="agent", worker="w1", lag_s=8.0)
+    busy = event(10.0, "lag", source="cpu", lag_s=8.0, share=1.0)
+    v = verdicts(History([*h, stop, busy]), HANG)["detection"]
+    assert v.verdict == "fail" and "hang of w1 at 2.00 s" in v.detail
+
+
+def test_a_false_alarm_after_a_member_starved_is_unknown_and_a_missed_report_too():
+    h = simulate(CRASH)
+    alarm = event(2.5, "broken", world="world1", worker="leader", reason="planted")
+    starved = event(2.4, "lag", source="agent", worker="w1", lag_s=1.0)
+    busy = event(2.45, "lag", source="cpu", lag_s=0.5, share=0.8)
+    v = verdicts(History([*h, alarm, starved, busy]), CRASH)["no_false_alarm"]
+    assert v.verdict == "unknown" and "reported it broken at 2.50 s" in v.detail
+    missed = edit(h, keep=lambda e: e.kind != "broken")
+    late = event(3.1, "lag", source="controller", lag_s=0.3)
+    v = verdicts(History([*missed, late]), CRASH)["detection"]
+    assert v.verdict == "unknown" and "controller ran 0.30 s late" in v.detail

@@ -412,3 +412,32 @@ def test_wire_messages_round_trip_as_json(message):
 def test_anything_but_a_known_message_is_refused(data, why):
     with pytest.raises(ValueError, match=why):
         wire.decode(data)
+
+
+# -- the harness watching itself ----------------------------------------------------------
+
+
+def test_the_cpu_watch_reports_saturation_from_pressure_or_busy_ticks(tmp_path, monkeypatch):
+    from mwsim.replay import lag
+
+    psi, stat = tmp_path / "cpu", tmp_path / "stat"
+    monkeypatch.setattr(lag, "PSI", psi)
+    monkeypatch.setattr(lag, "STAT", stat)
+    psi.write_text("some avg10=0 avg60=0 avg300=0 total=1000000\nfull total=0\n")
+    stat.write_text("cpu  100 0 100 800 0 0 0 0 0 0\n")
+    watch = lag.CpuWatch()
+    assert watch.sample(10.0) is None  # the first sample only starts the count
+    psi.write_text("some avg10=0 avg60=0 avg300=0 total=1100000\n")  # 0.1 s waited
+    assert watch.sample(10.2) is None  # sooner than CPU_SAMPLE_S: not sampled
+    assert watch.sample(11.0) is None  # 0.1 of 1 s: not saturated
+    psi.write_text("some avg10=0 avg60=0 avg300=0 total=1500000\n")  # 0.4 s of 0.5 s
+    got = watch.sample(11.5)
+    assert got is not None and got["source"] == "cpu" and got["share"] == 0.8
+    assert got["lag_s"] == 0.5 and "waited for a CPU 80%" in got["detail"]
+    # no pressure information: the CPUs' busy share (steal counted busy)
+    psi.unlink()
+    watch = lag.CpuWatch()
+    assert watch.sample(0.0) is None
+    stat.write_text("cpu  190 0 100 810 0 0 0 80 0 0\n")  # 170 of 180 jiffies busy
+    got = watch.sample(1.0)
+    assert got is not None and got["share"] == 0.94 and "the CPUs were busy" in got["detail"]
