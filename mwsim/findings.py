@@ -25,6 +25,9 @@ FINDINGS = {
     "store host: the world stops serving and nobody ever reports it broken",
     7: "a world whose store host (rank 0's host) is powered off is never reported broken "
     "by its other members",
+    8: "a process in many worlds is watched late: its watchdog takes one new world per "
+    "0.3 s tick and calls every world's store one at a time, so silent faults in the "
+    "worlds it formed last are reported late or not at all",
 }
 
 REPRODUCERS = {
@@ -34,11 +37,15 @@ REPRODUCERS = {
     5: "scenarios/partition-cut-from-store.yaml",
     6: "scenarios/partition-members-cut-apart.yaml",
     7: "scenarios/power-off-store-host.yaml",
+    8: "scenarios/regressions/finding-watchdog-one-world-per-tick.yaml",
 }
 
 #: A world's members have written their first watchdog heartbeat by then: MultiWorld
 #: ticks every 0.3 s, a joiner takes up to about 0.4 s more to form its worlds.
 FIRST_HEARTBEAT_S = 1.0
+#: A rank 0 in more worlds than this watches some of them late (finding 8: 40 worlds
+#: showed it; its watchdog starts watching one new world per 0.3 s tick).
+MANY_WORLDS = 16
 
 
 def known_finding(
@@ -67,6 +74,10 @@ def known_finding(
         young = [w for w in worlds if at - timeline.worlds[w].start < FIRST_HEARTBEAT_S]
         if any(topology.rank(w, worker) != 0 for w in young):  # rank 0's loss ends the store
             return 3
+        if kind.info.silent and any(
+            len(topology.worlds_of(topology.members(w)[0])) > MANY_WORLDS for w in worlds
+        ):
+            return 8
         if kind is Kind.POWER_OFF and any(
             topology.rank(w, worker) == 0
             and any(topology.host_of(m) != fields["target"] for m in topology.members(w))

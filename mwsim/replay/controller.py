@@ -262,12 +262,8 @@ class Controller:
         for life in initial:
             self.formation.form(life)
         while not all(self.formation.formed(life) for life in initial):
-            dead = next((a for a in self.pool.every if not a.alive), None)
-            if dead is not None:
-                return (
-                    f"agent {dead.worker} exited during bring-up (code {dead.code}):\n"
-                    + log_tail(dead.log)
-                )
+            if (why := self._died()) is not None:
+                return why
             if self.clock() >= deadline:
                 waiting = [life.name for life in initial if not self.formation.formed(life)]
                 return (
@@ -280,14 +276,27 @@ class Controller:
             self.pool.command(agent.worker, wire.Start(go))
         # the workload's clock starts once every initial world has served an op
         wanted = {(life.name, life.id.life) for life in initial}
-        if not self._await(lambda: wanted <= self.served, deadline):
-            idle = sorted(name for name, _ in wanted - self.served)
-            return (
-                f"bring-up did not finish within {self.bringup_timeout_s:g} s: "
-                f"{len(idle)} world(s) formed but served no op ({', '.join(idle[:8])})"
-            )
+        while not wanted <= self.served:
+            if (why := self._died()) is not None:
+                return why
+            if self.clock() >= deadline:
+                idle = sorted(name for name, _ in wanted - self.served)
+                return (
+                    f"bring-up did not finish within {self.bringup_timeout_s:g} s: "
+                    f"{len(idle)} world(s) formed but served no op ({', '.join(idle[:8])})"
+                )
+            self._pump(deadline)
         self.recorder.start(self.clock())
         return None
+
+    def _died(self) -> str | None:
+        """Why bring-up failed if an agent has already exited (None: all alive)."""
+        dead = next((a for a in self.pool.every if not a.alive), None)
+        if dead is None:
+            return None
+        return f"agent {dead.worker} exited during bring-up (code {dead.code}):\n" + log_tail(
+            dead.log
+        )
 
     # -- playing the timeline --------------------------------------------------------------
 

@@ -90,3 +90,11 @@ def test_members_cut_apart_while_both_reach_the_store_is_finding_6():
     """).timeline()
     assert known_finding(tl, {"do": "partition", "groups": [["h1"], ["h2"]]}, 5.0, "x") == 6
     assert known_finding(tl, {"do": "partition", "groups": [["h0"], ["h2"]]}, 5.0, "x") == 5
+
+
+def test_a_silent_fault_in_a_world_whose_rank_0_has_many_worlds_is_finding_8():
+    hang = {"do": "hang", "target": "w3", "for_s": 5.0}
+    assert known_finding(timeline(workers=20), hang, 2.0, "stream") == 8
+    assert known_finding(timeline(workers=4), hang, 2.0, "stream") is None
+    crash = {"do": "crash", "target": "w3"}  # loud: seen by a failing op, not the watchdog
+    assert known_finding(timeline(workers=20), crash, 2.0, "stream") is None
