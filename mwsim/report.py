@@ -105,7 +105,8 @@ def write_artifacts(outcome: Outcome) -> dict[str, Path]:
     paths = {"timeline": out / "timeline.png", "trace": out / "trace.json"}
     outcome.artifacts = {**paths, "report": out / "report.json"}
     # the trace in a child (where one can run) while the picture is drawn here
-    with alongside(lambda: write_trace(outcome, paths["trace"])):
+    size = sum(len(run.history) for run in outcome.runs)
+    with alongside(lambda: write_trace(outcome, paths["trace"]), size):
         timeline_png(outcome, paths["timeline"])
         write_json([outcome], outcome.artifacts["report"])
     return outcome.artifacts

@@ -141,7 +141,7 @@ def run_scenario(
     if mode in (Mode.SIM, Mode.BOTH):
         history = simulate(scenario, seed=seed, model=model)
         path = out / Mode.SIM / "history.jsonl"
-        with alongside(lambda: write_history(path, history)):  # written while judged
+        with alongside(lambda: write_history(path, history), len(history)):  # while judged
             predicted = judge(history, scenario, Mode.SIM, path, model)
         runs.append(predicted)
     if mode in (Mode.REAL, Mode.BOTH):

@@ -25,11 +25,16 @@ def can_fork() -> bool:
     return (cpus or 1) > 1
 
 
+#: Work on fewer records than this is done here: a fork costs more than it saves.
+WORTH_FORKING = 10_000
+
+
 @contextmanager
-def alongside(work: Callable[[], object]) -> Iterator[None]:
+def alongside(work: Callable[[], object], size: int = WORTH_FORKING) -> Iterator[None]:
     """Run ``work`` in a forked child while the ``with`` body runs here; on leaving, wait
-    for it (or, where no child could run it or it failed, run ``work`` here)."""
-    pid = _fork(work) if can_fork() else None
+    for it (or, where no child could run it, it failed, or its ``size`` in records is too
+    small to be worth a fork, run ``work`` here)."""
+    pid = _fork(work) if size >= WORTH_FORKING and can_fork() else None
     done = False
     try:
         yield

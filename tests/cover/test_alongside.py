@@ -66,3 +66,11 @@ def test_it_forks_only_with_one_thread_and_two_cpus():
     import threading
 
     assert mod.can_fork() == (threading.active_count() == 1 and (len(os.sched_getaffinity(0)) > 1))
+
+
+def test_small_work_is_done_here(tmp_path, monkeypatch):
+    monkeypatch.setattr(mod, "can_fork", lambda: True)
+    out = tmp_path / "pid"
+    with alongside(write_pid(out), size=mod.WORTH_FORKING - 1):
+        pass
+    assert out.read_text() == str(os.getpid())
