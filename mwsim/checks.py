@@ -242,19 +242,27 @@ def _lags(f: Facts, records: list[Event]) -> list[Lag]:
     return out
 
 
-def _lagged(f: Facts, members: Sequence[str], a: float, b: float) -> str | None:
-    """Why a timing violation over ``[a, b]`` by these members is not judged: the harness
-    fell behind then (None: it kept up)."""
-    for lag in f.lags:
-        if lag.lo <= b and a <= lag.hi and (lag.worker is None or lag.worker in members):
-            return f"the harness fell behind: {lag.detail}"
-    return None
-
-
-def _excused(f: Facts, members: Sequence[str], a: float, b: float, problem: str) -> str | None:
-    """``problem`` as an unknown's evidence if the harness fell behind over ``[a, b]``."""
-    why = _lagged(f, members, a, b)
-    return None if why is None else f"{problem}: not judged, {why}"
+def _lagged(f: Facts, members: Sequence[str], a: float, b: float, over: float) -> str | None:
+    """Why a timing violation is not judged: within ``[a, b]`` (from when the thing was
+    due to be possible until it happened, or the end) the harness fell behind, for these
+    members or for all, for at least the ``over`` seconds the violation exceeds its bound
+    (None: it kept up, or fell behind too briefly to explain it)."""
+    spans = sorted(
+        (max(lag.lo, a), min(lag.hi, b), lag)
+        for lag in f.lags
+        if lag.lo < b and a < lag.hi and (lag.worker is None or lag.worker in members)
+    )
+    if not spans:
+        return None
+    total, reach = 0.0, a
+    for lo, hi, _ in spans:  # the length of their union
+        total += max(0.0, hi - max(lo, reach))
+        reach = max(reach, hi)
+    if total < over:
+        return None
+    longest = max(spans, key=lambda span: span[1] - span[0])[2]
+    more = f" ({total:.2f} s behind in all)" if len(spans) > 1 else ""
+    return f"the harness fell behind: {longest.detail}{more}"
 
 
 # -- shared reasoning ---------------------------------------------------------------------
@@ -403,12 +411,14 @@ def check_progress(f: Facts) -> Verdict:
                     allowed = window + _slow_allowance(f, life, gap_start, gap_end)
                     if gap_end - gap_start > allowed:
                         gap = _gap(life.name, gap_start, gap_end, allowed)
-                        _judge_or_excuse(f, life, gap_start, gap_end, gap, problems, excused)
+                        over = gap_end - gap_start - allowed
+                        during = (gap_start, gap_end)
+                        _judge_or_excuse(f, life, during, over, gap, problems, excused)
                 last = max(last, min(seg.t1, b))
             allowed = window + _slow_allowance(f, life, last, b)
             if b - last > allowed:
                 gap = _gap(life.name, last, b, allowed)
-                _judge_or_excuse(f, life, last, b, gap, problems, excused)
+                _judge_or_excuse(f, life, (last, b), b - last - allowed, gap, problems, excused)
     return _summary(
         "progress",
         problems,
@@ -420,19 +430,19 @@ def check_progress(f: Facts) -> Verdict:
 def _judge_or_excuse(
     f: Facts,
     life: WorldLife,
-    a: float,
-    b: float,
+    during: tuple[float, float],
+    over: float,
     problem: str,
     problems: list[tuple[str | None, str]],
     excused: list[str],
 ) -> None:
-    """A timing violation of ``life`` over ``[a, b]``: a problem, or excused (unknown) if
-    the harness fell behind then."""
-    why = _excused(f, life.members, a, b, problem)
+    """A timing violation of ``life``, ``over`` seconds past its bound ``during`` that
+    stretch: a problem, or (unknown) excused if the harness fell behind about as long."""
+    why = _lagged(f, life.members, *during, over)
     if why is None:
         problems.append((life.name, problem))
     else:
-        excused.append(why)
+        excused.append(f"{problem}: not judged, {why}")
 
 
 def _gap(world: str, a: float, b: float, allowed: float) -> str:
@@ -556,7 +566,9 @@ def check_detection(f: Facts) -> Verdict:
             f"{need.life.name}: {need.survivor} did not report it broken within "
             f"{bound:.2f} s of the {what}; it {seen}"
         )
-        _judge_or_excuse(f, need.life, need.fault.t, need.deadline, problem, problems, late_unknown)
+        seen_at = report.t if report is not None else f.end
+        during, over = (need.fault.t, seen_at), seen_at - need.deadline
+        _judge_or_excuse(f, need.life, during, over, problem, problems, late_unknown)
     ok = f"{len(needs)} required report(s) of broken worlds, all in time"
     return _summary("detection", problems, ok, unknown + late_unknown)
 
@@ -570,7 +582,9 @@ def _first_fault_at(f: Facts, life: WorldLife) -> float | None:
 def check_no_false_alarm(f: Facts) -> Verdict:
     problems: list[tuple[str | None, str]] = []
     excused: list[str] = []
-    look_back = f.model.watchdog_window()[1]  # a stall this long before may cause a report
+    # the watchdog flags a peer silent for its lower bound; a stall that long in the upper
+    # bound before a report may have caused it
+    silence, look_back = f.model.watchdog_window()
     count = 0
     for world_id, by_worker in f.reports.items():
         life = f.plan.world(world_id)
@@ -585,7 +599,7 @@ def check_no_false_alarm(f: Facts) -> Verdict:
                     "while no member was faulty"
                 )
                 t = report.t
-                _judge_or_excuse(f, life, t - look_back, t, problem, problems, excused)
+                _judge_or_excuse(f, life, (t - look_back, t), silence, problem, problems, excused)
     ok = f"all {count} broken report(s) followed a fault"
     return _summary("no_false_alarm", problems, ok, excused)
 
@@ -650,7 +664,9 @@ def check_scale_out(f: Facts) -> Verdict:
                 f"{life.name}: no op within {bound:g} s of the {life.origin} at "
                 f"{_fmt(asked)} ({seen})"
             )
-            _judge_or_excuse(f, life, asked, asked + bound, problem, problems, unknown)
+            seen_at = first if first is not None else f.end
+            over = seen_at - asked - bound
+            _judge_or_excuse(f, life, (asked, seen_at), over, problem, problems, unknown)
     ok = f"{judged} new world(s) served their first op in time"
     return _summary(
         "scale_out", problems, ok if judged else "no world joined or was added", unknown
@@ -700,7 +716,9 @@ def check_recovery(f: Facts) -> Verdict:
                 seen = "none at all" if first is None else f"the first at {_fmt(first)}"
                 what = f"{x.step.kind} of {x.step.event.subject} healed at {_fmt(healed)}"
                 problem = f"{life.name}: no op within {bound:.2f} s after the {what} ({seen})"
-                _judge_or_excuse(f, life, healed, healed + bound, problem, problems, unknown)
+                seen_at = first if first is not None else f.end
+                over = seen_at - healed - bound
+                _judge_or_excuse(f, life, (healed, seen_at), over, problem, problems, unknown)
     ok = f"{judged} world(s) served again in time after a heal"
     none = "no partition healed and no link was repaired"
     return _summary("recovery", problems, ok if judged else none, unknown)

@@ -6,7 +6,8 @@ event late (``source: controller``), an agent's event loop running late (``sourc
 sent by the agent), and the machine's CPU saturated (``source: cpu``: over a sample, the
 share of time some task waited for a CPU, from the kernel's pressure stall information,
 or the CPUs' busy share with hypervisor steal where the kernel has none). The checks turn a
-timing violation that such a lag overlaps into ``unknown`` with it as evidence.
+timing violation that such lag explains (as long as the violation is late, within its
+stretch) into ``unknown`` with it as evidence.
 """
 
 from __future__ import annotations
