@@ -73,20 +73,26 @@ class Payload:
         wrapped = max(0, n - -(-(MOD - k) // 31))
         return (31 * n * (n - 1) // 2 + n * k - MOD * wrapped) % MOD
 
-    def _body(self, rank: int, seq: int) -> torch.Tensor:
-        return (self._base + self._shift(rank, seq)).remainder_(MOD)
+    def _body(self, k: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The body for shift ``k`` (into ``out`` if given)."""
+        return torch.add(self._base, k, out=out).remainder_(MOD)
+
+    def _body_np(self, k: int, out: np.ndarray | None = None) -> np.ndarray:
+        """The same in numpy, for CPU tensors (a tenth of torch's cost per call)."""
+        body: np.ndarray = np.add(self._base.numpy(), k, out=out)
+        np.remainder(body, MOD, out=body)
+        return body
 
     def make(self, rank: int, seq: int, flags: int = 0, sent_ns: int = 0) -> torch.Tensor:
         k = self._shift(rank, seq)
         head = [seq, rank, flags, self._checksum(k), sent_ns]
         out = torch.empty(self.numel, dtype=torch.int64, device=self.device)
-        if out.is_cpu:  # numpy on the same memory: a tenth of torch's cost per call
+        if out.is_cpu:  # numpy on the tensor's own memory
             view = out.numpy()
-            body = view[HEADER:]
-            np.remainder(np.add(self._base.numpy(), k, out=body), MOD, out=body)
+            self._body_np(k, view[HEADER:])
             view[:HEADER] = head
         else:
-            torch.add(self._base, k, out=out[HEADER:]).remainder_(MOD)
+            self._body(k, out[HEADER:])
             out[:HEADER] = torch.tensor(head, dtype=torch.int64)
         return out
 
@@ -100,9 +106,8 @@ class Payload:
         if sender != rank or checksum != self._checksum(k):
             return False
         if got.is_cpu:
-            body = np.add(self._base.numpy(), k)
-            return bool((got.numpy()[HEADER:] == np.remainder(body, MOD, out=body)).all())
-        return bool(torch.equal(got[HEADER:], self._body(rank, seq)))
+            return bool((got.numpy()[HEADER:] == self._body_np(k)).all())
+        return bool(torch.equal(got[HEADER:], self._body(k)))
 
     def reduced(self, size: int, seq: int, flags: list[int]) -> torch.Tensor:
         """The exact all-reduce sum of every rank's ``make(rank, seq, flags[rank])``."""

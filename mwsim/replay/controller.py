@@ -261,42 +261,48 @@ class Controller:
         initial = [life for life in self.plan.worlds if life.origin is None]
         for life in initial:
             self.formation.form(life)
-        while not all(self.formation.formed(life) for life in initial):
-            if (why := self._died()) is not None:
-                return why
-            if self.clock() >= deadline:
-                waiting = [life.name for life in initial if not self.formation.formed(life)]
-                return (
-                    f"bring-up did not finish within {self.bringup_timeout_s:g} s "
-                    f"(worlds not formed: {', '.join(waiting[:8])})"
-                )
-            self._pump(deadline)
+        why = self._bring_up_until(
+            lambda: all(self.formation.formed(life) for life in initial),
+            deadline,
+            lambda: (
+                " (worlds not formed: "
+                + ", ".join([life.name for life in initial if not self.formation.formed(life)][:8])
+                + ")"
+            ),
+        )
+        if why is not None:
+            return why
         go = self.clock() + START_LEAD_S
         for agent in self.pool.every:
             self.pool.command(agent.worker, wire.Start(go))
         # the workload's clock starts once every initial world has served an op
         wanted = {(life.name, life.id.life) for life in initial}
-        while not wanted <= self.served:
-            if (why := self._died()) is not None:
-                return why
-            if self.clock() >= deadline:
-                idle = sorted(name for name, _ in wanted - self.served)
-                return (
-                    f"bring-up did not finish within {self.bringup_timeout_s:g} s: "
-                    f"{len(idle)} world(s) formed but served no op ({', '.join(idle[:8])})"
-                )
-            self._pump(deadline)
-        self.recorder.start(self.clock())
-        return None
 
-    def _died(self) -> str | None:
-        """Why bring-up failed if an agent has already exited (None: all alive)."""
-        dead = next((a for a in self.pool.every if not a.alive), None)
-        if dead is None:
-            return None
-        return f"agent {dead.worker} exited during bring-up (code {dead.code}):\n" + log_tail(
-            dead.log
-        )
+        def idle() -> str:
+            names = sorted(name for name, _ in wanted - self.served)
+            return f": {len(names)} world(s) formed but served no op ({', '.join(names[:8])})"
+
+        why = self._bring_up_until(lambda: wanted <= self.served, deadline, idle)
+        if why is None:
+            self.recorder.start(self.clock())
+        return why
+
+    def _bring_up_until(
+        self, done: Callable[[], bool], deadline: float, waiting: Callable[[], str]
+    ) -> str | None:
+        """Serve the agents until ``done``; else why bring-up failed: an agent exited, or
+        the deadline passed (``waiting`` says on what)."""
+        while not done():
+            dead = next((a for a in self.pool.every if not a.alive), None)
+            if dead is not None:
+                return (
+                    f"agent {dead.worker} exited during bring-up (code {dead.code}):\n"
+                    + log_tail(dead.log)
+                )
+            if self.clock() >= deadline:
+                return f"bring-up did not finish within {self.bringup_timeout_s:g} s" + waiting()
+            self._pump(deadline)
+        return None
 
     # -- playing the timeline --------------------------------------------------------------
 
