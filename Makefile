@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.mwsim-installed
+# The example adapter for another build of MultiWorld (README "Testing another build").
+OTHER  := examples/multiworld-0.2.0
 
 # Library scenarios the test command also replays on real processes (the whole library
 # runs on the model; tests/real replays every fault and scale kind for real, among them
@@ -18,7 +20,7 @@ CORE_REAL := scenarios/fanin-mixed.yaml scenarios/pipeline-host-crash.yaml \
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt tools/install-system.sh
+$(STAMP): pyproject.toml constraints.txt tools/install-system.sh $(OTHER)/pyproject.toml
 	sh tools/install-system.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	extras=dev; if dpkg -s libnetfilter-queue-dev >/dev/null 2>&1; then extras=dev,net; \
@@ -26,6 +28,9 @@ $(STAMP): pyproject.toml constraints.txt tools/install-system.sh
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt \
 	  -e ".[$$extras]"
 	$(BIN)/python -m mwsim.internal.multiworld_setup
+	test -d $(OTHER)/build/multiworld || $(BIN)/python -m pip install --quiet \
+	  --disable-pip-version-check --no-deps --target $(OTHER)/build multiworld==0.2.0
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e $(OTHER)
 	touch $@
 
 demo: install
@@ -47,4 +52,4 @@ bench: install
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) out .pytest_cache .hypothesis
+	rm -rf $(VENV) out .pytest_cache .hypothesis $(OTHER)/build

@@ -13,9 +13,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
-from mwsim.events import BREAKING, Degrade, Kind, Slow, subject_of
+from mwsim.events import BREAKING, Degrade, Kind, Slow, Target, subject_of
 from mwsim.history import Event, History, Mode
 from mwsim.membership import Plan, Step, WorldId, WorldLife
 from mwsim.scenario import Property, Scenario
@@ -44,12 +44,31 @@ class Verdict:
     world: str | None = None
     expected: bool = False  # a violation the scenario names in expect.violations
     worlds: tuple[str, ...] = ()  # every world with a problem (``world`` is the first)
+    #: the kinds of evidence a violation has (no names: how a fuzzer tells bugs apart)
+    evidence: tuple[str, ...] = ()
+    at: float | None = None  # when its first problem was seen
 
     def to_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items() if v is not None and k != "worlds"}
+        out = {
+            k: v
+            for k, v in asdict(self).items()
+            if v is not None and k not in ("worlds", "evidence")
+        }
         if len(self.worlds) > 1:
             out["worlds"] = list(self.worlds)
+        if self.evidence:
+            out["evidence"] = list(self.evidence)
         return out
+
+
+class Evidence(NamedTuple):
+    """One problem found by a property: the world (if any), one line saying what happened,
+    its kind (the line without names or numbers that vary) and when it was seen."""
+
+    world: str | None
+    detail: str
+    kind: str
+    at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +111,13 @@ class Injected:
     t: float
     confirmed: bool
     end: float | None = None  # when a hang or slow ended (None: it did not)
+    delivered: bool = False  # a leave: the agent took the command (the rest is the runtime's)
+    code: int | None = None  # a leave not confirmed: how its process had ended (None: alive)
+
+    @property
+    def incomplete(self) -> bool:
+        """A leave the harness delivered and the runtime did not complete."""
+        return self.step.kind is Kind.LEAVE and self.delivered and not self.confirmed
 
 
 @dataclass(frozen=True)
@@ -120,6 +146,11 @@ class Facts:
     reports: dict[WorldId, dict[str, Event]] = field(default_factory=dict)  # first per worker
     joined: dict[WorldId, dict[str, float]] = field(default_factory=dict)
     died: dict[str, list[tuple[float, bool]]] = field(default_factory=dict)  # exits
+    #: exits nobody asked for, each with the last record of that worker before it
+    unexpected: list[tuple[Event, Event | None]] = field(default_factory=list)
+    errors: list[Event] = field(default_factory=list)  # ``error`` records
+    raised: list[Event] = field(default_factory=list)  # reports from a failure signal
+    left: dict[WorldId, dict[str, float]] = field(default_factory=dict)
     hygiene: Event | None = None
     mode: str = Mode.REAL
     hangs: dict[str, list[Injected]] = field(default_factory=dict)  # by worker, in time order
@@ -160,8 +191,16 @@ def facts(history: History, scenario: Scenario, model: RuntimeModel | None = Non
         candidates[(step.kind, step.event.subject)].append(step)
     resumed: dict[tuple[str, str], list[float]] = defaultdict(list)
     lags: list[Event] = []
+    last: dict[str, Event] = {}  # each worker's latest record
     for e in history:
         kind = e.kind
+        worker = e.get("worker")
+        if kind == "exit":
+            if not e.get("expected", True):
+                f.unexpected.append((e, last.get(worker)))
+            last.pop(worker, None)
+        elif worker is not None and kind != "lag":
+            last[worker] = e
         if kind in ("op", "ops"):
             life = p.resolve(e["world"], e.get("life"), e.t)
             if life is None:
@@ -176,15 +215,29 @@ def facts(history: History, scenario: Scenario, model: RuntimeModel | None = Non
             life = p.resolve(e["world"], e.get("life"), e.t)
             if life is not None:
                 f.reports.setdefault(life.id, {}).setdefault(e["worker"], e)
+                if e.get("raised") is not None:
+                    f.raised.append(e)
         elif kind == "joined":
             life = p.resolve(e["world"], e.get("life"), e.t)
             if life is not None:
                 f.joined.setdefault(life.id, {}).setdefault(e["worker"], e.t)
+        elif kind == "left":
+            life = p.resolve(e["world"], e.get("life"), e.t)
+            if life is not None:
+                f.left.setdefault(life.id, {}).setdefault(e["worker"], e.t)
+        elif kind == "error":
+            f.errors.append(e)
         elif kind == "fault":
             index = _nearest(candidates.get((e.get("do"), subject_of(e.attrs)), []), e.t, taken)
             if index is not None:
                 taken.add(index)
-                f.faults[index] = Injected(steps[index], e.t, bool(e.get("confirmed", False)))
+                f.faults[index] = Injected(
+                    steps[index],
+                    e.t,
+                    bool(e.get("confirmed", False)),
+                    delivered=bool(e.get("delivered", False)),
+                    code=e.get("code"),
+                )
         elif kind == "resumed":
             resumed[(e.get("do", Kind.HANG), e["target"])].append(e.t)
         elif kind == "scale":
@@ -373,17 +426,18 @@ def _fmt(t: float) -> str:
     return f"{t:.2f} s"
 
 
-def _summary(
-    name: str, problems: list[tuple[str | None, str]], ok: str, unknown: Sequence[str] = ()
-) -> Verdict:
+def _summary(name: str, problems: list[Evidence], ok: str, unknown: Sequence[str] = ()) -> Verdict:
     """Fail with the first problem (and how many more); else unknown with the first reason
     for doubt; else pass with ``ok``."""
     if not problems:
         return Verdict(name, UNKNOWN, unknown[0]) if unknown else Verdict(name, PASS, ok)
-    world, detail = problems[0]
+    first = problems[0]
     more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-    worlds = tuple(dict.fromkeys(w for w, _ in problems if w is not None))
-    return Verdict(name, FAIL, detail + more, world, worlds=worlds)
+    worlds = tuple(dict.fromkeys(p.world for p in problems if p.world is not None))
+    kinds = tuple(dict.fromkeys(p.kind for p in problems))
+    return Verdict(
+        name, FAIL, first.detail + more, first.world, worlds=worlds, evidence=kinds, at=first.at
+    )
 
 
 # -- the properties -----------------------------------------------------------------------
@@ -391,9 +445,10 @@ def _summary(
 
 def check_progress(f: Facts) -> Verdict:
     window = f.bounds.progress_window_s
-    problems: list[tuple[str | None, str]] = []
+    problems: list[Evidence] = []
     excused: list[str] = []
     judged = 0
+    stall = "no op while healthy"
     for life in f.plan.worlds:
         segs = [s for series in f.ops.get(life.id, {}).values() for s in series]
         segs.sort(key=lambda s: s.t0)
@@ -410,14 +465,15 @@ def check_progress(f: Facts) -> Verdict:
                         continue
                     allowed = window + _slow_allowance(f, life, gap_start, gap_end)
                     if gap_end - gap_start > allowed:
-                        gap = _gap(life.name, gap_start, gap_end, allowed)
+                        what = _gap(life.name, gap_start, gap_end, allowed)
+                        gap = Evidence(life.name, what, stall, gap_start)
                         over = gap_end - gap_start - allowed
                         during = (gap_start, gap_end)
                         _judge_or_excuse(f, life, during, over, gap, problems, excused)
                 last = max(last, min(seg.t1, b))
             allowed = window + _slow_allowance(f, life, last, b)
             if b - last > allowed:
-                gap = _gap(life.name, last, b, allowed)
+                gap = Evidence(life.name, _gap(life.name, last, b, allowed), stall, last)
                 _judge_or_excuse(f, life, (last, b), b - last - allowed, gap, problems, excused)
     return _summary(
         "progress",
@@ -432,17 +488,17 @@ def _judge_or_excuse(
     life: WorldLife,
     during: tuple[float, float],
     over: float,
-    problem: str,
-    problems: list[tuple[str | None, str]],
+    problem: Evidence,
+    problems: list[Evidence],
     excused: list[str],
 ) -> None:
     """A timing violation of ``life``, ``over`` seconds past its bound ``during`` that
     stretch: a problem, or (unknown) excused if the harness fell behind about as long."""
     why = _lagged(f, life.members, *during, over)
     if why is None:
-        problems.append((life.name, problem))
+        problems.append(problem)
     else:
-        excused.append(f"{problem}: not judged, {why}")
+        excused.append(f"{problem.detail}: not judged, {why}")
 
 
 def _gap(world: str, a: float, b: float, allowed: float) -> str:
@@ -524,6 +580,8 @@ def _detection_needs(f: Facts) -> tuple[list[_Need], list[str]]:
             ev = fault.step.event
             if ev.kind not in BREAKING or fault.t >= f.end:
                 continue
+            if fault.incomplete:
+                continue  # the leave did not happen: judged by scale_out
             if not fault.confirmed:
                 unknown.append(f"{ev.kind} of {ev.subject} at {_fmt(fault.t)} was not confirmed")
                 continue
@@ -549,7 +607,7 @@ def _detection_needs(f: Facts) -> tuple[list[_Need], list[str]]:
 
 def check_detection(f: Facts) -> Verdict:
     needs, unknown = _detection_needs(f)
-    problems: list[tuple[str | None, str]] = []
+    problems: list[Evidence] = []
     late_unknown: list[str] = []
     for need in needs:
         report = f.reports.get(need.life.id, {}).get(need.survivor)
@@ -562,9 +620,12 @@ def check_detection(f: Facts) -> Verdict:
             late_unknown.append(f"{need.life.name}: the run ended before the {bound:.2f} s bound")
             continue
         seen = "never did" if report is None else f"reported it at {_fmt(report.t)}"
-        problem = (
+        problem = Evidence(
+            need.life.name,
             f"{need.life.name}: {need.survivor} did not report it broken within "
-            f"{bound:.2f} s of the {what}; it {seen}"
+            f"{bound:.2f} s of the {what}; it {seen}",
+            f"{ev.kind} {'never reported' if report is None else 'reported late'}",
+            need.deadline,
         )
         seen_at = report.t if report is not None else f.end
         during, over = (need.fault.t, seen_at), seen_at - need.deadline
@@ -580,7 +641,7 @@ def _first_fault_at(f: Facts, life: WorldLife) -> float | None:
 
 
 def check_no_false_alarm(f: Facts) -> Verdict:
-    problems: list[tuple[str | None, str]] = []
+    problems: list[Evidence] = []
     excused: list[str] = []
     # the watchdog flags a peer silent for its lower bound; a stall that long in the upper
     # bound before a report may have caused it
@@ -594,9 +655,12 @@ def check_no_false_alarm(f: Facts) -> Verdict:
                 continue
             count += 1
             if first is None or report.t < first:
-                problem = (
+                problem = Evidence(
+                    life.name,
                     f"{life.name}: {worker} reported it broken at {_fmt(report.t)} "
-                    "while no member was faulty"
+                    "while no member was faulty",
+                    "reported broken while healthy",
+                    report.t,
                 )
                 t = report.t
                 _judge_or_excuse(f, life, (t - look_back, t), silence, problem, problems, excused)
@@ -609,7 +673,7 @@ def _healthy_over(segments: list[tuple[float, float]], a: float, b: float) -> bo
 
 
 def check_integrity(f: Facts) -> Verdict:
-    problems: list[tuple[str | None, str]] = []
+    problems: list[Evidence] = []
     total = 0
     for world_id, streams in f.ops.items():
         life = f.plan.world(world_id)
@@ -622,26 +686,44 @@ def check_integrity(f: Facts) -> Verdict:
                 total += seg.n
                 where = f"{life.name}: op {seg.first} at {worker}{source} at {_fmt(seg.t0)}"
                 if not seg.ok:
-                    problems.append((life.name, f"{where} carried wrong data"))
+                    problems.append(
+                        Evidence(life.name, f"{where} carried wrong data", "wrong data", seg.t0)
+                    )
                 elif seg.first < expected:
-                    problems.append((life.name, f"{where} is a duplicate or out of order"))
+                    problems.append(
+                        Evidence(
+                            life.name,
+                            f"{where} is a duplicate or out of order",
+                            "duplicate or out of order",
+                            seg.t0,
+                        )
+                    )
                 elif seg.first > expected and _healthy_over(healthy, last_t, seg.t0):
                     lost = f"{expected}" + (
                         f"..{seg.first - 1}" if seg.first - 1 > expected else ""
                     )
-                    problems.append((life.name, f"{where}: op(s) {lost} lost while healthy"))
+                    problems.append(
+                        Evidence(
+                            life.name,
+                            f"{where}: op(s) {lost} lost while healthy",
+                            "lost while healthy",
+                            seg.t0,
+                        )
+                    )
                 expected = max(expected, seg.first + seg.n)
                 last_t = seg.t1
     return _summary("integrity", problems, f"{total} op(s) carried the right data, in order")
 
 
 def check_scale_out(f: Facts) -> Verdict:
-    problems: list[tuple[str | None, str]] = []
+    """New worlds serve in time, and the runtime completes every leave and world removal."""
+    problems: list[Evidence] = []
     unknown: list[str] = []
-    judged = 0
+    judged = new = 0
     for life in f.plan.worlds:
         if life.origin is None or life.origin_event is None:
             continue
+        new += 1
         bound = f.bounds.join_within_s or (
             f.model.join_bound_s if life.origin is Kind.JOIN else f.model.add_world_bound_s
         )
@@ -660,17 +742,87 @@ def check_scale_out(f: Facts) -> Verdict:
         judged += 1
         if first is None or first - asked > bound:
             seen = "none at all" if first is None else f"the first at {_fmt(first)}"
-            problem = (
+            problem = Evidence(
+                life.name,
                 f"{life.name}: no op within {bound:g} s of the {life.origin} at "
-                f"{_fmt(asked)} ({seen})"
+                f"{_fmt(asked)} ({seen})",
+                f"no op in time after {life.origin}",
+                asked + bound,
             )
             seen_at = first if first is not None else f.end
             over = seen_at - asked - bound
             _judge_or_excuse(f, life, (asked, seen_at), over, problem, problems, unknown)
-    ok = f"{judged} new world(s) served their first op in time"
-    return _summary(
-        "scale_out", problems, ok if judged else "no world joined or was added", unknown
-    )
+    leaves = _incomplete_leaves(f, problems)
+    removals = _incomplete_removals(f, problems, unknown)
+    if judged:
+        ok = f"{judged} new world(s) served their first op in time"
+    elif new:
+        ok = f"{new} new world(s), none due to serve in the judged interval (ended or hung first)"
+    else:
+        ok = "no world joined or was added"
+    if leaves or removals:
+        ok += f"; {leaves} leave(s) and {removals} world removal(s) completed"
+    return _summary("scale_out", problems, ok, unknown)
+
+
+def _incomplete_leaves(f: Facts, problems: list[Evidence]) -> int:
+    """A leave the runtime did not complete (its process did not exit 0 in time) is a
+    problem; the number of leaves judged."""
+    judged = 0
+    for x in f.faults.values():
+        if x.step.kind is not Kind.LEAVE or x.t >= f.end or not (x.confirmed or x.delivered):
+            continue
+        judged += 1
+        if x.incomplete:
+            if x.code is None:
+                within = x.step.event.info.confirm_within_s
+                how = f"its process was still running {within:g} s later"
+            elif x.code < 0:
+                how = f"its process was killed by signal {-x.code}"
+            else:
+                how = f"its process exited with code {x.code}"
+            worker = x.step.event.subject
+            detail = f"{worker}'s leave at {_fmt(x.t)} did not complete: {how}"
+            problems.append(Evidence(None, detail, "leave not completed", x.t))
+    return judged
+
+
+def _incomplete_removals(f: Facts, problems: list[Evidence], unknown: list[str]) -> int:
+    """Every member of a removed world must record leaving it within the bound (unless it
+    went down first, or the world was cut off or flagged: then it waits for its workload);
+    the number of removals judged."""
+    judged = 0
+    interval = f.scenario.workload.interval_s
+    for step in f.plan.steps:
+        if step.kind is not Kind.REMOVE_WORLD or step.index not in f.scaled:
+            continue
+        asked = f.scaled[step.index]
+        life = next((w for w in f.plan.worlds if w.end_event == step.index), None)
+        if life is None or asked >= f.end:
+            continue
+        if f.reports.get(life.id) or any(x.t <= asked for x, _ in _outages(f, life)):
+            continue
+        bound = f.model.remove_bound_s + 2 * interval
+        due = asked + bound
+        if due > f.end:
+            unknown.append(f"{life.name}: the run ended before the {bound:g} s removal bound")
+            continue
+        if _hung_within(f, life, asked, due):
+            continue
+        judged += 1
+        left = f.left.get(life.id, {})
+        for member in life.members:
+            if _alive_until(f, member, asked) < due:
+                continue
+            t = left.get(member)
+            if t is None or t > due:
+                seen = "never did" if t is None else f"it did at {_fmt(t)}"
+                detail = (
+                    f"{life.name}: {member} did not complete remove_world within {bound:g} s "
+                    f"of {_fmt(asked)}; {seen}"
+                )
+                problems.append(Evidence(life.name, detail, "remove_world not completed", due))
+    return judged
 
 
 def _hung_within(f: Facts, life: WorldLife, a: float, b: float) -> bool:
@@ -685,7 +837,7 @@ def _hung_within(f: Facts, life: WorldLife, a: float, b: float) -> bool:
 def check_recovery(f: Facts) -> Verdict:
     """After a partition heals or a degraded link is repaired, every world it hit that was
     not reported broken serves again within the bound the outage implies."""
-    problems: list[tuple[str | None, str]] = []
+    problems: list[Evidence] = []
     unknown: list[str] = []
     judged = 0
     for life in f.plan.worlds:
@@ -715,7 +867,12 @@ def check_recovery(f: Facts) -> Verdict:
             if first is None or first - healed > bound:
                 seen = "none at all" if first is None else f"the first at {_fmt(first)}"
                 what = f"{x.step.kind} of {x.step.event.subject} healed at {_fmt(healed)}"
-                problem = f"{life.name}: no op within {bound:.2f} s after the {what} ({seen})"
+                problem = Evidence(
+                    life.name,
+                    f"{life.name}: no op within {bound:.2f} s after the {what} ({seen})",
+                    f"no op after the {x.step.kind} ended",
+                    healed + bound,
+                )
                 seen_at = first if first is not None else f.end
                 over = seen_at - healed - bound
                 _judge_or_excuse(f, life, (healed, seen_at), over, problem, problems, unknown)
@@ -728,7 +885,80 @@ def check_hygiene(f: Facts) -> Verdict:
     if f.hygiene is None:
         return Verdict("hygiene", UNKNOWN, "the history has no hygiene record")
     detail = str(f.hygiene.get("detail", ""))
-    return Verdict("hygiene", PASS if f.hygiene["ok"] else FAIL, detail or "clean")
+    if f.hygiene["ok"]:
+        return Verdict("hygiene", PASS, detail or "clean")
+    return Verdict("hygiene", FAIL, detail, evidence=("left behind",), at=f.hygiene.t)
+
+
+def _targets(f: Facts, worker: str, t: float) -> bool:
+    """Did a fault act on ``worker``'s process by ``t`` (its death may follow from it)?
+    Faults on links (partitions, degraded links) act on no process."""
+    for x in f.faults.values():
+        info = x.step.event.info
+        acts = info.target in (Target.WORKER, Target.HOST) and (info.ends or not info.network)
+        if acts and x.t <= t and worker in x.step.workers:
+            return True
+    return False
+
+
+def check_survival(f: Facts) -> Verdict:
+    """A worker no fault targeted does not exit or die while the run is judged."""
+    problems: list[Evidence] = []
+    for e, last in f.unexpected:
+        worker = e["worker"]
+        if e.t > f.end or _targets(f, worker, e.t):
+            continue
+        code = e.get("code")
+        if code is None:
+            how = "ended"
+        elif code < 0:
+            how = f"was killed by signal {-code}"
+        else:
+            how = f"exited with code {code}"
+        if last is None:
+            before = "it had recorded nothing"
+        else:
+            what = last.kind + (f" on {last['world']}" if last.get("world") else "")
+            before = f"its last record: {what} at {_fmt(last.t)}"
+        detail = f"{worker} {how} at {_fmt(e.t)} though no fault targeted it ({before})"
+        problems.append(Evidence(None, detail, f"an untargeted worker {how}", e.t))
+    return _summary(
+        "survival", problems, "every worker no fault targeted lived through the judged interval"
+    )
+
+
+def check_errors(f: Facts) -> Verdict:
+    """The runtime raises nothing but its failure signal, and that only for a broken world;
+    an error the harness itself hit makes the verdict unknown."""
+    problems: list[Evidence] = []
+    doubts: list[str] = []
+    for e in f.errors:
+        if e.t > f.end:
+            continue
+        life = f.plan.resolve(e["world"], e.get("life"), e.t) if e.get("world") else None
+        world = life.name if life is not None else None
+        who = e.get("worker", "the controller")
+        if e.get("source") == "runtime":
+            kind = f"{e.get('op', 'a call')} raised {e.get('exception', 'an exception')}"
+            where = f" on {world}" if world else ""
+            detail = f"{who}{where} at {_fmt(e.t)}: {e['message']}"
+            problems.append(Evidence(world, detail, kind, e.t))
+        elif e.get("source") == "harness":
+            doubts.append(f"the harness hit an error at {_fmt(e.t)} ({who}): {e['message']}")
+    for e in f.raised:
+        life = f.plan.resolve(e["world"], e.get("life"), e.t)
+        if life is None or e.t > f.end:
+            continue
+        first = _first_fault_at(f, life)
+        if first is None or e.t < first:
+            op, raised = e.get("op", "an op"), e["raised"]
+            detail = (
+                f"{life.name}: {e['worker']}'s {op} raised {raised} at {_fmt(e.t)} "
+                "while no member was faulty"
+            )
+            problems.append(Evidence(life.name, detail, f"{op} raised {raised} while healthy", e.t))
+    ok = f"the runtime raised only its failure signal, for broken worlds ({len(f.raised)} time(s))"
+    return _summary("errors", problems, ok, doubts)
 
 
 CHECKS = {
@@ -739,6 +969,8 @@ CHECKS = {
     Property.SCALE_OUT: check_scale_out,
     Property.HYGIENE: check_hygiene,
     Property.RECOVERY: check_recovery,
+    Property.SURVIVAL: check_survival,
+    Property.ERRORS: check_errors,
 }
 
 
@@ -746,7 +978,7 @@ def _unconfirmed(f: Facts) -> list[str]:
     return [
         f"{x.step.kind} of {x.step.event.subject} at {_fmt(x.t)} was not confirmed injected"
         for x in f.faults.values()
-        if not x.confirmed and x.t < f.end
+        if not x.confirmed and not x.incomplete and x.t < f.end
     ]
 
 
@@ -777,7 +1009,7 @@ def check_conformance(
 
 def conformance(obs: Facts, pre: Facts) -> Verdict:
     """``check_conformance`` on the facts of the two histories."""
-    problems: list[tuple[str | None, str]] = []
+    problems: list[Evidence] = []
     tol = CONFORMANCE_TOLERANCE_S
     for world_id, by_worker in pre.reports.items():
         life = pre.plan.world(world_id)
@@ -787,18 +1019,22 @@ def conformance(obs: Facts, pre: Facts) -> Verdict:
             if seen is None or seen.t > obs.end:
                 if not e.get("optional") and hi < obs.end:
                     problems.append(
-                        (
+                        Evidence(
                             life.name,
                             f"{life.name}: {worker} was predicted to report it broken in "
                             f"[{lo:.2f}, {hi:.2f}] s and did not",
+                            "predicted report missing",
+                            hi,
                         )
                     )
             elif not lo - tol <= seen.t <= hi + tol:
                 problems.append(
-                    (
+                    Evidence(
                         life.name,
                         f"{life.name}: {worker} reported it broken at {_fmt(seen.t)}, outside "
                         f"the predicted [{lo:.2f}, {hi:.2f}] s",
+                        "report outside its predicted window",
+                        seen.t,
                     )
                 )
     for world_id, by_worker in obs.reports.items():
@@ -809,10 +1045,12 @@ def conformance(obs: Facts, pre: Facts) -> Verdict:
             if _ambiguous_hang(obs, life, e.t):
                 continue
             problems.append(
-                (
+                Evidence(
                     life.name,
                     f"{life.name}: {worker} reported it broken at {_fmt(e.t)}; "
                     "the model predicts no report",
+                    "report the model does not predict",
+                    e.t,
                 )
             )
     broken = sum(1 for by in obs.reports.values() if by)
@@ -856,7 +1094,13 @@ def judge(verdicts: list[Verdict], expected: set[str]) -> tuple[Result, list[Ver
         held = next(v for v in marked if v.name == name)
         if held.verdict == PASS:
             marked = [
-                Verdict(v.name, FAIL, f"expected to be violated, but it held: {v.detail}", v.world)
+                Verdict(
+                    v.name,
+                    FAIL,
+                    f"expected to be violated, but it held: {v.detail}",
+                    v.world,
+                    evidence=("held though expected to be violated",),
+                )
                 if v.name == name
                 else v
                 for v in marked

@@ -1,14 +1,20 @@
 """The ``mwsim`` command (README "A short tour"; heavy modules are imported per command).
 
-Exit statuses of ``run`` and ``check``: 0 every property holds (or exactly the expected
-violations occurred), 1 a property is violated, 2 bad input or usage, 3 inconclusive.
+Exit statuses of ``run``, ``check`` and ``fuzz``: 0 every property holds (or exactly the
+expected violations occurred), 1 a property is violated, 2 bad input or usage, 3
+inconclusive (a failure of mwsim itself included: one line names the log with its
+traceback).
 """
 
 from __future__ import annotations
 
+import datetime
+import os
 import signal
 import sys
+import tempfile
 import time
+import traceback
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -23,7 +29,7 @@ from mwsim.checks import Result
 from mwsim.errors import Inconclusive, ProblemError
 from mwsim.events import Kind
 from mwsim.history import Mode
-from mwsim.scenario import Scenario, load_scenario
+from mwsim.scenario import Scenario, duplicate_names, load_scenario
 
 if TYPE_CHECKING:
     from mwsim.fuzz import FuzzResult
@@ -57,17 +63,21 @@ def _refuse(exc: ProblemError) -> NoReturn:
 
 
 def _load_all(files: Iterable[str]) -> list[Scenario]:
-    """Every scenario, or print every problem and exit 2 before anything starts."""
-    scenarios, bad = [], False
+    """Every scenario (names distinct), or print every problem and exit 2 before anything
+    starts."""
+    loaded, bad = [], False
     for path in expand(files):
         try:
-            scenarios.append(load_scenario(path))
+            loaded.append((path, load_scenario(path)))
         except ProblemError as exc:
             bad = True
             _echo(exc)
-    if bad:
+    clashes = duplicate_names(loaded)
+    if clashes:
+        _echo(ProblemError(clashes))
+    if bad or clashes:
         sys.exit(EXIT_BAD_INPUT)
-    return scenarios
+    return [scenario for _, scenario in loaded]
 
 
 def _interrupted_status(exc: KeyboardInterrupt) -> int:
@@ -84,7 +94,38 @@ def exit_status(verdicts: Iterable[str]) -> int:
     return EXIT_OK
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _crash_log(exc: BaseException) -> Path:
+    """Write the traceback of a failure of mwsim itself (in the temporary directory); the
+    file."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    fd, name = tempfile.mkstemp(prefix=f"mwsim-error-{stamp}-", suffix=".log")
+    with os.fdopen(fd, "w") as log:
+        log.write("".join(traceback.format_exception(exc)))
+    return Path(name)
+
+
+class _Command(click.Group):
+    """The command group: a failure of mwsim itself (not of the system under test) is
+    inconclusive, exit 3, with one line naming the log that holds the traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            sub = ctx.invoked_subcommand
+            log = _crash_log(exc)
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            click.echo(
+                f"mwsim {sub or ''}: internal error, inconclusive ({type(exc).__name__}: "
+                f"{first}); traceback in {log}",
+                err=True,
+            )
+            sys.exit(EXIT_INCONCLUSIVE)
+
+
+@click.group(cls=_Command, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mwsim")
 def main() -> None:
     """Fault-injection simulation and testing for elastic model serving on MultiWorld."""
@@ -93,14 +134,21 @@ def main() -> None:
 @main.command()
 @click.argument("files", nargs=-1, required=True)
 def validate(files: tuple[str, ...]) -> None:
-    """Check scenario files; print path:line: problem for each problem found."""
+    """Check scenario files; print path:line: problem for each problem found (names must
+    be distinct among the files given)."""
     bad = 0
+    loaded = []
     for path in expand(files):
         try:
-            load_scenario(path)
+            loaded.append((path, load_scenario(path)))
         except ProblemError as exc:
             bad += 1
             _echo(exc)
+    clashes = {problem.path: problem for problem in duplicate_names(loaded)}
+    for path, _ in loaded:
+        if str(path) in clashes:
+            bad += 1
+            click.echo(str(clashes[str(path)]), err=True)
         else:
             click.echo(f"ok  {path}")
     sys.exit(EXIT_BAD_INPUT if bad else EXIT_OK)
@@ -438,6 +486,11 @@ def calibrate(runtime: str, out_path: str | None, repeat: int) -> None:
 )
 @click.option("--seed", type=int, help="Make the examples a function of this seed.")
 @click.option(
+    "--stop-after",
+    type=click.IntRange(1, 1000),
+    help="Stop once this many distinct failures are found (default: fuzz the whole budget).",
+)
+@click.option(
     "--reference",
     default="multiworld",
     show_default=True,
@@ -458,15 +511,18 @@ def fuzz(
     out_dir: str,
     fuzzers: tuple[str, ...],
     seed: int | None,
+    stop_after: int | None,
     reference: str,
     kinds: tuple[str, ...],
 ) -> None:
-    """Fuzz the model (default) or live deployments until a property is violated.
+    """Fuzz the model (default) or live deployments for the whole budget, and report every
+    distinct failure.
 
-    A violation is shrunk, written to OUT as a scenario file that `mwsim run` replays,
-    with its report; the exit status is then 1. 0 when the budget ran out clean.
+    Each failure is shrunk and written to OUT under a name of its own, as a scenario file
+    that `mwsim run` replays, with its report; the exit status is then 1. 0 when the
+    budget ran out with none (known findings, flaky ones and the reference's are listed).
     """
-    from mwsim import report
+    from mwsim.fuzz import describe
     from mwsim.fuzz import fuzz as explore
     from mwsim.runtimes import load, names
 
@@ -497,7 +553,10 @@ def fuzz(
         task = bar.add_task("fuzz", total=budget, what=what, stats="starting")
 
         def on_batch(result: FuzzResult, kind: str) -> None:
-            stats = f"{result.examples} examples, {result.batches} batches (last: {kind})"
+            stats = (
+                f"{result.examples} examples, {result.batches} batches (last: {kind}), "
+                f"{len(result.failures)} failure(s)"
+            )
             bar.update(task, completed=min(budget, time.monotonic() - started), stats=stats)
 
         try:
@@ -511,34 +570,48 @@ def fuzz(
                 reference=reference if real else None,
                 on_batch=on_batch,
                 kinds=tuple(map(Kind, kinds)) if kinds else tuple(Kind),
+                stop_after=stop_after,
             )
         except KeyboardInterrupt as exc:
             console.print("[yellow]interrupted; every process it started was stopped[/]")
             sys.exit(_interrupted_status(exc))
-    for line in result.log:
-        console.print(f"  {escape(line)}")
+    for line in result.log:  # whole lines: they end in paths to copy
+        console.print(f"  {escape(line)}", soft_wrap=True)
     for found in result.upstream:
-        console.print(f"[yellow]{reference} violates it too (not the runtime's):[/] {found.path}")
+        console.print(
+            f"[yellow]{reference} violates it too (not the runtime's):[/] {found.path}",
+            soft_wrap=True,
+        )
     for found in result.flaky:
-        console.print(f"[yellow]seen once, not again on replay (flaky):[/] {found.path}")
+        console.print(
+            f"[yellow]seen once, not again on replay (flaky):[/] {found.path}", soft_wrap=True
+        )
+    for known in result.known:
+        what = load(runtime).known_findings.get(known.finding or "", "")
+        console.print(
+            f"[yellow]known finding {known.finding} ({escape(what)}):[/] {known.path}",
+            soft_wrap=True,
+        )
     summary = f"{result.examples} examples in {result.batches} batches, {result.elapsed_s:.0f} s"
     if result.bringup_failures:
         summary += f", {len(result.bringup_failures)} skipped: the deployment did not come up"
-    if result.violation is None:
+    if not result.failures:
         console.print(f"[green]no violation found[/] ({summary})")
         sys.exit(EXIT_OK)
-    found = result.violation
-    console.print(f"[red]property violated[/] after {result.first_failure_s:.0f} s ({summary})")
-    for v in found.verdicts:
-        if v.verdict == Result.FAIL:
-            console.print(f"  {v.name}: {escape(v.detail)}")
-    report_path = found.path.with_suffix(".json")
-    mode = {"model": Mode.SIM, "stateful": Mode.REAL}.get(result.found_by or "", Mode.BOTH)
-    report.write_fuzz_report(found, report_path, mode)
-    console.print(f"  scenario ({len(found.scenario.events)} events): {found.path}")
-    console.print(f"  report: {report_path}")
-    flag = {Mode.SIM: " --sim", Mode.REAL: " --real", Mode.BOTH: ""}[mode]
-    console.print(f"  reproduce: mwsim run {found.path}{flag}")
+    console.print(f"[red]{len(result.failures)} distinct failure(s)[/] ({summary})")
+    for number, failure in enumerate(result.failures, 1):
+        console.print(
+            f"[bold]{number}. {escape(describe(failure.signature))}[/]: found by "
+            f"{failure.found_by} after {failure.found_after_s:.0f} s, "
+            f"{len(failure.violation.scenario.events)} event(s), hit by {failure.hits} example(s)"
+        )
+        for v in failure.violation.verdicts:
+            if v.verdict == Result.FAIL:
+                console.print(f"     {v.name}: {escape(v.detail)}")
+        console.print(f"     scenario: {failure.path}", soft_wrap=True)
+        console.print(f"     report: {failure.report}", soft_wrap=True)
+        for line in failure.reproduce:  # whole lines, to copy and paste
+            console.print(f"     reproduce: {escape(line)}", soft_wrap=True)
     sys.exit(EXIT_VIOLATED)
 
 

@@ -125,7 +125,7 @@ INFO: Mapping[Kind, KindInfo] = {
         breaks=True,
         ends=True,
         exit_code=0,
-        confirm_within_s=10.0,
+        confirm_within_s=5.0,
         colour="#9467bd",
     ),
     Kind.SLOW: KindInfo(Target.WORKER, Confirm.ACKED, fault=True, lasting=True, colour="#e6c229"),

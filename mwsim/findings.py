@@ -8,13 +8,14 @@ scenario whose real run shows it is still there (its ``expect.violations``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from mwsim.events import ENDING, Kind, Target
 from mwsim.membership import Timeline
 from mwsim.timing import RuntimeModel
 
-FINDINGS = {
+FINDINGS: dict[int | str, str] = {
     1: "a member lost from an all-reduce world makes the survivors' sums wrong, silently",
     2: "a hung rank 0 (it hosts the world's store) is never detected",
     3: "a worker lost or hung before its first watchdog heartbeat on a world freezes the "
@@ -39,6 +40,11 @@ REPRODUCERS = {
     7: "scenarios/power-off-store-host.yaml",
     8: "scenarios/regressions/finding-watchdog-one-world-per-tick.yaml",
 }
+
+#: What ``known_finding`` is, for any runtime (``Runtime.known_finding``): the known
+#: finding an event (its fields, at its time, given the membership state just before it
+#: and the workload's kind) would run into; None: none.
+KnownFinding = Callable[[Timeline, dict[str, Any], float, str], "int | str | None"]
 
 #: A world's members have written their first watchdog heartbeat by then: MultiWorld
 #: ticks every 0.3 s, a joiner takes up to about 0.4 s more to form its worlds.

@@ -1,4 +1,5 @@
-"""The fuzzers: on the model, on live deployments (stateful), and both at once (differential).
+"""The fuzzers: on the model, on live deployments (stateful), and both at once (differential),
+and a session that reports every distinct bug it meets.
 
 - ``check_model``: a drawn scenario's simulated history must satisfy every property (the
   model and the checks agree with each other; fast, many examples).
@@ -8,29 +9,36 @@
 - ``check_differential``: a drawn scenario run on the model and for real must pass and
   conform.
 
-Every failing example is shrunk and written out as a scenario file that ``mwsim run``
-reproduces; keep it under ``scenarios/regressions/``. On the model Hypothesis shrinks it.
-On real processes each shrink step is a whole deployment, so Hypothesis only finds the
-example and ``minimize`` shrinks it by replay: it drops events one at a time, keeping each
-drop whose replay still violates the same property, until no single event can go. The
-file written is the last one seen to reproduce. A live violation whose first replay does
-not show it again is *flaky*: kept as ``flaky-<n>.yaml`` and the search goes on. Live
-examples steer clear of races their outcome would hang on (a silent fault lasting about as
-long as the watchdog takes to see it). ``fuzz()`` drives them against a time budget for
-``mwsim fuzz``.
+A failure's *signature* is the set of (property, kind of evidence) it shows: no world or
+worker names, so the same bug on another world is the same failure. ``fuzz()`` runs the
+fuzzers in batches until its budget is spent and keeps every distinct failure: an example
+whose violations are all known already (*covered*) does not stop, so a bug that shows in
+every example hides no other; each new failure is shrunk once and written under a unique
+name with its report; and a failure that dominates (most examples hit it) has the kinds of
+event that trigger it left out of every other batch (swarm-style), so rarer ones surface.
 
-Fuzzing a runtime other than the reference (upstream MultiWorld), a violation counts only
-if the reference, replaying the same scenario, does not show it too; and the fuzzers steer
-around the reference's known findings (``mwsim.findings``, ``avoid_known``).
+On the model Hypothesis shrinks a failure. On real processes each shrink step is a whole
+deployment, so ``minimize`` shrinks by replay: it drops events one at a time, keeping each
+drop whose replay shows the same (property, kind of evidence) again, on any world, and
+runs into no known finding the original did not, until no single event can go; the run is
+kept long enough for the failure's own timing. A live violation whose first replay does
+not show it again is *flaky*: kept aside and the search goes on. Live examples steer clear
+of races their outcome would hang on (a silent fault lasting about as long as the watchdog
+takes to see it), and of the runtime's declared known findings (``Runtime.known_finding``);
+a shrunk failure that still matches one is reported as that finding. Fuzzing a runtime
+other than the reference (upstream MultiWorld), a violation counts only if the reference,
+replaying the same scenario, does not show it too.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import itertools
 import random
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -46,16 +54,18 @@ from hypothesis.stateful import (
     rule,
 )
 
-from mwsim.checks import FAIL, PASS, Verdict, check, judge, violated_pairs
+from mwsim import findings, report, runtimes
+from mwsim.checks import FAIL, PASS, Verdict, check, judge
 from mwsim.errors import BringUpFailed, MwsimError, PlanError
 from mwsim.events import Kind, parse_event
-from mwsim.findings import FIRST_HEARTBEAT_S, known_finding
+from mwsim.findings import FIRST_HEARTBEAT_S, KnownFinding
 from mwsim.history import Mode, read_history
 from mwsim.hosts import emulated
+from mwsim.membership import Timeline
 from mwsim.replay import Controller, RunStatus
 from mwsim.replay.zygote import Zygote
 from mwsim.runs import run_scenario
-from mwsim.scenario import Scenario, dump_scenario, parse_inline, plan_problems
+from mwsim.scenario import Property, Scenario, dump_scenario, parse_inline, plan_problems
 from mwsim.sim import simulate
 from mwsim.strategies import FUZZ_KINDS, Proposer, scenarios
 from mwsim.timing import RuntimeModel, judged_end, model_for
@@ -66,6 +76,16 @@ RACE_MARGIN_S = 0.5
 #: Live batches whose deployment did not come up, skipped, before fuzzing gives up.
 MAX_BRINGUP_FAILURES = 3
 
+#: A failure dominates once it was hit by at least this share of the examples since it was
+#: found (and by two of them at least).
+DOMINANT_SHARE = 0.5
+
+#: A signature whose shrinking found it flaky this often is no longer pursued.
+MAX_FLAKY = 2
+
+#: A shrunk run lasts at least this long past the moment its failure was first seen.
+FAILURE_TAIL_S = 1.0
+
 #: The live deployments the stateful fuzzer starts from (batch n uses variant n).
 LIVE_BASES = (
     "topology: {generator: fan_in, workers: 3, hosts: 2}\nworkload: {kind: stream}\n",
@@ -73,6 +93,9 @@ LIVE_BASES = (
     "topology: {generator: pipeline, stages: [2], hosts: 2}\nworkload: {kind: stream}\n",
     "topology: {generator: fan_in, workers: 3, hosts: 1}\nworkload: {kind: allreduce}\n",
 )
+
+#: One (property, kind of evidence) pair of a failure's signature.
+Sig = tuple[str, str]
 
 
 def real_kinds(kinds: tuple[Kind, ...] = FUZZ_KINDS) -> tuple[Kind, ...]:
@@ -83,13 +106,37 @@ def real_kinds(kinds: tuple[Kind, ...] = FUZZ_KINDS) -> tuple[Kind, ...]:
     return tuple(k for k in kinds if not k.info.network)
 
 
+def signature(verdicts: Iterable[Verdict]) -> frozenset[Sig]:
+    """The (property, kind of evidence) pairs of every unexpected violation."""
+    return frozenset(
+        (v.name, kind)
+        for v in verdicts
+        if v.verdict == FAIL and not v.expected
+        for kind in (v.evidence or ("",))
+    )
+
+
+def describe(sig: Iterable[Sig]) -> str:
+    return "; ".join(f"{name} ({kind})" if kind else name for name, kind in sorted(sig))
+
+
 class Violation(MwsimError, AssertionError):
     """A drawn example violated a property; the scenario file reproduces it."""
 
     def __init__(self, scenario: Scenario, verdicts: list[Verdict], path: Path) -> None:
         self.scenario, self.verdicts, self.path = scenario, verdicts, path
         failed = "; ".join(f"{v.name}: {v.detail}" for v in verdicts if v.verdict == FAIL)
-        super().__init__(f"{failed}\nreproduce with: mwsim run {path} --real")
+        super().__init__(f"{failed}\nreproduce with: {reproduce_command(path, scenario.runtime)}")
+
+    @property
+    def signature(self) -> frozenset[Sig]:
+        return signature(self.verdicts)
+
+
+def reproduce_command(path: Path, runtime: str, mode: str = Mode.REAL) -> str:
+    """The complete ``mwsim run`` line that replays a found scenario on ``runtime``."""
+    flag = {Mode.SIM: " --sim", Mode.REAL: " --real", Mode.BOTH: ""}[Mode(mode)]
+    return f"mwsim run {path}{flag} --runtime {runtime}"
 
 
 def save_failure(scenario: Scenario, verdicts: list[Verdict], path: Path, how: str) -> Path:
@@ -108,16 +155,74 @@ def failures(verdicts: list[Verdict]) -> list[Verdict]:
     return [v for v in verdicts if v.verdict == FAIL]
 
 
+def known_for(runtime: str, reference: str | None = None) -> KnownFinding | None:
+    """The known findings to steer around when fuzzing ``runtime``: its own declared ones
+    and the reference's (None: neither declares any)."""
+    names = [runtime] + ([reference] if reference and reference != runtime else [])
+    declared = [cls for cls in map(runtimes.load, names) if cls.known_findings]
+    if not declared:
+        return None
+
+    def known(timeline: Timeline, fields: dict[str, Any], at: float, workload: str) -> Any:
+        for cls in declared:
+            found = cls.known_finding(timeline, fields, at, workload)
+            if found is not None:
+                return found
+        return None
+
+    return known
+
+
+def findings_in(scenario: Scenario, known: KnownFinding) -> list[int | str]:
+    """The known findings the scenario's events run into, in time order."""
+    timeline = scenario.timeline()
+    workload = scenario.workload.kind
+    found: list[int | str] = []
+    order = sorted(range(len(scenario.events)), key=lambda i: (scenario.events[i].at, i))
+    for index in order:
+        event = scenario.events[index]
+        fields = event.model_dump(mode="json", by_alias=True, exclude_none=True)
+        at = float(fields.pop("at"))
+        hit = known(timeline, fields, at, workload)
+        if hit is not None:
+            found.append(hit)
+        timeline.try_apply(event)
+    return found
+
+
 # -- model --------------------------------------------------------------------------------
 
+#: Called with the signature of an example whose violations were all covered already.
+OnKnown = Callable[[frozenset[Sig]], None]
 
-def check_model(scenario: Scenario, out: Path, model: RuntimeModel | None = None) -> None:
+
+def _new_or_known(
+    verdicts: list[Verdict], covered: frozenset[Sig], on_known: OnKnown | None
+) -> bool:
+    """Whether violated ``verdicts`` show something not ``covered`` (else it is counted as
+    a hit of what is known, and the example goes on)."""
+    sig = signature(verdicts)
+    if sig and sig <= covered:
+        if on_known is not None:
+            on_known(sig)
+        return False
+    return True
+
+
+def check_model(
+    scenario: Scenario,
+    out: Path,
+    model: RuntimeModel | None = None,
+    covered: frozenset[Sig] = frozenset(),
+    on_known: OnKnown | None = None,
+) -> None:
     """The simulated history of ``scenario`` (simulated with ``model``, if given) must
-    satisfy every property, judged by the runtime's default bounds."""
+    satisfy every property, judged by the runtime's default bounds (violations with a
+    ``covered`` signature are known and let pass)."""
     history = simulate(scenario, model=model)
     overall, verdicts = judge(check(history, scenario), set())
-    if overall == FAIL:
-        path = save_failure(scenario, verdicts, out / "model-failure.yaml", "model")
+    if overall == FAIL and _new_or_known(verdicts, covered, on_known):
+        path = save_failure(scenario, verdicts, out / "scratch" / "model.yaml", "model")
         raise Violation(scenario, verdicts, path)
 
 
@@ -125,19 +230,32 @@ def check_model(scenario: Scenario, out: Path, model: RuntimeModel | None = None
 
 
 def check_differential(
-    scenario: Scenario, out: Path, runtime: str = "multiworld", zygote: Zygote | None = None
+    scenario: Scenario,
+    out: Path,
+    runtime: str = "multiworld",
+    zygote: Zygote | None = None,
+    covered: frozenset[Sig] = frozenset(),
+    on_known: OnKnown | None = None,
 ) -> None:
     """``scenario`` run on the model and for real (with ``runtime``) must pass and conform."""
     drawn = scenario.model_copy(update={"runtime": runtime, "name": f"fuzz-{runtime}"})
     outcome = run_scenario(drawn, mode=Mode.BOTH, out_dir=out / "last-run", zygote=zygote)
-    if outcome.verdict == FAIL:
-        path = save_failure(
-            drawn, outcome.verdicts, out / f"differential-{runtime}.yaml", "differential"
-        )
+    if outcome.verdict == FAIL and _new_or_known(outcome.verdicts, covered, on_known):
+        scratch = out / "scratch" / f"differential-{runtime}.yaml"
+        path = save_failure(drawn, outcome.verdicts, scratch, "differential")
         raise Violation(drawn, outcome.verdicts, path)
 
 
 # -- stateful, on a live deployment -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LiveHooks:
+    """What a session tells its live examples: the known findings to steer around, and
+    whom to tell of an example that showed only known signatures."""
+
+    known: KnownFinding | None = None
+    on_known: OnKnown | None = None
 
 
 class LiveDeployment(RuleBasedStateMachine):
@@ -155,14 +273,19 @@ class LiveDeployment(RuleBasedStateMachine):
     variant: ClassVar[int] = 0
     kind_pool: ClassVar[tuple[Kind, ...]] = FUZZ_KINDS  # the kinds examples choose from
     step_s: ClassVar[float] = 0.75
-    #: Steer clear of upstream MultiWorld's known findings (``mwsim.findings``).
+    #: Steer clear of known findings: the ``hooks``' own, or with ``avoid_known`` alone
+    #: upstream MultiWorld's (``mwsim.findings``).
     avoid_known: ClassVar[bool] = False
+    hooks: ClassVar[LiveHooks] = LiveHooks()
     runs = itertools.count()
     counters: ClassVar[tuple[Callable[[], None], ...]] = ()  # called once per example
     #: Every violation the examples met, first first (configure with a fresh list): live
     #: runs are not repeatable, so the one seen counts even if Hypothesis's final replay of
     #: the example goes another way.
     seen: ClassVar[list[Violation]] = []
+    #: Signatures already known: an example that shows only these goes on (the hooks'
+    #: ``on_known`` hears of them once, at its end).
+    covered: ClassVar[frozenset[Sig]] = frozenset()
 
     @classmethod
     def configured(cls, **options: Any) -> type[LiveDeployment]:
@@ -185,6 +308,8 @@ class LiveDeployment(RuleBasedStateMachine):
         )
         self.finished = False
         self.violated = False
+        self.known_seen: frozenset[Sig] = frozenset()
+        self.known = self.hooks.known or (findings.known_finding if self.avoid_known else None)
         try:
             self.controller.start()
         except BaseException:
@@ -199,11 +324,11 @@ class LiveDeployment(RuleBasedStateMachine):
         them)."""
         if racy(kind, fields, self.runtime):
             return False
-        if not self.avoid_known:
+        if self.known is None:
             return True
         proposal = {"do": kind.value, **fields}
         workload = self.controller.scenario.workload.kind
-        return known_finding(self.oracle, proposal, self.controller.now(), workload) is None
+        return self.known(self.oracle, proposal, self.controller.now(), workload) is None
 
     def _act(self, data: st.DataObject) -> None:
         """Do one possible event of an enabled kind (or nothing), then let time pass."""
@@ -227,7 +352,7 @@ class LiveDeployment(RuleBasedStateMachine):
         example starts with one of them (Hypothesis would often draw no step at all)."""
         pool = real_kinds(self.kind_pool)
         self.kinds = sorted(data.draw(st.sets(st.sampled_from(pool), min_size=1)))
-        if self.avoid_known:  # let every first heartbeat be written (known finding 3)
+        if self.known is not None:  # let every first heartbeat be written (known finding 3)
             self.controller.advance(FIRST_HEARTBEAT_S)
         self._act(data)
 
@@ -249,16 +374,19 @@ class LiveDeployment(RuleBasedStateMachine):
         verdicts = check(history, scenario)
         if not final:
             verdicts = [v for v in verdicts if v.name != "hygiene"]
-        if failures(verdicts):
-            self.violated = True
-            replay = scenario.model_copy(update={"duration_s": judged_end(scenario)})
-            path = save_failure(
-                replay, verdicts, self.out / f"stateful-{self.runtime}.yaml", "stateful"
-            )
-            violation = Violation(replay, verdicts, path)
-            if not self.seen:
-                self.seen.append(violation)
-            raise violation
+        if not failures(verdicts):
+            return
+        sig = signature(verdicts)
+        if sig and sig <= self.covered:  # only what is known: the example goes on
+            self.known_seen |= sig
+            return
+        self.violated = True
+        replay = scenario.model_copy(update={"duration_s": judged_end(scenario)})
+        scratch = self.out / "scratch" / f"stateful-{self.runtime}.yaml"
+        path = save_failure(replay, verdicts, scratch, "stateful")
+        violation = Violation(replay, verdicts, path)
+        self.seen.append(violation)
+        raise violation
 
     @invariant()
     def properties_hold(self) -> None:
@@ -268,6 +396,13 @@ class LiveDeployment(RuleBasedStateMachine):
         if self.finished:
             return
         self.finished = True
+        try:
+            self._teardown()
+        finally:
+            if self.known_seen and self.hooks.on_known is not None:
+                self.hooks.on_known(self.known_seen)
+
+    def _teardown(self) -> None:
         end = self.controller.now()
         try:
             if not self.violated:  # let every bound fall due before the final judgement
@@ -297,9 +432,6 @@ def racy(kind: Kind, fields: dict[str, Any], runtime: str) -> bool:
 # -- shrinking by replay ------------------------------------------------------------------
 
 
-Pair = tuple[str, "str | None"]
-
-
 def replay(
     scenario: Scenario, out: Path, zygote: Zygote | None = None, both: bool = False
 ) -> list[Verdict]:
@@ -309,13 +441,19 @@ def replay(
 
 
 def replay_violates(
-    scenario: Scenario, wanted: set[Pair], out: Path, zygote: Zygote | None = None
+    scenario: Scenario, wanted: set[Sig], out: Path, zygote: Zygote | None = None
 ) -> list[Verdict] | None:
-    """Replay ``scenario``; its verdicts if one of the ``wanted`` (property, world) pairs
-    is violated again."""
-    both = any(name == "conformance" for name, _ in wanted)
+    """Replay ``scenario``; its verdicts if one of the ``wanted`` (property, kind of
+    evidence) pairs shows again, on any world."""
+    both = any(name == Property.CONFORMANCE for name, _ in wanted)
     verdicts = replay(scenario, out, zygote, both)
-    return verdicts if violated_pairs(verdicts) & wanted else None
+    return verdicts if signature(verdicts) & wanted else None
+
+
+def failure_time(violation: Violation, wanted: Sig) -> float:
+    """When the run must last to: the ``wanted`` problem was first seen then (plus a tail)."""
+    seen = [v.at for v in violation.verdicts if v.name == wanted[0] and v.at is not None]
+    return min(max(seen, default=0.0) + FAILURE_TAIL_S, violation.scenario.duration_s)
 
 
 def minimize(
@@ -324,40 +462,55 @@ def minimize(
     zygote: Zygote | None = None,
     log: Callable[[str], None] = lambda _: None,
     reference: str | None = None,
+    wanted: Sig | None = None,
+    known: KnownFinding | None = None,
 ) -> Violation | None:
     """Shrink a real violation by replay to a 1-minimal list of events (see the module doc);
-    None when its first replay does not violate the same (property, world) again (flaky).
+    None when its first replay does not show the ``wanted`` pair again (flaky). ``wanted``
+    defaults to the first of its signature.
 
-    With ``reference``, the result must be the runtime's own: the reference runtime must
-    pass it. That is checked once at the end; only if the reference fails the shrunk
-    scenario is the shrinking redone, checking the reference at every step.
+    A step is taken only if the same (property, kind of evidence) shows again and the
+    candidate runs into no ``known`` finding the original did not. With ``reference``, the
+    result must be the runtime's own: the reference runtime must not show it. That is
+    checked once at the end; only if the reference shows the shrunk scenario's failure too
+    is the shrinking redone, checking the reference at every step. The verdicts returned
+    leave out what the reference shows as well.
     """
-    wanted = violated_pairs(violation.verdicts)
+    target = wanted or min(violation.signature)
+    goal = {target}
     runs = itertools.count()
+    before = set(findings_in(violation.scenario, known)) if known else set()
+    until = failure_time(violation, target)
 
     def ours(candidate: Scenario) -> list[Verdict] | None:
-        return replay_violates(candidate, wanted, out / "shrink" / str(next(runs)), zygote)
+        if known and set(findings_in(candidate, known)) - before:
+            return None  # it slid onto a known finding
+        return replay_violates(candidate, goal, out / "shrink" / str(next(runs)), zygote)
 
-    def reference_too(candidate: Scenario, got: list[Verdict]) -> bool:
-        """Whatever ``candidate`` violates (``got``), the reference violates too."""
+    def theirs(candidate: Scenario) -> frozenset[Sig]:
         assert reference is not None
         upstream = candidate.model_copy(update={"runtime": reference})
-        theirs = replay_violates(upstream, wanted, out / "shrink" / str(next(runs)), zygote)
-        return theirs is not None and not (violated_pairs(got) - violated_pairs(theirs))
+        both = target[0] == Property.CONFORMANCE
+        return signature(replay(upstream, out / "shrink" / str(next(runs)), zygote, both))
 
     def only_ours(candidate: Scenario) -> list[Verdict] | None:
         got = ours(candidate)
-        if got is None or (reference and reference_too(candidate, got)):
+        if got is None or (reference and target in theirs(candidate)):
             return None
         return got
 
     verdicts = ours(violation.scenario)
     if verdicts is None:
         return None
-    current, verdicts = _shrink(violation.scenario, verdicts, ours, log)
-    if reference and reference_too(current, verdicts):
-        log(f"{reference} fails the shrunk scenario too; shrinking again against it")
-        current, verdicts = _shrink(violation.scenario, verdicts, only_ours, log)
+    current, verdicts = _shrink(violation.scenario, verdicts, ours, log, until)
+    if reference:
+        shown = theirs(current)
+        if target in shown:
+            log(f"{reference} fails the shrunk scenario too; shrinking again against it")
+            current, verdicts = _shrink(violation.scenario, verdicts, only_ours, log, until)
+            shown = theirs(current)
+        mine = signature(verdicts) - shown
+        verdicts = [_only(v, mine) for v in verdicts]
     path = save_failure(current, verdicts, violation.path, "shrunk by replay")
     return Violation(current, verdicts, path)
 
@@ -367,13 +520,14 @@ def _shrink(
     verdicts: list[Verdict],
     fails: Callable[[Scenario], list[Verdict] | None],
     log: Callable[[str], None],
+    until: float = 0.0,
 ) -> tuple[Scenario, list[Verdict]]:
     """Drop events one at a time while ``fails`` still holds, until none can go."""
     changed = True
     while changed:
         changed = False
         for i in reversed(range(len(current.events))):
-            candidate = _without(current, i)
+            candidate = _without(current, i, until)
             if candidate is None:
                 continue  # a later event needs this one (say, a join)
             got = fails(candidate)
@@ -383,15 +537,63 @@ def _shrink(
     return current, verdicts
 
 
-def _without(scenario: Scenario, index: int) -> Scenario | None:
+def _without(scenario: Scenario, index: int, until: float = 0.0) -> Scenario | None:
+    """The scenario without event ``index`` (None: that is impossible), lasting until its
+    bounds are due, and at least ``until`` (no longer than it did)."""
     events = scenario.events[:index] + scenario.events[index + 1 :]
     candidate = scenario.model_copy(update={"events": events})
     if plan_problems(candidate):
         return None
-    return candidate.model_copy(update={"duration_s": judged_end(candidate)})
+    duration = min(scenario.duration_s, max(judged_end(candidate), until))
+    return candidate.model_copy(update={"duration_s": round(duration, 3)})
 
 
-# -- driving them -------------------------------------------------------------------------
+def _only(verdict: Verdict, mine: frozenset[Sig]) -> Verdict:
+    """A failed verdict kept only for the kinds of evidence that are the runtime's own."""
+    if verdict.verdict != FAIL:
+        return verdict
+    kinds = tuple(k for k in (verdict.evidence or ("",)) if (verdict.name, k) in mine)
+    if not kinds:
+        return replace(verdict, verdict=PASS, detail="the reference runtime fails it too")
+    return replace(verdict, evidence=kinds if verdict.evidence else ())
+
+
+# -- a fuzzing session ----------------------------------------------------------------------
+
+
+@dataclass
+class Failure:
+    """One distinct failure of a session: its reproducer (shrunk where it could be).
+    ``signature`` is what it brought that no earlier failure of the session showed (its
+    reproducer may show earlier ones too: ``violation.signature``)."""
+
+    signature: frozenset[Sig]
+    violation: Violation
+    found_by: str  # model | stateful | differential
+    found_after_s: float
+    examples_at: int  # examples run before it was found
+    hits: int = 1  # examples that showed it
+    finding: int | str | None = None  # it is this known finding of the runtime
+    report: Path | None = None
+    reproduce: list[str] = field(default_factory=list)  # the commands that replay it
+
+    @property
+    def path(self) -> Path:
+        return self.violation.path
+
+    @property
+    def trigger(self) -> frozenset[Kind]:
+        """The kinds of event its reproducer needs."""
+        return frozenset(e.kind for e in self.violation.scenario.events)
+
+    def dominates(self, examples: int) -> bool:
+        """Most examples since it was found have hit it."""
+        since = examples - self.examples_at
+        return self.hits >= 2 and self.hits >= DOMINANT_SHARE * max(since, 1)
+
+    @property
+    def mode(self) -> Mode:
+        return {"model": Mode.SIM, "stateful": Mode.REAL}.get(self.found_by, Mode.BOTH)
 
 
 @dataclass
@@ -400,14 +602,152 @@ class FuzzResult:
 
     examples: int = 0
     batches: int = 0
-    violation: Violation | None = None
-    found_by: str | None = None  # model | stateful | differential
-    first_failure_s: float | None = None
+    failures: list[Failure] = field(default_factory=list)  # distinct, the runtime's own
+    known: list[Failure] = field(default_factory=list)  # they are the runtime's known findings
     elapsed_s: float = 0.0
     upstream: list[Violation] = field(default_factory=list)  # the reference fails them too
     flaky: list[Violation] = field(default_factory=list)  # seen live, not again on replay
     bringup_failures: list[str] = field(default_factory=list)  # live batches skipped
     log: list[str] = field(default_factory=list)
+
+    @property
+    def violation(self) -> Violation | None:
+        """The first distinct failure's reproducer (None: none found)."""
+        return self.failures[0].violation if self.failures else None
+
+    @property
+    def found_by(self) -> str | None:
+        return self.failures[0].found_by if self.failures else None
+
+    @property
+    def first_failure_s(self) -> float | None:
+        return self.failures[0].found_after_s if self.failures else None
+
+
+def steer(
+    pool: tuple[Kind, ...], found: list[Failure], examples: int, turn: int
+) -> tuple[Kind, ...]:
+    """The kinds of event a batch draws from: on every other turn, without the kinds that
+    trigger a dominating failure (swarm-style; the other turns keep them, as a rarer bug
+    may need them too). Never empty."""
+    if turn % 2 == 0:
+        return pool
+    avoid = frozenset().union(*(f.trigger for f in found if f.dominates(examples)))
+    return tuple(k for k in pool if k not in avoid) or pool
+
+
+class _Session:
+    """The failures a fuzzing session has met, and what to do with a new one."""
+
+    def __init__(
+        self,
+        result: FuzzResult,
+        out: Path,
+        runtime: str,
+        reference: str | None,
+        zygote: Zygote | None,
+        known: KnownFinding | None,
+        started: float,
+    ) -> None:
+        self.result, self.out, self.runtime = result, out, runtime
+        self.reference, self.zygote, self.known = reference, zygote, known
+        self.started = started
+        self.covered: set[Sig] = set()
+        self.flaky_tries: Counter[Sig] = Counter()
+        self.stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        self.numbers: Counter[str] = Counter()
+        self.replays = itertools.count()
+
+    def _name(self, what: str) -> Path:
+        """A file name no other session (and no other find of this one) uses."""
+        while True:
+            self.numbers[what] += 1
+            path = self.out / f"{self.stamp}-{what}-{self.numbers[what]}.yaml"
+            if not path.exists():
+                return path
+
+    def hit(self, sig: frozenset[Sig]) -> None:
+        """An example showed only known signatures."""
+        for failure in self.result.failures + self.result.known:
+            if failure.signature & sig:
+                failure.hits += 1
+
+    def record(self, violation: Violation, fuzzer: str, real: bool) -> None:
+        """A violation a batch met: known, the reference's, flaky, or a new failure (shrunk
+        and written under a unique name with its report)."""
+        log = self.result.log.append
+        new = violation.signature - self.covered
+        if not new:
+            self.hit(violation.signature)
+            return
+        if real and self.reference:
+            theirs = self._reference_shows(violation)
+            if not new - theirs:
+                kept = self._name(f"{self.runtime}-upstream")
+                save_failure(violation.scenario, violation.verdicts, kept, "upstream")
+                self.result.upstream.append(Violation(violation.scenario, violation.verdicts, kept))
+                self.covered |= new
+                log(f"{self.reference} fails it too ({describe(new)}): {kept}")
+                return
+            new = new - theirs
+            mine = frozenset(new | (violation.signature - theirs))
+            violation = Violation(
+                violation.scenario, [_only(v, mine) for v in violation.verdicts], violation.path
+            )
+        wanted = min(new)
+        found_after = time.monotonic() - self.started
+        if real:
+            shrunk = minimize(
+                violation, self.out, self.zygote, log, self.reference, wanted, self.known
+            )
+            if shrunk is None:
+                self.flaky_tries[wanted] += 1
+                if self.flaky_tries[wanted] >= MAX_FLAKY:
+                    self.covered.add(wanted)
+                kept = self._name(f"{self.runtime}-flaky")
+                save_failure(violation.scenario, violation.verdicts, kept, "flaky")
+                self.result.flaky.append(Violation(violation.scenario, violation.verdicts, kept))
+                log(f"seen once, not again on replay (flaky: {describe([wanted])}): {kept}")
+                return
+            violation = shrunk
+        what = self.runtime if real else "model"
+        path = save_failure(violation.scenario, violation.verdicts, self._name(what), fuzzer)
+        found = Failure(
+            frozenset((violation.signature - self.covered) | {wanted}),
+            Violation(violation.scenario, violation.verdicts, path),
+            fuzzer,
+            found_after,
+            self.result.examples,
+        )
+        if real and self.known is not None:
+            matches = findings_in(violation.scenario, self.known)
+            found.finding = matches[0] if matches else None
+        found.reproduce = self.commands(found)
+        found.report = report.write_fuzz_report(
+            found.violation, path.with_suffix(".json"), found.mode, found.reproduce
+        )
+        self.covered |= violation.signature | {wanted}
+        if found.finding is not None:
+            self.result.known.append(found)
+            log(f"it is known finding {found.finding}: {path}")
+        else:
+            self.result.failures.append(found)
+            log(f"new failure {len(self.result.failures)}: {describe(found.signature)}: {path}")
+
+    def commands(self, found: Failure) -> list[str]:
+        """The ``mwsim run`` lines that replay a failure (and show the reference pass it)."""
+        lines = [reproduce_command(found.path, self.runtime, found.mode)]
+        if self.reference and found.mode is not Mode.SIM:
+            passes = reproduce_command(found.path, self.reference, Mode.REAL)
+            lines.append(f"{passes}  # the reference passes it")
+        return lines
+
+    def _reference_shows(self, violation: Violation) -> frozenset[Sig]:
+        assert self.reference is not None
+        upstream = violation.scenario.model_copy(update={"runtime": self.reference})
+        both = any(name == Property.CONFORMANCE for name, _ in violation.signature)
+        where = self.out / "reference" / str(next(self.replays))
+        return signature(replay(upstream, where, self.zygote, both))
 
 
 def _settings(examples: int, shrink: bool = True, **extra: Any) -> settings:
@@ -435,16 +775,18 @@ def fuzz(
     fuzzers: tuple[str, ...] | None = None,
     on_batch: Callable[[FuzzResult, str], None] | None = None,
     kinds: tuple[Kind, ...] = FUZZ_KINDS,
+    stop_after: int | None = None,
 ) -> FuzzResult:
-    """Fuzz in batches until a violation is found (shrunk, saved) or the budget is spent.
+    """Fuzz in batches until the budget is spent (or ``stop_after`` distinct failures are
+    found), keeping every distinct failure (see the module doc).
 
     Without ``real``: the model fuzzer. With it: the stateful and the differential
     fuzzers take turns on live deployments of ``runtime``. When ``runtime`` is not the
     ``reference``, a violation the reference runtime shows on the same scenario is an
-    upstream finding (kept in ``upstream``), not the runtime's, and fuzzing goes on.
-    With ``seed``, every batch's examples are a function of it and the batch number.
-    ``kinds``: the kinds of event the examples draw from (on live processes, the network
-    kinds only where hosts can be emulated).
+    upstream finding (kept in ``upstream``), not the runtime's. With ``seed``, every
+    batch's examples are a function of it and the batch number. ``kinds``: the kinds of
+    event the examples draw from (on live processes, the network kinds only where hosts
+    can be emulated).
     """
     result, started = FuzzResult(), time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
@@ -452,7 +794,9 @@ def fuzz(
     zygote = Zygote(runtime, out / "zygote.log") if real else None
     counter = itertools.count()
     draw_seed = random.Random(seed)
-    avoid_known = bool(reference) and runtime != reference
+    other = reference if real and reference and reference != runtime else None
+    known = known_for(runtime, other) if real else None
+    session = _Session(result, out, runtime, other, zygote, known, started)
 
     def note_example() -> None:
         result.examples += 1
@@ -461,26 +805,43 @@ def fuzz(
         for fuzzer in itertools.cycle(chosen):
             if time.monotonic() - started >= budget_s:
                 break
+            if stop_after is not None and len(result.failures) >= stop_after:
+                break
             batch_number = next(counter)
             batch_seed = draw_seed.getrandbits(64)
+            turn = batch_number // len(chosen)
+            pool = steer(kinds, result.failures, result.examples, turn)
+            covered = frozenset(session.covered)
             seen: list[Violation] = []
             try:
                 if fuzzer == "model":
-                    _run_model_batch(out, max(batch, 50), batch_seed, note_example, kinds)
+                    _run_model_batch(
+                        out, max(batch, 50), batch_seed, note_example, pool, covered, session.hit
+                    )
                 elif fuzzer == "differential":
                     _run_differential_batch(
-                        out, batch, batch_seed, runtime, zygote, note_example, avoid_known, kinds
+                        out,
+                        batch,
+                        batch_seed,
+                        runtime,
+                        zygote,
+                        note_example,
+                        known,
+                        real_kinds(pool),
+                        covered,
+                        session.hit,
                     )
                 else:
                     machine = LiveDeployment.configured(
                         runtime=runtime,
                         out=out,
                         zygote=zygote,
-                        variant=batch_number // len(chosen),
-                        avoid_known=avoid_known,
+                        variant=turn,
+                        hooks=LiveHooks(known, session.hit),
                         counters=(note_example,),
                         seen=seen,
-                        kind_pool=kinds,
+                        kind_pool=pool,
+                        covered=covered,
                     )
                     test = get_state_machine_test(
                         machine,
@@ -496,41 +857,8 @@ def fuzz(
                     if len(result.bringup_failures) >= MAX_BRINGUP_FAILURES:
                         raise failed from found
                     continue
-                violation = _first_violation(found, seen)
-                if real and reference and runtime != reference:
-                    ours = violated_pairs(violation.verdicts)
-                    both = any(name == "conformance" for name, _ in ours)
-                    upstream = violation.scenario.model_copy(update={"runtime": reference})
-                    where = out / "reference" / str(batch_number)
-                    theirs = violated_pairs(replay(upstream, where, zygote, both))
-                    if not ours - theirs:
-                        kept = out / f"upstream-{len(result.upstream) + 1}.yaml"
-                        save_failure(violation.scenario, violation.verdicts, kept, "upstream")
-                        result.upstream.append(
-                            Violation(violation.scenario, violation.verdicts, kept)
-                        )
-                        result.log.append(f"{reference} fails it too: {kept}")
-                        continue
-                    violation = Violation(
-                        violation.scenario,
-                        [_only(v, ours - theirs) for v in violation.verdicts],
-                        violation.path,
-                    )
-                found_at = time.monotonic() - started
-                if real:
-                    other = reference if reference != runtime else None
-                    shrunk = minimize(violation, out, zygote, result.log.append, other)
-                    if shrunk is None:
-                        kept = out / f"flaky-{len(result.flaky) + 1}.yaml"
-                        save_failure(violation.scenario, violation.verdicts, kept, "flaky")
-                        result.flaky.append(Violation(violation.scenario, violation.verdicts, kept))
-                        result.log.append(f"seen once, not again on replay (flaky): {kept}")
-                        continue
-                    violation = shrunk
-                result.first_failure_s = found_at
-                result.found_by = fuzzer
-                result.violation = violation
-                break
+                for violation in _violations(found, seen):
+                    session.record(violation, fuzzer, real)
             finally:
                 result.batches += 1
                 if on_batch is not None:
@@ -540,17 +868,6 @@ def fuzz(
             zygote.stop()
         result.elapsed_s = time.monotonic() - started
     return result
-
-
-def _only(verdict: Verdict, pairs: set[Pair]) -> Verdict:
-    """A failed verdict kept only for the (property, world) pairs that are the runtime's."""
-    if verdict.verdict != FAIL:
-        return verdict
-    named = verdict.worlds or (verdict.world,)
-    worlds = tuple(w for w in named if w is not None and (verdict.name, w) in pairs)
-    if not worlds:
-        return replace(verdict, verdict=PASS, detail="the reference runtime fails it too")
-    return replace(verdict, worlds=worlds, world=worlds[0])
 
 
 def _bringup_failure(found: BaseException) -> BringUpFailed | None:
@@ -564,23 +881,29 @@ def _bringup_failure(found: BaseException) -> BringUpFailed | None:
     return next((f for f in map(_bringup_failure, inner) if f is not None), None)
 
 
-def _first_violation(found: BaseException, seen: list[Violation]) -> Violation:
-    """The violation a batch met: the first a live example saw (Hypothesis's final replay
-    of a live example may differ, even fail otherwise); else the one raised (Hypothesis
-    groups distinct failures: any of them reproduces one). Anything else is re-raised."""
+def _violations(found: BaseException, seen: list[Violation]) -> list[Violation]:
+    """The violations a batch met: those live examples saw (Hypothesis's final replay of a
+    live example may differ, even fail otherwise); else the one raised, or each one of a
+    group (Hypothesis reports distinct failures together). Anything else is re-raised."""
     if seen:
-        return seen[0]
+        return list(seen)
     if isinstance(found, Violation):
-        return found
+        return [found]
     if isinstance(found, BaseExceptionGroup):
-        for inner in found.exceptions:
-            if isinstance(inner, Violation):
-                return inner
+        inner = [e for e in found.exceptions if isinstance(e, Violation)]
+        if inner:
+            return inner
     raise found
 
 
 def _run_model_batch(
-    out: Path, examples: int, seed: int, count: Callable[[], None], kinds: tuple[Kind, ...]
+    out: Path,
+    examples: int,
+    seed: int,
+    count: Callable[[], None],
+    kinds: tuple[Kind, ...],
+    covered: frozenset[Sig] = frozenset(),
+    on_known: OnKnown | None = None,
 ) -> None:
     from hypothesis import given
 
@@ -589,7 +912,7 @@ def _run_model_batch(
     @given(scenarios(kinds=kinds))
     def batch(s: Scenario) -> None:
         count()
-        check_model(s, out)
+        check_model(s, out, covered=covered, on_known=on_known)
 
     batch()
 
@@ -601,8 +924,10 @@ def _run_differential_batch(
     runtime: str,
     zygote: Zygote | None,
     count: Callable[[], None],
-    avoid_known: bool,
+    known: KnownFinding | None,
     kinds: tuple[Kind, ...],
+    covered: frozenset[Sig] = frozenset(),
+    on_known: OnKnown | None = None,
 ) -> None:
     from hypothesis import given
 
@@ -613,12 +938,12 @@ def _run_differential_batch(
             max_workers=3,
             min_events=1,
             max_events=4,
-            avoid_known=avoid_known,
-            kinds=real_kinds(kinds),
+            avoid_known=known or False,
+            kinds=kinds,
         )
     )
     def batch(s: Scenario) -> None:
         count()
-        check_differential(s, out, runtime, zygote)
+        check_differential(s, out, runtime, zygote, covered, on_known)
 
     batch()

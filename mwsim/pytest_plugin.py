@@ -176,7 +176,8 @@ class ScenarioItem(pytest.Item):
             self.config.getoption("--mwsim-backend"),
         )
         try:
-            runtime_class(scenario.runtime, scenario.backend, 0)  # before a fork server
+            real = scenario if self.mode != "sim" else None
+            runtime_class(scenario.runtime, scenario.backend, 0, real)  # before a fork server
             warm = _zygote(self.config, scenario.runtime) if self.mode != "sim" else None
             outcome = run_scenario(
                 scenario,

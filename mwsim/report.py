@@ -83,8 +83,11 @@ def write_json(outcomes: list[Outcome], path: str | Path) -> None:
     Path(path).write_text(jsonout.dumps(data[0] if len(data) == 1 else data, indent=True) + "\n")
 
 
-def write_fuzz_report(violation: Any, path: str | Path, mode: str) -> Path:
-    """The report of a fuzzing find, in the shape of the JSON report."""
+def write_fuzz_report(
+    violation: Any, path: str | Path, mode: str, reproduce: list[str] | None = None
+) -> Path:
+    """The report of a fuzzing find, in the shape of the JSON report, with the commands
+    that replay it (``reproduce``)."""
     data = {
         "scenario": violation.scenario.name,
         "mode": mode,
@@ -93,6 +96,7 @@ def write_fuzz_report(violation: Any, path: str | Path, mode: str) -> Path:
         "runtime": violation.scenario.runtime,
         "events": len(violation.scenario.events),
         "scenario_file": str(violation.path),
+        "reproduce": reproduce or [],
     }
     Path(path).write_text(jsonout.dumps(data, indent=True) + "\n")
     return Path(path)

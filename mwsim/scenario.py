@@ -41,6 +41,8 @@ class Property(StrEnum):
     SCALE_OUT = "scale_out"
     HYGIENE = "hygiene"
     RECOVERY = "recovery"
+    SURVIVAL = "survival"
+    ERRORS = "errors"
     CONFORMANCE = "conformance"
 
 
@@ -398,6 +400,24 @@ def load_scenario(path: str | Path) -> Scenario:
     except OSError as exc:
         raise ProblemError([Problem(str(path), 1, f"cannot read: {exc.strerror}")]) from None
     return parse_scenario(raw, str(path))
+
+
+def duplicate_names(loaded: Sequence[tuple[str | Path, Scenario]]) -> list[Problem]:
+    """Scenarios of one library must have distinct names (their artefacts are stored
+    under the name): a problem at each later file's ``name`` line."""
+    first: dict[str, str] = {}
+    problems: list[Problem] = []
+    for path, scenario in loaded:
+        if scenario.name not in first:
+            first[scenario.name] = str(path)
+            continue
+        try:
+            line = load_source(Path(path).read_bytes(), str(path)).line_of(("name",))
+        except (OSError, ProblemError):
+            line = 1
+        message = f"name: '{scenario.name}' is already the name of {first[scenario.name]}"
+        problems.append(Problem(str(path), line, message))
+    return problems
 
 
 def parse_inline(yaml_text: str, name: str = "inline") -> Scenario:

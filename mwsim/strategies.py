@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from mwsim import topology as topo
 from mwsim.events import Kind, parse_event
-from mwsim.findings import known_finding
+from mwsim.findings import KnownFinding, known_finding
 from mwsim.membership import Timeline
 from mwsim.scenario import Scenario, parse_scenario
 from mwsim.timing import judged_end
@@ -198,15 +198,17 @@ def scenarios(
     workloads: tuple[str, ...] = ("stream", "request", "allreduce"),
     shapes: tuple[str, ...] = ("fan_in", "explicit"),
     name: str = "fuzz",
-    avoid_known: bool = False,
+    avoid_known: bool | KnownFinding = False,
 ) -> Any:
     """A small scenario whose events are valid by construction.
 
     Swarm style: each example enables its own subset of ``kinds``. Every event is drawn
     from the membership state at its time and vetted by the validator's own timeline, and
     the run lasts long enough after the last event for every bound to be judged. With
-    ``avoid_known``, no event runs into a known upstream finding (``mwsim.findings``).
+    ``avoid_known``, no event runs into a known finding: those it names (a runtime's
+    ``known_finding``), or for ``True`` upstream MultiWorld's (``mwsim.findings``).
     """
+    known = known_finding if avoid_known is True else avoid_known or None
     shape = draw(st.sampled_from(shapes))
     hosts = draw(st.integers(1, 2))
     if shape == "fan_in":
@@ -247,7 +249,7 @@ def scenarios(
         fields = propose(draw(st.sampled_from(enabled)))
         if fields is None:
             continue
-        if avoid_known and known_finding(timeline, fields, t, workload) is not None:
+        if known is not None and known(timeline, fields, t, workload) is not None:
             continue
         event = {"at": t, **fields}
         if timeline.try_apply(parse_event(event)):

@@ -42,6 +42,7 @@ class RuntimeModel:
     progress_window_s: float = 2.0  # default: a healthy world completes an op this often
     join_bound_s: float = 3.0  # default: a joining worker's world serves its first op by then
     add_world_bound_s: float = 2.0  # default: an added world serves its first op by then
+    remove_bound_s: float = 1.0  # ... and a removed world is left by every member (+ 2 intervals)
     source: str = "defaults measured with mwsim calibrate (gloo, 2 cores)"
 
     @property

@@ -60,6 +60,7 @@ class WorldRun:
     task: asyncio.Task[None] | None = None
     reported: bool = False  # broken already reported
     removed: bool = False  # removed gracefully by us
+    query_failed: bool = False  # the runtime's broken-world query raised
     ctl: Any = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -68,21 +69,39 @@ class WorldRun:
         return len(self.members)
 
 
+class Raised(Exception):
+    """The runtime raised ``error`` from its operation ``op`` (not the harness's own code)."""
+
+    def __init__(self, op: str, error: Exception) -> None:
+        super().__init__(op, error)
+        self.op, self.error = op, error
+
+
 class _Link:
-    """A ``workloads.Link`` over the runtime for one world."""
+    """A ``workloads.Link`` over the runtime for one world; what the runtime raises comes
+    out as ``Raised``."""
 
     def __init__(self, runtime: runtimes.Runtime, run: WorldRun) -> None:
         self.runtime, self.name = runtime, run.name
         self.rank, self.size = run.rank, run.size
 
     async def send(self, tensor: Any, dst: int) -> None:
-        await self.runtime.send(self.name, tensor, dst)
+        try:
+            await self.runtime.send(self.name, tensor, dst)
+        except Exception as exc:
+            raise Raised("send", exc) from exc
 
     async def recv(self, tensor: Any, src: int) -> None:
-        await self.runtime.recv(self.name, tensor, src)
+        try:
+            await self.runtime.recv(self.name, tensor, src)
+        except Exception as exc:
+            raise Raised("recv", exc) from exc
 
     async def all_reduce(self, tensor: Any) -> None:
-        await self.runtime.all_reduce(self.name, tensor)
+        try:
+            await self.runtime.all_reduce(self.name, tensor)
+        except Exception as exc:
+            raise Raised("all_reduce", exc) from exc
 
 
 class Agent:
@@ -172,7 +191,8 @@ class Agent:
             elif type(message) in self.commands:
                 self.commands[type(message)](message)
             else:
-                self.emit("error", message=f"unexpected control message {message.TYPE}")
+                unexpected = f"unexpected control message {message.TYPE}"
+                self.emit("error", message=unexpected, source="harness")
 
     def finish(self, code: int) -> None:
         """End the process now, as MultiWorld's cleanup() does (threads may be stuck)."""
@@ -188,7 +208,15 @@ class Agent:
         last = time.monotonic()
         while True:
             for run in list(self.worlds.values()):
-                if not (run.reported or run.removed) and self.runtime.is_broken(run.name):
+                if run.reported or run.removed or run.query_failed:
+                    continue
+                try:
+                    broken = self.runtime.is_broken(run.name)
+                except Exception as exc:  # judged as an error; the query is not asked again
+                    run.query_failed = True
+                    self._runtime_error(run, "is_broken", exc)
+                    continue
+                if broken:
                     self._broken(run, "the runtime's broken-world query turned true")
             await asyncio.sleep(WATCH_PERIOD_S)
             now = time.monotonic()
@@ -197,11 +225,19 @@ class Agent:
                 self.emit("lag", source="agent", lag_s=round(late, 3))
             last = now
 
-    def _broken(self, run: WorldRun, reason: str) -> None:
+    def _broken(self, run: WorldRun, reason: str, **how: Any) -> None:
         if run.reported or run.removed:
             return
         run.reported = True
-        self.emit("broken", run, reason=reason[:300])
+        self.emit("broken", run, reason=reason[:300], **how)
+
+    def _runtime_error(self, run: WorldRun | None, op: str, exc: BaseException) -> None:
+        """The runtime raised something that is not its failure signal (or raised while
+        not in a world op): an ``error`` record the ``errors`` property judges."""
+        kind = type(exc).__name__
+        message = f"{op} raised {kind}: {exc}"[:300]
+        self.emit("error", run, message=message, source="runtime", op=op, exception=kind)
+        traceback.print_exception(exc)
 
     # -- commands ------------------------------------------------------------------------
 
@@ -228,7 +264,7 @@ class Agent:
                 run.members,
             )
         except Exception as exc:
-            self.emit("error", run, message=f"forming the world failed: {exc!r}"[:300])
+            self._runtime_error(run, "init_world", exc)
             return
         self.worlds[(run.world, run.life)] = run
         self.emit("joined", run)
@@ -260,12 +296,17 @@ class Agent:
 
         try:
             await role(_Link(self.runtime, run), payload, pace, run.ctl, record)
-        except Exception as exc:
+        except Raised as raised:
+            exc, kind = raised.error, type(raised.error).__name__
             if self.runtime.is_failure(exc):
-                self._broken(run, f"the runtime raised {type(exc).__name__}: {exc}")
+                reason = f"the runtime raised {kind}: {exc}"
+                self._broken(run, reason, raised=kind, op=raised.op)
             else:
-                self.emit("error", run, message=f"workload failed: {exc!r}"[:300])
-                traceback.print_exc()
+                self._runtime_error(run, raised.op, exc)
+        except Exception as exc:  # mwsim's own workload code failed: the harness's fault
+            message = f"workload failed: {exc!r}"[:300]
+            self.emit("error", run, message=message, source="harness")
+            traceback.print_exc()
         finally:
             run.done.set()
 
@@ -293,14 +334,26 @@ class Agent:
             if not ended:
                 self.emit("error", run, message="remove_world: the workload did not wind down")
         run.removed = True
-        self.runtime.remove_world(run.name)
-        self.emit("left", run)
+        if self._remove_world(run):
+            self.emit("left", run)
 
-    def _on_leave(self, _message: wire.Leave) -> None:
+    def _remove_world(self, run: WorldRun) -> bool:
+        """Ask the runtime to remove the world; False (recorded) if it raised."""
+        try:
+            self.runtime.remove_world(run.name)
+        except Exception as exc:
+            self._runtime_error(run, "remove_world", exc)
+            return False
+        return True
+
+    def _on_leave(self, message: wire.Leave) -> None:
+        self.send(wire.Ack(message.TYPE))  # the leave is the runtime's from here on
+        self.flush()
         self.spawn(self._leave())
 
     async def _leave(self) -> None:
-        """Stop every world at its next op boundary, leave them, and exit cleanly."""
+        """Stop every world at its next op boundary, leave them, and exit cleanly (a
+        world the runtime fails to remove is recorded as an error)."""
         runs = list(self.worlds.values())
         for run in runs:
             if run.ctl is not None:
@@ -309,8 +362,8 @@ class Agent:
         await _until(lambda: all(r.done.is_set() or r.reported for r in started), LEAVE_GRACE_S)
         for run in runs:
             run.removed = True
-            self.runtime.remove_world(run.name)
-            self.emit("left", run)
+            if self._remove_world(run):
+                self.emit("left", run)
         self.finish(0)
 
     def _on_stop(self, _message: wire.Stop) -> None:
@@ -341,7 +394,9 @@ async def _serve(boot: Boot, conn: Connection) -> None:
         boot.rendezvous,
         boot.rendezvous_addr,
     )
-    runtime = runtimes.load(boot.runtime)(context)  # inside the loop, as MultiWorld needs
+    cls = runtimes.load(boot.runtime)
+    cls.prepare()
+    runtime = cls(context)  # inside the loop, as MultiWorld needs
     await runtime.start()
     await Agent(boot, conn, runtime, workloads).run()
 

@@ -13,6 +13,7 @@ wait has a deadline, so a hung system under test ends as a recorded history.
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import os
 import time
 from collections.abc import Callable
@@ -86,13 +87,30 @@ def devices(plan: Plan, backend: str) -> dict[str, str]:
     return found
 
 
-def runtime_class(runtime: str, backend: str, needed_devices: int) -> type[runtimes.Runtime]:
-    """The runtime's adapter, if it can run here (``Inconclusive`` why not)."""
+def runtime_class(
+    runtime: str, backend: str, needed_devices: int, scenario: Scenario | None = None
+) -> type[runtimes.Runtime]:
+    """The runtime's adapter, if it can run here and has every operation ``scenario``
+    needs (``Inconclusive`` why not)."""
     cls = runtimes.load(runtime)
     reason = cls.unavailable(backend, needed_devices)
+    if reason is None and scenario is not None:
+        kinds = {step.kind for step in scenario.plan.steps}
+        reason = runtimes.missing_operations(cls, scenario.workload.kind, kinds)
     if reason:
         raise Inconclusive(f"runtime {runtime}: {reason}")
     return cls
+
+
+def versions(cls: type[runtimes.Runtime]) -> dict[str, Any]:
+    """What the history's ``run`` line records for reproducing a run: mwsim's version,
+    the runtime's package (version, where it is loaded from) and torch's version."""
+    out: dict[str, Any] = {}
+    for name in ("mwsim", "torch"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            out[name] = importlib.metadata.version(name)
+    out["runtime_package"] = cls.describe()
+    return out
 
 
 def agent_env() -> dict[str, str]:
@@ -127,7 +145,7 @@ class Controller:
         self.backend = backend or scenario.backend
         self.devices = devices(scenario.plan, self.backend)
         needed = len(set(self.devices.values())) if self.backend == "nccl" else 0
-        self.runtime_class = runtime_class(self.runtime, self.backend, needed)
+        self.runtime_class = runtime_class(self.runtime, self.backend, needed, scenario)
         faults = any(step.event.info.network for step in scenario.plan.steps)
         self.network = hosts.choose(scenario.plan.initial.hosts(), needed=faults, prefer=network)
         for step in scenario.plan.steps:
@@ -139,7 +157,9 @@ class Controller:
         self.out = Path(out_dir)
         self.logs = self.out / "logs"
         self.clock = clock
-        self.shared_zygote = zygote  # owned by the caller (kept warm across runs)
+        # a caller's warm fork server (kept across runs), if it has this runtime's image
+        usable = zygote is not None and zygote.image == self.runtime_class.image()
+        self.shared_zygote = zygote if usable else None
         self.waker = Waker()
         self.recorder = Recorder(self.out / "history.jsonl", clock)
         handlers: dict[type[wire.Message], Handler] = {
@@ -205,7 +225,9 @@ class Controller:
                 self.served.add((str(record.get("world")), int(record.get("life", 0))))
 
     def _on_fatal(self, agent: AgentProc, message: wire.Fatal) -> None:
-        self.recorder.note("error", worker=agent.worker, message=message.message[-500:])
+        self.recorder.note(
+            "error", worker=agent.worker, message=message.message[-500:], source="harness"
+        )
 
     def _on_exit(self, agent: AgentProc) -> None:
         attrs: dict[str, Any] = {"worker": agent.worker, "code": agent.code}
@@ -249,13 +271,17 @@ class Controller:
             self._pump(deadline)
         return True
 
-    def _bring_up(self) -> str | None:
-        """Start the initial agents and form the initial worlds; None on success, else why."""
-        deadline = self.clock() + self.bringup_timeout_s
+    def _warm_up(self) -> str | None:
+        """Wait for the fork server to have imported the runtime; None when it has, else why."""
         try:
             self.pool.zygote.wait_ready(self.bringup_timeout_s)
         except ZygoteError as exc:
             return f"the fork server did not start: {exc}\n" + log_tail(self.pool.zygote.log)
+        return None
+
+    def _bring_up(self) -> str | None:
+        """Start the initial agents and form the initial worlds; None on success, else why."""
+        deadline = self.clock() + self.bringup_timeout_s
         for worker in self.plan.initial.workers():
             self.pool.spawn(self._boot(worker, 0.0))
         initial = [life for life in self.plan.worlds if life.origin is None]
@@ -367,6 +393,9 @@ class Controller:
             first_host = self.plan.initial.host_of(self.plan.initial.workers()[0])
             self.rendezvous = self.network.free_port(first_host)
             self.formation.ports.add(self.rendezvous)
+        failure = self._warm_up()
+        meta = versions(self.runtime_class)
+        meta["runtime_package"]["imported"] = self.pool.zygote.loaded  # what agents inherit
         self.recorder.note(
             "run",
             scenario=self.scenario.name,
@@ -374,8 +403,10 @@ class Controller:
             runtime=self.runtime,
             backend=self.backend,
             network=self.network.describe(),
+            seed=self.scenario.seed,
+            **meta,
         )
-        failure = self._bring_up()
+        failure = failure or self._bring_up()
         if failure is not None:
             self.recorder.note("error", message=failure[:2000])
             raise BringUpFailed(failure)

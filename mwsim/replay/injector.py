@@ -172,14 +172,24 @@ class Injector:
             self._expect(step, [agent], began, ending=True)
 
     def leave(self, step: Step) -> None:
+        """The agent acknowledges the command at once (``delivered``); the leave itself,
+        up to the exit, is the runtime's to complete (confirmed by exit status 0)."""
         began = self.clock()
         victims = self._targets(step)
         if victims is None:
             return
+        acks = [a.acks for a in victims]
         for agent in victims:
             agent.expect_exit = step.kind
             self.pool.command(agent.worker, wire.Leave())
-        self._expect(step, victims, began)
+
+        def why_not() -> dict[str, object]:
+            delivered = all(a.acks > n for a, n in zip(victims, acks, strict=True))
+            return {"delivered": delivered, "code": next((a.code for a in victims), None)}
+
+        check = self._check(Confirm.EXITED, victims, ending=False)
+        record = {"kind": "fault", **step.record()}
+        self.confirmations.expect(record, began, check, step.event.info.confirm_within_s, why_not)
 
     def slow(self, step: Step) -> None:
         began, event, t0 = self.clock(), step.event, self.recorder.t0

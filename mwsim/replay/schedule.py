@@ -51,6 +51,7 @@ class Pending:
     began: float  # the clock when the action began: the record's instant
     check: Callable[[], bool]
     deadline: float
+    why_not: Callable[[], dict[str, Any]] | None = None  # fields to add when unconfirmed
 
 
 class Confirmations:
@@ -62,10 +63,16 @@ class Confirmations:
         self.pending: list[Pending] = []
 
     def expect(
-        self, record: dict[str, Any], began: float, check: Callable[[], bool], within_s: float
+        self,
+        record: dict[str, Any],
+        began: float,
+        check: Callable[[], bool],
+        within_s: float,
+        why_not: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
-        """Wait up to ``within_s`` for ``check`` to hold, then write ``record``."""
-        self.pending.append(Pending(record, began, check, began + within_s))
+        """Wait up to ``within_s`` for ``check`` to hold, then write ``record`` (with the
+        fields ``why_not`` gives, if it did not)."""
+        self.pending.append(Pending(record, began, check, began + within_s, why_not))
 
     def settle(self) -> None:
         """Write every pending record whose check holds now or whose deadline passed."""
@@ -76,6 +83,8 @@ class Confirmations:
                 self.pending.remove(item)
                 record = dict(item.record, mono=item.began, confirmed=ok)
                 record["confirm_s"] = round(now - item.began, 4) if ok else None
+                if not ok and item.why_not is not None:
+                    record.update(item.why_not())
                 self.write(record)
 
     def deadline(self) -> float | None:

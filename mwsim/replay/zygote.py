@@ -6,17 +6,19 @@ joining worker is up about as fast as its world can form. Each agent is still a 
 process: it leads its own session, receives real signals, and its exit status is the
 kernel's (the zygote reaps it and reports ``{"exit": pid, "code": code}``). The zygote
 imports with single-threaded BLAS so that the image it forks from has no other threads.
+What it imports is the runtime's to say (``Runtime.prepare`` and ``Runtime.preload``):
+a fork server serves the runtimes of one image (``Runtime.image``) only.
 
-Protocol (JSON lines): controller -> zygote ``{"fork": id, "boot": {...}, "log": path}``;
-zygote -> controller ``{"ready": pid}``, ``{"forked": id, "pid": pid}``,
-``{"exit": pid, "code": code}``. End of input: the zygote kills its agents and exits.
+Protocol (JSON lines) on a pipe pair of its own, never on stdout or stderr (which go to
+its log: a runtime that prints at import cannot disturb it): controller -> zygote
+``{"fork": id, "boot": {...}, "log": path}``; zygote -> controller ``{"ready": pid}`` or
+``{"error": why}``, ``{"forked": id, "pid": pid}``, ``{"exit": pid, "code": code}``. End
+of input: the zygote kills its agents and exits.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
-import importlib.util
 import json
 import os
 import select
@@ -24,6 +26,7 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from itertools import count
 from pathlib import Path
@@ -34,31 +37,31 @@ from mwsim.errors import ZygoteError
 PRELOAD = ("numpy", "torch", "torch.distributed", "mwsim.workloads", "mwsim.replay.agent")
 THREAD_LIMITS = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
-
-def _multiworld_ready() -> bool:
-    """Importing an unconfigured multiworld patches torch and exits: only preload it when set up."""
-    spec = importlib.util.find_spec("multiworld")
-    if spec is None or not spec.submodule_search_locations:
-        return False
-    marker = Path(next(iter(spec.submodule_search_locations))) / "init.txt"
-    return marker.exists() and marker.read_text().strip() == "true"
+_replies = -1  # the fork server's end of its reply pipe
+_MAIN = "from mwsim.replay.zygote import main; main()"
 
 
-def preload(runtime: str) -> None:
-    """Import what every agent needs, so forks start warm."""
-    names = list(PRELOAD)
-    if _multiworld_ready():
-        names += ["multiworld.manager", "multiworld.communicator"]
-    for name in names:
-        importlib.import_module(name)
+def preload(runtime: str) -> dict[str, str | None]:
+    """Import what every agent needs, so forks start warm: mwsim's agent and the
+    runtime's own modules, after the runtime has prepared the process. Where each of the
+    runtime's modules was loaded from (every agent forked inherits them)."""
     from mwsim import runtimes
 
-    with contextlib.suppress(LookupError):
-        runtimes.load(runtime)
+    cls = runtimes.load(runtime)
+    cls.prepare()
+    runtimes.import_all((*PRELOAD, *cls.preload))
+    return {name: getattr(sys.modules[name], "__file__", None) for name in cls.preload}
+
+
+def image(runtime: str) -> tuple[str, ...]:
+    """The image a fork server for ``runtime`` forks from (equal images share one)."""
+    from mwsim import runtimes
+
+    return runtimes.load(runtime).image()
 
 
 def _write(message: dict[str, Any]) -> None:
-    os.write(1, (json.dumps(message) + "\n").encode())
+    os.write(_replies, (json.dumps(message) + "\n").encode())
 
 
 def _child(request: dict[str, Any], keep: tuple[int, ...]) -> None:
@@ -95,26 +98,34 @@ def _reap(children: set[int]) -> None:
         _write({"exit": pid, "code": os.waitstatus_to_exitcode(status)})
 
 
-def serve(runtime: str) -> None:
+def serve(runtime: str, requests: int, replies: int) -> None:
+    """Be the fork server: requests arrive on fd ``requests``, replies go to ``replies``."""
+    global _replies
+    _replies = replies
     from mwsim.replay.agent import die_with_parent
 
     die_with_parent(os.getppid())
-    preload(runtime)
+    try:
+        loaded = preload(runtime)
+    except Exception as exc:  # say why on the channel, the traceback in the log
+        traceback.print_exc()
+        _write({"error": f"preloading runtime {runtime} failed: {exc!r}"[:1000]})
+        os._exit(1)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     children: set[int] = set()
-    _write({"ready": os.getpid()})
+    _write({"ready": os.getpid(), "loaded": loaded})
     pending = b""
     while True:
-        ready, _, _ = select.select([0, wake_r], [], [])
+        ready, _, _ = select.select([requests, wake_r], [], [])
         if wake_r in ready:
             os.read(wake_r, 4096)
             _reap(children)
-        if 0 not in ready:
+        if requests not in ready:
             continue
-        chunk = os.read(0, 65536)
+        chunk = os.read(requests, 65536)
         if not chunk:  # the controller is done (or gone): take the agents down with us
             for pid in children:
                 with contextlib.suppress(ProcessLookupError):
@@ -126,7 +137,7 @@ def serve(runtime: str) -> None:
             request = json.loads(line)
             pid = os.fork()
             if pid == 0:
-                _child(request, (0, wake_r, wake_w))
+                _child(request, (requests, replies, wake_r, wake_w))
             children.add(pid)
             _write({"forked": request["fork"], "pid": pid})
 
@@ -136,24 +147,40 @@ class Zygote:
 
     def __init__(self, runtime: str, log: Path, env: dict[str, str] | None = None) -> None:
         self.log = log
+        self.runtime = runtime
+        self.image = image(runtime)
         env = {**(env if env is not None else os.environ), **THREAD_LIMITS}
-        with open(log, "ab") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "mwsim.replay.zygote", runtime],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=err,
-                start_new_session=True,
-                env=env,
-                close_fds=True,
-            )
-        assert self.proc.stdout is not None and self.proc.stdin is not None
-        self._out = self.proc.stdout.fileno()
+        requests_r, requests_w = os.pipe()
+        replies_r, replies_w = os.pipe()
+        fds = (requests_r, replies_w)
+        try:
+            with open(log, "ab") as out:
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-c", _MAIN, runtime, *map(str, fds)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=out,
+                    start_new_session=True,
+                    env=env,
+                    close_fds=True,
+                    pass_fds=fds,
+                )
+        except BaseException:
+            for fd in (requests_w, replies_r):
+                os.close(fd)
+            raise
+        finally:
+            os.close(requests_r)
+            os.close(replies_w)
+        self._in = os.fdopen(requests_w, "wb")
+        self._out = replies_r
+        self._closed = False
         os.set_blocking(self._out, False)
         self._buffer = b""
         self._backlog: list[dict[str, Any]] = []
         self._ids = count()
         self.ready = False
+        self.loaded: dict[str, str | None] = {}  # the runtime's modules, and their files
 
     @property
     def pid(self) -> int:
@@ -176,7 +203,11 @@ class Zygote:
             raise ZygoteError(f"the fork server exited (code {self.proc.poll()})")
         self._buffer += chunk
         *lines, self._buffer = self._buffer.split(b"\n")
-        return [json.loads(line) for line in lines if line.strip()]
+        messages = [json.loads(line) for line in lines if line.strip()]
+        for message in messages:
+            if "error" in message:
+                raise ZygoteError(f"{message['error']} (traceback in {self.log})")
+        return messages
 
     def read(self) -> list[dict[str, Any]]:
         """Reports that arrived (``exit`` records), without blocking."""
@@ -198,32 +229,35 @@ class Zygote:
 
     def wait_ready(self, timeout_s: float) -> None:
         if not self.ready:
-            self._until(lambda m: "ready" in m, time.monotonic() + timeout_s)
+            ready = self._until(lambda m: "ready" in m, time.monotonic() + timeout_s)
+            self.loaded = dict(ready.get("loaded") or {})
             self.ready = True
 
     def fork(self, boot: dict[str, Any], log: Path, timeout_s: float = 30.0) -> int:
         """Start an agent; its pid."""
         ident = next(self._ids)
         request = {"fork": ident, "boot": boot, "log": str(log)}
-        assert self.proc.stdin is not None
-        self.proc.stdin.write((json.dumps(request) + "\n").encode())
-        self.proc.stdin.flush()
+        try:
+            self._in.write((json.dumps(request) + "\n").encode())
+            self._in.flush()
+        except OSError as exc:
+            raise ZygoteError(f"the fork server is gone ({exc})") from exc
         reply = self._until(lambda m: m.get("forked") == ident, time.monotonic() + timeout_s)
         return int(reply["pid"])
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """End the fork server (it kills any agent still alive) and reap it."""
-        if self.proc.stdin is not None:
-            with contextlib.suppress(OSError):
-                self.proc.stdin.close()
+        with contextlib.suppress(OSError):
+            self._in.close()
         try:
             self.proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=timeout_s)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        if not self._closed:
+            self._closed = True
+            os.close(self._out)
 
     def __enter__(self) -> Zygote:
         return self
@@ -233,7 +267,9 @@ class Zygote:
 
 
 def main() -> None:
-    serve(sys.argv[1] if len(sys.argv) > 1 else "multiworld")
+    """``python -c _MAIN RUNTIME REQUESTS_FD REPLIES_FD``: be the fork server."""
+    runtime, requests, replies = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    serve(runtime, requests, replies)
 
 
 if __name__ == "__main__":

@@ -1,33 +1,98 @@
-"""Upstream MultiWorld (PyPI ``multiworld``) as the system under test."""
+"""Upstream MultiWorld (PyPI ``multiworld``) as the system under test, and the base of an
+adapter for any other build of it (a checkout, a fork, an older release: ``source``)."""
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
+import re
+import sys
 from collections.abc import Sequence
+from importlib.machinery import PathFinder
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from mwsim.runtimes import Runtime
+from mwsim import findings
+from mwsim.runtimes import INTERFACE, Runtime, package_info
+
+if TYPE_CHECKING:
+    from mwsim.membership import Timeline
+
+
+def torch_patched() -> str | None:
+    """Why the installed torch lacks MultiWorld's patch (None: it has it); read from its
+    source, so nothing is imported."""
+    spec = PathFinder.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return "torch is not installed"
+    init = Path(next(iter(spec.submodule_search_locations))) / "distributed" / "__init__.py"
+    try:
+        patched = "_worlds," in init.read_text()
+    except OSError as exc:
+        return f"cannot read {init}: {exc}"
+    return None if patched else "torch is not patched for MultiWorld (run: make install)"
 
 
 class MultiWorldRuntime(Runtime):
-    """Each world is a MultiWorld world; its watchdog and exceptions report failures."""
+    """Each world is a MultiWorld world; its watchdog and exceptions report failures.
+
+    ``source``: a directory holding another build's ``multiworld`` package, imported
+    instead of the installed one (the fork server then never sees the installed one).
+    """
 
     name = "multiworld"
+    interface = INTERFACE
+    preload = ("multiworld.manager", "multiworld.communicator")
+    known_findings = findings.FINDINGS
+    source: ClassVar[str | None] = None
+    #: Whether MultiWorld's watchdog runs (a mutant turns it off).
+    watchdog = True
+
+    @classmethod
+    def _search(cls) -> list[str] | None:
+        return [str(Path(cls.source).resolve())] if cls.source else None
 
     @classmethod
     def unavailable(cls, backend: str, devices: int) -> str | None:
-        spec = importlib.util.find_spec("multiworld")
+        spec = PathFinder.find_spec("multiworld", cls._search())
         if spec is None or not spec.submodule_search_locations:
+            if cls.source:
+                return f"no multiworld package in {cls.source}"
             return "the multiworld package is not installed (run: make install)"
-        marker = Path(next(iter(spec.submodule_search_locations))) / "init.txt"
-        if marker.read_text().strip() != "true":
-            return "multiworld's one-time torch patch has not run (run: make install)"
-        return super().unavailable(backend, devices)
+        return torch_patched() or super().unavailable(backend, devices)
 
-    #: Whether MultiWorld's watchdog runs (a mutant turns it off).
-    watchdog = True
+    @classmethod
+    def image(cls) -> tuple[str, ...]:
+        return (*cls.preload, f"source={cls._search()}")
+
+    @classmethod
+    def prepare(cls) -> None:
+        """With ``source``: that build first on the path, and no other build imported."""
+        if not cls.source:
+            return
+        where = str(Path(cls.source).resolve())
+        if where not in sys.path:
+            sys.path.insert(0, where)
+        for name in [m for m in sys.modules if m == "multiworld" or m.startswith("multiworld.")]:
+            module = sys.modules[name]
+            if not str(getattr(module, "__file__", "") or "").startswith(where):
+                del sys.modules[name]
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        info = package_info("multiworld", cls._search())
+        if "version" not in info and "location" in info:  # a checkout: read version.py
+            version = Path(info["location"]) / "version.py"
+            with contextlib.suppress(OSError):
+                found = re.search(r"VERSION\s*=\s*[\"']([^\"']+)", version.read_text())
+                if found:
+                    info["version"] = found.group(1)
+        return info
+
+    @classmethod
+    def known_finding(
+        cls, timeline: Timeline, fields: dict[str, Any], at: float, workload: str
+    ) -> int | str | None:
+        return findings.known_finding(timeline, fields, at, workload)
 
     async def start(self) -> None:
         from multiworld.communicator import BrokenWorldException

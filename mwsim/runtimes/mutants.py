@@ -1,15 +1,21 @@
 """Planted-bug runtimes ("mutants"): upstream MultiWorld with one realistic bug each.
 
 They are selectable like any runtime (``--runtime mutant-stop-all``) and exist to show
-that mwsim's fuzzers find such bugs on live processes. Each stays quiet until the kind of
-event that exposes it happens, so finding it takes a fuzzer, not luck.
+that mwsim's checks and fuzzers find such bugs on live processes. Most stay quiet until the
+kind of event that exposes it happens, so finding it takes a fuzzer, not luck; the
+``TwoBugsMutant`` has one bug that shows in nearly every run, hiding nothing else.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import threading
 from collections.abc import Sequence
 from typing import Any
 
+from mwsim.runtimes import Unsupported
 from mwsim.runtimes.multiworld import MultiWorldRuntime
 
 
@@ -132,3 +138,75 @@ class FalseAlarmMutant(_Tracking):
 
     def is_broken(self, world: str) -> bool:
         return world in self.flagged or super().is_broken(world)
+
+
+class SelfKillMutant(MultiWorldRuntime):
+    """Half a second after one of its worlds breaks, it ends its own process with SIGKILL
+    (a watchdog that takes a lost peer for its own hang): workers no fault targeted die."""
+
+    name = "mutant-self-kill"
+
+    def _doom(self) -> None:
+        asyncio.get_running_loop().call_later(0.5, os.kill, os.getpid(), signal.SIGKILL)
+
+    def is_broken(self, world: str) -> bool:
+        broken = super().is_broken(world)
+        if broken:
+            self._doom()
+        return broken
+
+    def is_failure(self, exc: BaseException) -> bool:
+        failure = super().is_failure(exc)
+        if failure:
+            self._doom()
+        return failure
+
+
+class RemoveRaisesMutant(MultiWorldRuntime):
+    """``remove_world`` forgets the world before tearing it down, then looks it up:
+    every graceful removal (a leave, a removed world) raises ``KeyError``."""
+
+    name = "mutant-remove-raises"
+
+    def remove_world(self, world: str) -> None:
+        raise KeyError(world)
+
+
+class StuckLeaveMutant(MultiWorldRuntime):
+    """``remove_world`` waits for a lock nobody releases: a leave or a removed world never
+    completes (the process stays alive, doing nothing)."""
+
+    name = "mutant-stuck-leave"
+
+    def remove_world(self, world: str) -> None:
+        threading.Event().wait()
+
+
+class NoAllReduceMutant(MultiWorldRuntime):
+    """A send/recv-only build: it has no ``all_reduce`` and says so (``supports``), so an
+    all-reduce scenario is inconclusive before anything starts."""
+
+    name = "mutant-no-allreduce"
+    supports = frozenset({"send", "recv", "remove_world"})
+
+    async def all_reduce(self, world: str, tensor: Any) -> None:
+        raise Unsupported(f"runtime {self.name} has no all_reduce")
+
+
+class TwoBugsMutant(FalseAlarmMutant):
+    """Two planted bugs: the fifth message each world receives has its last element
+    overwritten (a buffer reused too early: it shows in nearly every run), and forming a
+    world while others serve reports the oldest other world broken (only after a join or
+    an added world)."""
+
+    name = "mutant-two-bugs"
+
+    async def start(self) -> None:
+        await super().start()
+        self.received: dict[str, int] = {}
+
+    async def recv(self, world: str, tensor: Any, src: int) -> None:
+        await super().recv(world, tensor, src)
+        self.received[world] = self.received.get(world, 0) + 1
+        if self.received[world] == 5:
+            tensor[-1] += 1

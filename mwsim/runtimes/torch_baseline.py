@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from mwsim.runtimes import Runtime
+from mwsim.runtimes import INTERFACE, Runtime, package_info
 
 
 def _settle(done: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
@@ -49,7 +49,13 @@ class TorchRuntime(Runtime):
     """One process group for the whole deployment."""
 
     name = "torch"
+    interface = INTERFACE
     needs_rendezvous = True
+    preload = ("torch.distributed",)
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        return package_info("torch")
 
     async def start(self) -> None:
         import torch.distributed as dist

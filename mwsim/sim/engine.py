@@ -12,6 +12,7 @@ cost little.
 
 from __future__ import annotations
 
+import importlib.metadata
 import math
 import random
 from collections.abc import Callable, Generator
@@ -27,6 +28,8 @@ from mwsim.membership import Plan, Step, WorldLife
 from mwsim.playback import Action, actions, dispatch
 from mwsim.scenario import Scenario
 from mwsim.timing import Mechanism, RuntimeModel, detection_window, failing_peers, model_for
+
+_VERSION = importlib.metadata.version("mwsim")
 
 #: Beyond this many predicted ops, ops are written as spans (``ops`` events).
 OP_EVENT_LIMIT = 250_000
@@ -87,7 +90,8 @@ class Simulation:
         self.scenario = scenario
         self.plan: Plan = scenario.plan
         self.model = model or model_for(scenario.runtime)
-        self.rng: random.Random = seeded(scenario.seed if seed is None else seed)
+        self.seed = scenario.seed if seed is None else seed
+        self.rng: random.Random = seeded(self.seed)
         self.env = simpy.Environment()
         self.kind = scenario.workload.kind
         self.interval = scenario.workload.interval_s
@@ -509,7 +513,8 @@ class Simulation:
             mode=Mode.SIM,
             runtime=s.runtime,
             backend=s.backend,
-            seed=s.seed,
+            seed=self.seed,
+            mwsim=_VERSION,
         )
         self.alive = set(self.plan.initial.workers())
         for world in self.worlds:

@@ -411,3 +411,173 @@ def test_a_lag_excuses_only_a_violation_it_is_long_enough_to_explain():
     # never reported: half a second behind cannot explain five seconds of silence
     missed = edit(h, keep=lambda e: e.kind != "broken")
     assert verdicts(History([*missed, behind]), CRASH)["detection"].verdict == "fail"
+
+
+# -- survival, errors, and scale operations the runtime does not complete -------------------
+
+LEAVE = scenario(
+    """
+    name: leave
+    topology: {generator: fan_in, workers: 2}
+    duration_s: 14
+    events:
+      - {at: 3.0, do: leave, target: w2}
+    """
+)
+REMOVE = scenario(
+    """
+    name: remove
+    topology: {generator: fan_in, workers: 2}
+    duration_s: 8
+    events:
+      - {at: 2.0, do: add_world, world: x, members: [w1, w2]}
+      - {at: 5.0, do: remove_world, world: x}
+    """
+)
+
+
+def with_event(history, new):
+    return History(sorted([*history, new], key=lambda e: e.t))
+
+
+def test_a_worker_no_fault_targeted_must_not_die():
+    h = with_event(simulate(CRASH), event(4.0, "exit", worker="leader", code=-9, expected=False))
+    v = verdicts(h, CRASH)["survival"]
+    assert v.verdict == "fail" and v.at == 4.0
+    assert v.detail.startswith("leader was killed by signal 9 at 4.00 s though no fault targeted")
+    assert "(its last record: op on world" in v.detail and " at 3.9" in v.detail
+    h = with_event(simulate(CRASH), event(4.0, "exit", worker="w1", code=3, expected=False))
+    assert "w1 exited with code 3 at 4.00 s" in verdicts(h, CRASH)["survival"].detail
+    assert v.evidence == ("an untargeted worker was killed by signal 9",)
+
+
+def test_a_targeted_worker_may_die_and_an_expected_exit_is_no_death():
+    # w2 was crashed at 3 s: an exit of its own after that is the fault's doing
+    h = with_event(simulate(CRASH), event(3.5, "exit", worker="w2", code=1, expected=False))
+    assert verdicts(h, CRASH)["survival"].verdict == "pass"
+    h = with_event(simulate(CRASH), event(4.0, "exit", worker="w1", code=0, expected=True))
+    assert verdicts(h, CRASH)["survival"].verdict == "pass"
+
+
+def test_a_death_after_the_judged_interval_is_not_judged():
+    h = with_event(simulate(CRASH), event(8.5, "exit", worker="w1", code=-9, expected=False))
+    assert verdicts(h, CRASH)["survival"].verdict == "pass"
+
+
+def test_an_exception_that_is_not_the_failure_signal_is_an_error():
+    bad = event(
+        5.02,
+        "error",
+        world="x",
+        worker="w1",
+        message="remove_world raised KeyError: 'x'",
+        source="runtime",
+        op="remove_world",
+        exception="KeyError",
+    )
+    v = verdicts(with_event(simulate(REMOVE), bad), REMOVE)["errors"]
+    assert v.verdict == "fail" and v.world == "x"
+    assert v.detail == "w1 on x at 5.02 s: remove_world raised KeyError: 'x'"
+    assert v.evidence == ("remove_world raised KeyError",)
+
+
+def test_a_failure_signal_on_a_healthy_world_is_an_error_and_one_after_a_fault_is_not():
+    early = event(
+        2.5,
+        "broken",
+        world="world1",
+        worker="leader",
+        reason="the runtime raised BrokenWorldException: world1",
+        raised="BrokenWorldException",
+        op="recv",
+    )
+    v = verdicts(with_event(simulate(CRASH), early), CRASH)["errors"]
+    assert v.verdict == "fail"
+    assert "world1: leader's recv raised BrokenWorldException at 2.50 s" in v.detail
+    assert v.evidence == ("recv raised BrokenWorldException while healthy",)
+    after = event(3.1, "broken", world="world2", worker="leader", reason="r", raised="X", op="recv")
+    assert verdicts(with_event(simulate(CRASH), after), CRASH)["errors"].verdict == "pass"
+
+
+def test_an_error_of_the_harness_itself_makes_errors_unknown_not_failed():
+    own = event(
+        4.0, "error", worker="w1", message="workload failed: ValueError()", source="harness"
+    )
+    v = verdicts(with_event(simulate(CRASH), own), CRASH)["errors"]
+    assert v.verdict == "unknown" and "the harness hit an error at 4.00 s (w1)" in v.detail
+
+
+def incomplete_leave(e, **how):
+    if e.kind == "fault" and e["do"] == "leave":
+        return with_attrs(e, confirmed=False, confirm_s=None, delivered=True, **how)
+    return e
+
+
+@pytest.mark.parametrize(
+    ("code", "said"),
+    [
+        (None, "its process was still running 5 s later"),
+        (1, "its process exited with code 1"),
+        (-9, "its process was killed by signal 9"),
+    ],
+)
+def test_a_leave_the_runtime_does_not_complete_violates_scale_out(code, said):
+    h = edit(simulate(LEAVE), change=lambda e: incomplete_leave(e, code=code))
+    result = verdicts(h, LEAVE)
+    v = result["scale_out"]
+    assert v.verdict == "fail" and v.detail == f"w2's leave at 3.00 s did not complete: {said}"
+    assert v.evidence == ("leave not completed",)
+    # delivered, so not a doubt about the injection: the other properties are judged
+    assert result["progress"].verdict == "pass" and result["detection"].verdict == "pass"
+
+
+def test_a_leave_that_was_never_delivered_stays_unconfirmed():
+    h = edit(
+        simulate(LEAVE),
+        change=lambda e: (
+            with_attrs(e, confirmed=False, delivered=False)
+            if e.kind == "fault" and e["do"] == "leave"
+            else e
+        ),
+    )
+    result = verdicts(h, LEAVE)
+    assert result["scale_out"].verdict == "unknown"
+    assert "leave of w2 at 3.00 s was not confirmed" in result["scale_out"].detail
+
+
+def test_a_world_removal_every_member_must_complete():
+    h = edit(simulate(REMOVE), keep=lambda e: not (e.kind == "left" and e["worker"] == "w2"))
+    v = verdicts(h, REMOVE)["scale_out"]
+    assert v.verdict == "fail" and v.world == "x"
+    assert v.detail == "x: w2 did not complete remove_world within 1.04 s of 5.00 s; never did"
+    assert verdicts(simulate(REMOVE), REMOVE)["scale_out"].detail.endswith(
+        "1 world removal(s) completed"
+    )
+
+
+def test_scale_out_says_a_world_was_added_when_none_was_due():
+    s = scenario(
+        """
+        name: added-then-crashed
+        topology: {generator: fan_in, workers: 2}
+        duration_s: 6
+        events:
+          - {at: 2.0, do: add_world, world: x, members: [w1, w2]}
+          - {at: 2.005, do: crash, target: w2}
+        """
+    )
+    h = edit(simulate(s), keep=lambda e: not (e.kind == "op" and e["world"] == "x"))
+    v = verdicts(h, s)["scale_out"]
+    assert v.verdict == "pass"
+    assert v.detail.startswith("1 new world(s), none due to serve")
+
+
+def test_each_violation_names_the_kinds_of_its_evidence_without_names():
+    h = edit(
+        simulate(CRASH),
+        keep=lambda e: not (e.kind == "op" and e["world"] == "world1" and 5 < e.t < 7.5),
+    )
+    v = verdicts(h, CRASH)["progress"]
+    assert v.verdict == "fail" and v.evidence == ("no op while healthy",)
+    assert v.at is not None and 4.9 < v.at < 5.1
+    assert v.to_dict()["evidence"] == ["no op while healthy"]

@@ -68,3 +68,38 @@ def test_fuzz_usage_errors_exit_2(tmp_path):
         result = run("fuzz", *args, "--out", str(tmp_path))
         assert result.returncode == 2, (args, result.stdout, result.stderr)
         assert "Traceback" not in result.stderr
+
+
+def test_a_library_with_two_scenarios_of_one_name_is_refused_at_the_second_name(tmp_path):
+    text = (ROOT / "scenarios" / "fanin-crash-one.yaml").read_text()
+    (tmp_path / "a.yaml").write_text(text)
+    (tmp_path / "b.yaml").write_text("# a copy\n" + text)
+    line = (
+        1 + 1 + text.splitlines().index(next(x for x in text.splitlines() if x.startswith("name:")))
+    )
+    for command in (["validate"], ["run", "--sim", "--out", str(tmp_path / "out")]):
+        result = run(*command, str(tmp_path))
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert result.stderr.strip().splitlines() == [
+            f"{tmp_path / 'b.yaml'}:{line}: name: 'fanin-crash-one' is already the name of "
+            f"{tmp_path / 'a.yaml'}"
+        ]
+    assert not (tmp_path / "out").exists()  # nothing started
+
+
+def test_a_failure_of_mwsim_itself_is_inconclusive_with_the_log_of_its_traceback(monkeypatch):
+    from click.testing import CliRunner
+
+    from mwsim import cli, runs
+
+    def broken(*_args, **_kwargs):
+        raise ZeroDivisionError("a bug in mwsim")
+
+    monkeypatch.setattr(runs, "run_scenario", broken)
+    result = CliRunner().invoke(cli.main, ["run", str(ROOT / "scenarios" / "fanin-crash-one.yaml")])
+    assert result.exit_code == 3
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("mwsim run: internal error, inconclusive (ZeroDivisionError: a bug")
+    log = Path(line.rsplit("traceback in ", 1)[1])
+    assert "raise ZeroDivisionError" in log.read_text()
+    log.unlink()

@@ -43,7 +43,7 @@ def test_a_violation_that_does_not_replay_is_not_shrunk_but_flaky(tmp_path, monk
         "topology: {generator: fan_in, workers: 2}\nduration_s: 4\n"
         "events:\n  - {at: 1.0, do: crash, target: w1}\n"
     )
-    verdict = Verdict("progress", FAIL, "world1: no op", world="world1")
+    verdict = Verdict("progress", FAIL, "world1: no op", world="world1", evidence=("no op",))
     violation = fuzz.Violation(found, [verdict], Path(tmp_path / "found.yaml"))
     replays = []
 
@@ -53,7 +53,7 @@ def test_a_violation_that_does_not_replay_is_not_shrunk_but_flaky(tmp_path, monk
 
     monkeypatch.setattr(fuzz, "replay_violates", replay_violates)
     assert fuzz.minimize(violation, tmp_path) is None
-    assert replays == [(found, {("progress", "world1")})]  # one replay, nothing dropped
+    assert replays == [(found, {("progress", "no op")})]  # one replay, nothing dropped
 
 
 def test_a_live_failure_that_does_not_come_back_is_returned_one_that_does_is_raised():

@@ -42,6 +42,8 @@ def test_json_report_has_the_documented_shape(tmp_path):
         "scale_out",
         "hygiene",
         "recovery",
+        "survival",
+        "errors",
     ]
     assert all(set(p) >= {"name", "verdict", "detail"} for p in data["properties"])
     assert data["broken_worlds"] == ["world2"]

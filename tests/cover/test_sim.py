@@ -11,6 +11,7 @@ from mwsim import load_scenario
 from mwsim.checks import check, expected_violations, judge
 from mwsim.events import BREAKING
 from mwsim.generate import FAMILIES, generate
+from mwsim.history import History
 from mwsim.scenario import parse_scenario
 from mwsim.sim import RuntimeModel, simulate
 from mwsim.testing import scenario
@@ -49,6 +50,16 @@ def test_simulated_library_satisfies_every_property(path):
     s = load_scenario(path)
     overall, verdicts = judge(check(simulate(s), s), expected_violations(s, "sim"))
     assert overall == "pass", [(v.name, v.detail) for v in verdicts if v.verdict != "pass"]
+
+
+@pytest.mark.parametrize("path", LIBRARY, ids=[p.stem for p in LIBRARY])
+def test_every_library_scenario_lasts_past_its_own_detection_bounds(path):
+    """A runtime that never reports a broken world must fail detection on every library
+    scenario where a report is due, never be 'unknown' because the run ended first."""
+    s = load_scenario(path)
+    silent = History([e for e in simulate(s) if e.kind != "broken"])
+    detection = next(v for v in check(silent, s) if v.name == "detection")
+    assert "the run ended before" not in detection.detail, detection.detail
 
 
 HANG = """
