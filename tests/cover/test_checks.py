@@ -481,7 +481,7 @@ def test_an_exception_that_is_not_the_failure_signal_is_an_error():
     assert v.evidence == ("remove_world raised KeyError",)
 
 
-def test_a_failure_signal_on_a_healthy_world_is_an_error_and_one_after_a_fault_is_not():
+def test_a_failure_signal_on_a_healthy_world_is_a_false_alarm_with_the_exception():
     early = event(
         2.5,
         "broken",
@@ -491,12 +491,14 @@ def test_a_failure_signal_on_a_healthy_world_is_an_error_and_one_after_a_fault_i
         raised="BrokenWorldException",
         op="recv",
     )
-    v = verdicts(with_event(simulate(CRASH), early), CRASH)["errors"]
-    assert v.verdict == "fail"
-    assert "world1: leader's recv raised BrokenWorldException at 2.50 s" in v.detail
-    assert v.evidence == ("recv raised BrokenWorldException while healthy",)
-    after = event(3.1, "broken", world="world2", worker="leader", reason="r", raised="X", op="recv")
-    assert verdicts(with_event(simulate(CRASH), after), CRASH)["errors"].verdict == "pass"
+    result = verdicts(with_event(simulate(CRASH), early), CRASH)
+    alarm = result["no_false_alarm"]
+    assert alarm.verdict == "fail" and alarm.evidence == ("reported broken while healthy",)
+    assert alarm.detail == (
+        "world1: leader reported it broken at 2.50 s while no member was faulty "
+        "(recv raised BrokenWorldException)"
+    )
+    assert result["errors"].verdict == "pass"  # its own failure signal: not an error
 
 
 def test_an_error_of_the_harness_itself_makes_errors_unknown_not_failed():
