@@ -690,7 +690,7 @@ class _Session:
                 log(f"{self.reference} fails it too ({describe(new)}): {kept}")
                 return
             new = new - theirs
-            mine = frozenset(new | (violation.signature - theirs))
+            mine = violation.signature - theirs
             violation = Violation(
                 violation.scenario, [_only(v, mine) for v in violation.verdicts], violation.path
             )
