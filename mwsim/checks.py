@@ -19,7 +19,7 @@ from mwsim.events import BREAKING, Degrade, Kind, Slow, Target, subject_of
 from mwsim.history import Event, History, Mode
 from mwsim.membership import Plan, Step, WorldId, WorldLife
 from mwsim.scenario import Property, Scenario
-from mwsim.timing import RuntimeModel, detection_window, failing_peers, model_for
+from mwsim.timing import RuntimeModel, detection_window, failing_peers, model_for, sized
 
 
 class Result(StrEnum):
@@ -172,7 +172,7 @@ def _nearest(candidates: list[Step], t: float, taken: set[int]) -> int | None:
 def facts(history: History, scenario: Scenario, model: RuntimeModel | None = None) -> Facts:
     """Read ``history`` against ``scenario`` (once: every property reads the same facts)."""
     p: Plan = scenario.plan
-    model = model or model_for(scenario.runtime)
+    model = sized(model or model_for(scenario.runtime), scenario)
     stops = [e.t for e in history.of_kind("phase") if e.get("name") in ("stop", "interrupted")]
     meta = history.meta
     f = Facts(

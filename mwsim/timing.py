@@ -96,6 +96,24 @@ def model_for(runtime: str) -> RuntimeModel:
     return MODELS.get(runtime, MODELS["multiworld"])
 
 
+#: Up to this many worker processes, each agent asks its runtime's broken-world query every
+#: ``poll_s``; in bigger deployments proportionally less often, so that the machine wakes
+#: agents about as often in all (256 agents polling every 20 ms kept a 2-core machine's CPU
+#: saturated: bench/results.md, "The real replay's capacity, second look").
+POLL_PROCESSES = 32
+
+
+def poll_period(model: RuntimeModel, processes: int) -> float:
+    """How often an agent polls the broken-world query in a deployment of ``processes``."""
+    return model.poll_s * max(1.0, processes / POLL_PROCESSES)
+
+
+def sized(model: RuntimeModel, scenario: Scenario) -> RuntimeModel:
+    """``model`` for the scenario's deployment size (its agents' poll period)."""
+    poll = poll_period(model, len(scenario.plan.workers))
+    return model if poll == model.poll_s else replace(model, poll_s=poll)
+
+
 def talks(workload: str, rank_a: int, rank_b: int) -> bool:
     """Do two ranks exchange data directly in this workload (so a dead peer fails an op)?"""
     return workload == "allreduce" or 0 in (rank_a, rank_b)

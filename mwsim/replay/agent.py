@@ -218,9 +218,9 @@ class Agent:
                     continue
                 if broken:
                     self._broken(run, "the runtime's broken-world query turned true")
-            await asyncio.sleep(WATCH_PERIOD_S)
+            await asyncio.sleep(self.boot.watch_s)
             now = time.monotonic()
-            late = now - last - WATCH_PERIOD_S
+            late = now - last - self.boot.watch_s
             if late >= LAG_S and self.t0 is not None:
                 self.emit("lag", source="agent", lag_s=round(late, 3))
             last = now

@@ -40,6 +40,7 @@ from mwsim.replay.signals import SignalTrap, Waker
 from mwsim.replay.worlds import Formation
 from mwsim.replay.zygote import Zygote
 from mwsim.scenario import Scenario
+from mwsim.timing import model_for, poll_period
 
 START_LEAD_S = 0.05
 STOP_GRACE_S = 2.0
@@ -144,6 +145,8 @@ class Controller:
         self.runtime = runtime or scenario.runtime
         self.backend = backend or scenario.backend
         self.devices = devices(scenario.plan, self.backend)
+        # the checks and the model expect this poll period for this size (timing.sized)
+        self.watch_s = poll_period(model_for(self.runtime), len(scenario.plan.workers))
         needed = len(set(self.devices.values())) if self.backend == "nccl" else 0
         self.runtime_class = runtime_class(self.runtime, self.backend, needed, scenario)
         faults = any(step.event.info.network for step in scenario.plan.steps)
@@ -213,6 +216,7 @@ class Controller:
             rendezvous_addr=self.network.address(self.plan.initial.host_of(peers[0])),
             netns=self.network.netns(host),
             ifname=self.network.ifname(host),
+            watch_s=self.watch_s,
         )
 
     # -- what agents report ----------------------------------------------------------------

@@ -43,6 +43,7 @@ class Boot:
     rendezvous_addr: str | None = None
     netns: str | None = None  # the host's network namespace, joined right after the fork
     ifname: str | None = None  # the host's interface, for gloo's and NCCL's sockets
+    watch_s: float = 0.02  # how often to poll the runtime's broken-world query
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Boot:

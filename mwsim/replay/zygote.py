@@ -38,6 +38,7 @@ PRELOAD = ("numpy", "torch", "torch.distributed", "mwsim.workloads", "mwsim.repl
 THREAD_LIMITS = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 _replies = -1  # the fork server's end of its reply pipe
+#: Run with ``-P``: the working directory (another checkout of mwsim, say) is not on the path.
 _MAIN = "from mwsim.replay.zygote import main; main()"
 
 
@@ -156,7 +157,7 @@ class Zygote:
         try:
             with open(log, "ab") as out:
                 self.proc = subprocess.Popen(
-                    [sys.executable, "-c", _MAIN, runtime, *map(str, fds)],
+                    [sys.executable, "-P", "-c", _MAIN, runtime, *map(str, fds)],
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=out,

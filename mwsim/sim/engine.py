@@ -27,7 +27,14 @@ from mwsim.internal.rng import seeded
 from mwsim.membership import Plan, Step, WorldLife
 from mwsim.playback import Action, actions, dispatch
 from mwsim.scenario import Scenario
-from mwsim.timing import Mechanism, RuntimeModel, detection_window, failing_peers, model_for
+from mwsim.timing import (
+    Mechanism,
+    RuntimeModel,
+    detection_window,
+    failing_peers,
+    model_for,
+    sized,
+)
 
 _VERSION = importlib.metadata.version("mwsim")
 
@@ -89,7 +96,7 @@ class Simulation:
     ) -> None:
         self.scenario = scenario
         self.plan: Plan = scenario.plan
-        self.model = model or model_for(scenario.runtime)
+        self.model = sized(model or model_for(scenario.runtime), scenario)
         self.seed = scenario.seed if seed is None else seed
         self.rng: random.Random = seeded(self.seed)
         self.env = simpy.Environment()
