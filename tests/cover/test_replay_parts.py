@@ -441,3 +441,15 @@ def test_the_cpu_watch_reports_saturation_from_pressure_or_busy_ticks(tmp_path, 
     stat.write_text("cpu  190 0 100 810 0 0 0 80 0 0\n")  # 170 of 180 jiffies busy
     got = watch.sample(1.0)
     assert got is not None and got["share"] == 0.94 and "the CPUs were busy" in got["detail"]
+
+
+def test_the_agents_poll_period_is_the_one_the_model_judges_by(tmp_path):
+    from mwsim.replay.controller import Controller
+    from mwsim.testing import scenario
+    from mwsim.timing import model_for, sized
+
+    for workers in (3, 255):
+        s = scenario(f"topology: {{generator: fan_in, workers: {workers}}}")
+        controller = Controller(s, tmp_path / str(workers), network="loopback")
+        controller.waker.close()  # never started: nothing else to stop
+        assert controller.watch_s == sized(model_for("multiworld"), s).poll_s

@@ -184,3 +184,19 @@ def test_the_partitions_family_draws_every_network_fault_and_flapping_links():
         )
     assert seen.get("partition", 0) > 20 and seen.get("degrade") and seen.get("power_off")
     assert flapping
+
+
+def test_agents_poll_less_often_in_big_deployments_and_the_model_knows():
+    from mwsim.timing import POLL_PROCESSES, model_for, poll_period, sized
+
+    base = model_for("multiworld")
+    assert poll_period(base, 3) == poll_period(base, POLL_PROCESSES) == base.poll_s
+    assert poll_period(base, 8 * POLL_PROCESSES) == pytest.approx(8 * base.poll_s)
+    small = scenario("topology: {generator: fan_in, workers: 3}")
+    assert sized(base, small) is base
+    big = scenario("topology: {generator: fan_in, workers: 255}")  # 256 processes
+    assert sized(base, big).poll_s == pytest.approx(8 * base.poll_s)
+    # a crashed peer's report is predicted later by the longer poll
+    assert sized(base, big).op_window(0.02)[1] - base.op_window(0.02)[1] == pytest.approx(
+        7 * base.poll_s
+    )
