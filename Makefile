@@ -16,14 +16,14 @@ CORE_REAL := scenarios/fanin-mixed.yaml scenarios/pipeline-host-crash.yaml \
              scenarios/regressions/finding-early-loss-freezes-watchdog.yaml \
              scenarios/partition-cut-from-store.yaml scenarios/partition-members-cut-apart.yaml
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test test-gpu lint bench clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt tools/install-system.sh $(OTHER)/pyproject.toml
 	sh tools/install-system.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	extras=dev; if dpkg -s libnetfilter-queue-dev >/dev/null 2>&1; then extras=dev,net; \
+	extras=multiworld,dev; if dpkg -s libnetfilter-queue-dev >/dev/null 2>&1; then extras=multiworld,dev,net; \
 	else echo "mwsim: no libnetfilter-queue-dev: degraded links cannot add delay"; fi; \
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt \
 	  -e ".[$$extras]"
@@ -42,6 +42,14 @@ test: install
 	$(BIN)/python -m pytest
 	$(BIN)/python -m pytest scenarios --mwsim-mode=sim -q
 	$(BIN)/python -m pytest $(CORE_REAL) --mwsim-mode=real
+
+# The GPU tier (a runner with NVIDIA GPUs: .github/workflows/gpu.yml): gpu_tests/ and the
+# core library on NCCL; each writes JUnit XML, histories, reports and timelines under out/gpu.
+test-gpu: install
+	mkdir -p out/gpu
+	$(BIN)/python -m pytest gpu_tests -p no:cacheprovider --junitxml=out/gpu/junit-gpu-tests.xml
+	$(BIN)/python -m pytest $(CORE_REAL) --mwsim-mode=real --mwsim-backend=nccl \
+	  --mwsim-out=out/gpu/library --junitxml=out/gpu/junit-library.xml
 
 lint: install
 	$(BIN)/ruff check .

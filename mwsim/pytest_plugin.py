@@ -165,16 +165,17 @@ class ScenarioItem(pytest.Item):
     def runtest(self) -> None:
         from mwsim import report
         from mwsim.checks import Result
-        from mwsim.errors import Inconclusive
+        from mwsim.errors import Inconclusive, ProblemError
         from mwsim.replay.controller import runtime_class
         from mwsim.runs import run_scenario, with_overrides
         from mwsim.scenario import load_scenario
 
-        scenario = with_overrides(
-            load_scenario(self.path),
-            self.config.getoption("--mwsim-runtime"),
-            self.config.getoption("--mwsim-backend"),
-        )
+        loaded = load_scenario(self.path)
+        backend = self.config.getoption("--mwsim-backend")
+        try:
+            scenario = with_overrides(loaded, self.config.getoption("--mwsim-runtime"), backend)
+        except ProblemError as exc:  # say, --mwsim-backend nccl on a host without GPUs
+            pytest.skip(f"this scenario cannot run as asked: {exc.problems[0].message}")
         try:
             real = scenario if self.mode != "sim" else None
             runtime_class(scenario.runtime, scenario.backend, 0, real)  # before a fork server

@@ -4,6 +4,7 @@ adapter for any other build of it (a checkout, a fork, an older release: ``sourc
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import re
 import sys
 from collections.abc import Sequence
@@ -16,6 +17,26 @@ from mwsim.runtimes import INTERFACE, Runtime, package_info
 
 if TYPE_CHECKING:
     from mwsim.membership import Timeline
+
+
+def torch_fits(multiworld: Path) -> str | None:
+    """Why the installed torch is not a release this MultiWorld build patches (None: it
+    is one), from the patches it ships."""
+    try:
+        version = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        return "torch is not installed"
+    release = version.split("+")[0]
+    patches = sorted(p.name for p in (multiworld / "patch").glob("pytorch-v*.patch"))
+    if not patches or f"pytorch-v{release}.patch" in patches:
+        return None
+    known = ", ".join(
+        sorted({p.removeprefix("pytorch-v").split("-")[0].removesuffix(".patch") for p in patches})
+    )
+    return (
+        f"this MultiWorld build patches torch {known} only, and this environment has torch "
+        f"{version}: install 'mwsim[multiworld]' (torch 2.4.0) in an environment of its own"
+    )
 
 
 def torch_patched() -> str | None:
@@ -57,8 +78,15 @@ class MultiWorldRuntime(Runtime):
         if spec is None or not spec.submodule_search_locations:
             if cls.source:
                 return f"no multiworld package in {cls.source}"
-            return "the multiworld package is not installed (run: make install)"
-        return torch_patched() or super().unavailable(backend, devices)
+            return (
+                "the multiworld package is not installed (make install, or pip install "
+                "'mwsim[multiworld]' in an environment of its own: it needs torch 2.4.0)"
+            )
+        where = Path(next(iter(spec.submodule_search_locations)))
+        marker = where / "init.txt"  # an installed release patches torch at first import
+        if not cls.source and marker.exists() and marker.read_text().strip() != "true":
+            return "multiworld's one-time torch patch has not run (run: make install)"
+        return torch_fits(where) or torch_patched() or super().unavailable(backend, devices)
 
     @classmethod
     def image(cls) -> tuple[str, ...]:

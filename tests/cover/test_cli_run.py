@@ -1,6 +1,7 @@
 """``mwsim run --sim``, ``check``, ``generate``: exit statuses and outputs (no real processes)."""
 
 import json
+from pathlib import Path
 
 import yaml
 from click.testing import CliRunner
@@ -180,3 +181,32 @@ def test_pytest_items_with_network_faults_skip_with_the_reason_without_emulated_
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 skipped" in done.stdout
     assert "the scenario has network faults, but --network loopback was asked" in done.stdout
+
+
+def test_pytest_items_that_cannot_run_on_the_backend_asked_for_skip_with_the_reason(tmp_path):
+    """`make test-gpu` runs the library with --mwsim-backend=nccl: a scenario whose hosts
+    have no GPUs cannot, and says so."""
+    import subprocess
+    import sys
+
+    path = Path(__file__).parents[2] / "scenarios" / "allreduce-lose-member.yaml"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(path),
+            "--mwsim-mode=real",
+            "--mwsim-backend=nccl",
+            "-rs",
+            "-p",
+            "no:cacheprovider",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 skipped" in done.stdout
+    assert "this scenario cannot run as asked:" in done.stdout
+    assert "nccl" in done.stdout.split("cannot run as asked:", 1)[1].splitlines()[0]
