@@ -156,57 +156,31 @@ def test_network_faults_without_emulated_hosts_are_inconclusive_before_anything_
     assert not (out / "partitioned" / "real").exists()
 
 
-def test_pytest_items_with_network_faults_skip_with_the_reason_without_emulated_hosts(tmp_path):
+def skipped_items(path, *options: str):
+    """Run scenario items through pytest (the plugin) in a fresh interpreter; its output."""
     import subprocess
     import sys
 
+    command = [sys.executable, "-m", "pytest", str(path), "--mwsim-mode=real", *options]
+    done = subprocess.run(
+        [*command, "-rs", "-p", "no:cacheprovider"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 skipped" in done.stdout
+    return done.stdout
+
+
+def test_pytest_items_with_network_faults_skip_with_the_reason_without_emulated_hosts(tmp_path):
     path = tmp_path / "p.yaml"
     path.write_text(PARTITIONED)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            str(path),
-            "--mwsim-mode=real",
-            "--mwsim-network=loopback",
-            "-rs",
-            "-p",
-            "no:cacheprovider",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "1 skipped" in done.stdout
-    assert "the scenario has network faults, but --network loopback was asked" in done.stdout
+    said = skipped_items(path, "--mwsim-network=loopback")
+    assert "the scenario has network faults, but --network loopback was asked" in said
 
 
-def test_pytest_items_that_cannot_run_on_the_backend_asked_for_skip_with_the_reason(tmp_path):
+def test_pytest_items_that_cannot_run_on_the_backend_asked_for_skip_with_the_reason():
     """`make test-gpu` runs the library with --mwsim-backend=nccl: a scenario whose hosts
     have no GPUs cannot, and says so."""
-    import subprocess
-    import sys
-
     path = Path(__file__).parents[2] / "scenarios" / "allreduce-lose-member.yaml"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            str(path),
-            "--mwsim-mode=real",
-            "--mwsim-backend=nccl",
-            "-rs",
-            "-p",
-            "no:cacheprovider",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "1 skipped" in done.stdout
-    assert "this scenario cannot run as asked:" in done.stdout
-    assert "nccl" in done.stdout.split("cannot run as asked:", 1)[1].splitlines()[0]
+    said = skipped_items(path, "--mwsim-backend=nccl")
+    assert "this scenario cannot run as asked:" in said
+    assert "nccl" in said.split("cannot run as asked:", 1)[1].splitlines()[0]
