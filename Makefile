@@ -48,8 +48,8 @@ test: install
 test-gpu: install
 	mkdir -p out/gpu
 	$(BIN)/python -m pytest gpu_tests -p no:cacheprovider --junitxml=out/gpu/junit-gpu-tests.xml
-	$(BIN)/python -m pytest $(CORE_REAL) --mwsim-mode=real --mwsim-backend=nccl \
-	  --mwsim-out=out/gpu/library --junitxml=out/gpu/junit-library.xml
+	$(BIN)/python -m pytest $(CORE_REAL) scenarios/gpu-faults.yaml --mwsim-mode=real \
+	  --mwsim-backend=nccl --mwsim-out=out/gpu/library --junitxml=out/gpu/junit-library.xml
 
 lint: install
 	$(BIN)/ruff check .

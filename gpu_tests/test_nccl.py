@@ -139,3 +139,51 @@ def test_all_reduce_sums_are_exact_on_nccl(run):
     integrity = next(v for v in outcome.verdicts if v.name == "integrity")
     assert integrity.verdict == "pass", integrity.detail
     passed(outcome)
+
+
+# -- GPU faults (the process lives; only its GPU stops, fails or slows) -------------------
+
+
+def fault_of(outcome: Outcome, do: str) -> dict:
+    (fault,) = [e for e in outcome.runs[0].history.of_kind("fault") if e["do"] == do]
+    return fault
+
+
+def test_a_gpu_hang_stalls_its_world_which_serves_again_and_nobody_is_told(run):
+    outcome = run(
+        TWO_GPUS
+        + STREAM
+        + "    duration_s: 9\n    events: [{at: 2.0, do: gpu_hang, target: b, for_s: 3.0}]\n",
+        "nccl-gpu-hang",
+    )
+    assert fault_of(outcome, "gpu_hang")["confirmed"] is True
+    ops = ops_by_world(outcome.runs[0].history)
+    assert not [e for e in ops["wb"] if 2.2 < e.t < 4.9], "wb served while b's GPU hung"
+    assert max(e.t for e in ops["wb"]) > 6.0 and max(e.t for e in ops["wa"]) > 8.0
+    passed(outcome)
+
+
+def test_a_failed_gpus_worker_reports_its_world_and_the_rest_serves_on(run):
+    outcome = run(
+        TWO_GPUS
+        + STREAM
+        + "    duration_s: 8\n    events: [{at: 2.0, do: gpu_error, target: b}]\n",
+        "nccl-gpu-error",
+    )
+    assert fault_of(outcome, "gpu_error")["confirmed"] is True
+    assert "b" in broken_reports(outcome.runs[0].history).get("wb", {})
+    assert max(e.t for e in ops_by_world(outcome.runs[0].history)["wa"]) > 7.0
+    passed(outcome)
+
+
+def test_a_slow_gpu_slows_its_world_and_breaks_nothing(run):
+    outcome = run(
+        TWO_GPUS
+        + STREAM
+        + "    duration_s: 8\n"
+        + "    events: [{at: 2.0, do: gpu_slow, target: b, factor: 4, for_s: 3.0}]\n",
+        "nccl-gpu-slow",
+    )
+    assert fault_of(outcome, "gpu_slow")["confirmed"] is True
+    assert outcome.runs[0].broken_worlds == []
+    passed(outcome)

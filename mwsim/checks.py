@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any, NamedTuple
 
-from mwsim.events import BREAKING, Degrade, Kind, Slow, Target, subject_of
+from mwsim.events import BREAKING, Degrade, GpuSlow, Kind, Slow, Target, subject_of
 from mwsim.history import Event, History, Mode
 from mwsim.membership import Plan, Step, WorldId, WorldLife
 from mwsim.scenario import Property, Scenario
@@ -405,6 +405,9 @@ def _slow_allowance(f: Facts, life: WorldLife, a: float, b: float) -> float:
             continue
         if isinstance(ev, Slow):
             extra = max(extra, ev.delay_ms / 1000)
+        elif isinstance(ev, GpuSlow):  # each op's GPU work takes factor times longer
+            work = f.scenario.workload.interval_s + f.model.op_latency_s
+            extra = max(extra, (ev.factor - 1) * work)
         elif isinstance(ev, Degrade):
             extra = max(extra, _degrade_allowance(f, ev))
     return extra
@@ -588,7 +591,10 @@ def _detection_needs(f: Facts) -> tuple[list[_Need], list[str]]:
             formed = _formed_at(f, life)
             if formed is None or formed > fault.t:
                 continue  # never formed: nobody was waiting on the faulty member
-            for rank, others in failing_peers(fault.step, life).items():
+            # a fault nobody notices by design (a GPU hang) is due only where expect asks
+            demanded = ev.info.noticed == "none" and ev.kind in f.bounds.detect_within_s
+            who = "peers" if demanded else None
+            for rank, others in failing_peers(fault.step, life, who).items():
                 survivor = life.members[rank]
                 free = _free_at(f, survivor, fault.t)  # a hung survivor looks once back
                 if free is None or not others:

@@ -33,6 +33,9 @@ class Kind(StrEnum):
     PARTITION = "partition"
     DEGRADE = "degrade"
     POWER_OFF = "power_off"
+    GPU_HANG = "gpu_hang"
+    GPU_ERROR = "gpu_error"
+    GPU_SLOW = "gpu_slow"
 
     @property
     def info(self) -> KindInfo:
@@ -74,6 +77,12 @@ class KindInfo:
     silent: bool = False  # peers can notice only through the watchdog (by default: see Event)
     lasting: bool = False  # may last ``for_s``; its end is recorded as ``resumed``
     network: bool = False  # acts on the network: needs emulated hosts on a real run
+    gpu: bool = False  # acts on the worker's GPU: needs backend nccl (a GPU per worker)
+    #: who must notice the worlds it breaks, by MultiWorld's design: the other members
+    #: (``peers``), the faulty member itself (``self``: its own ops fail), or nobody
+    #: (``none``: its CPU threads keep heartbeating; ``expect.detect_within_s`` may still
+    #: demand a report)
+    noticed: Literal["peers", "self", "none"] = "peers"
     confirm_within_s: float = 2.0  # the replay's deadline for the confirmation
     exit_code: int | None = None  # how a worker it ends exits (-9: killed by SIGKILL)
     colour: str = "black"  # how reports draw it
@@ -173,10 +182,43 @@ INFO: Mapping[Kind, KindInfo] = {
         exit_code=-9,
         colour="#4b0082",
     ),
+    Kind.GPU_HANG: KindInfo(  # a kernel that never returns: the process and its threads live
+        Target.WORKER,
+        Confirm.ACKED,
+        confirm_within_s=5.0,
+        fault=True,
+        breaks=True,
+        silent=True,
+        lasting=True,
+        gpu=True,
+        noticed="none",
+        colour="#ff9896",
+    ),
+    Kind.GPU_ERROR: KindInfo(  # a sticky CUDA error: the device is unusable, the process lives
+        Target.WORKER,
+        Confirm.ACKED,
+        confirm_within_s=5.0,
+        fault=True,
+        breaks=True,
+        silent=True,
+        gpu=True,
+        noticed="self",
+        colour="#c5b0d5",
+    ),
+    Kind.GPU_SLOW: KindInfo(
+        Target.WORKER,
+        Confirm.ACKED,
+        confirm_within_s=5.0,
+        fault=True,
+        lasting=True,
+        gpu=True,
+        colour="#dbdb8d",
+    ),
 }
 
 FAULTS = frozenset(k for k in Kind if k.info.fault)
 NETWORK = frozenset(k for k in Kind if k.info.network)
+GPU = frozenset(k for k in Kind if k.info.gpu)
 BREAKING = frozenset(k for k in Kind if k.info.breaks)
 ENDING = frozenset(k for k in Kind if k.info.ends)
 #: Kinds ``expect.detect_within_s`` may name (those that break worlds), as YAML spells them.
@@ -426,6 +468,46 @@ class PowerOff(_Targeted):
     do: Literal[Kind.POWER_OFF]
 
 
+class GpuHang(_Targeted):
+    """The worker's GPU stops completing work (a kernel that never returns) for ``for_s``
+    (omitted: for good); its process and its threads keep running."""
+
+    do: Literal[Kind.GPU_HANG]
+    for_s: Duration | None = None
+
+    def lasts(self) -> float | None:
+        return self.for_s
+
+    def record(self) -> dict[str, Any]:
+        return {**super().record(), "for_s": self.for_s}
+
+
+class GpuError(_Targeted):
+    """A sticky CUDA error in the worker: its device is unusable from then on, its process
+    alive. Peers hear nothing; its own next op fails."""
+
+    do: Literal[Kind.GPU_ERROR]
+
+    def silent_to(self, host: str) -> bool:
+        """The one who must notice is the faulty member itself: its own ops fail."""
+        return False
+
+
+class GpuSlow(_Targeted):
+    """The worker's GPU work takes ``factor`` times longer for ``for_s`` (omitted: to the
+    end)."""
+
+    do: Literal[Kind.GPU_SLOW]
+    factor: Annotated[float, Field(gt=1, le=1000, allow_inf_nan=False)]
+    for_s: Duration | None = None
+
+    def lasts(self) -> float | None:
+        return self.for_s
+
+    def record(self) -> dict[str, Any]:
+        return {**super().record(), "factor": self.factor, "for_s": self.for_s}
+
+
 AnyEvent = (
     Crash
     | Hang
@@ -438,6 +520,9 @@ AnyEvent = (
     | Partition
     | Degrade
     | PowerOff
+    | GpuHang
+    | GpuError
+    | GpuSlow
 )
 Event = Annotated[AnyEvent, Field(discriminator="do")]
 #: The schema class of each kind.
@@ -453,6 +538,9 @@ SCHEMAS: Mapping[Kind, type[EventBase]] = {
     Kind.PARTITION: Partition,
     Kind.DEGRADE: Degrade,
     Kind.POWER_OFF: PowerOff,
+    Kind.GPU_HANG: GpuHang,
+    Kind.GPU_ERROR: GpuError,
+    Kind.GPU_SLOW: GpuSlow,
 }
 _ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(Event)
 

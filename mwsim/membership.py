@@ -23,6 +23,9 @@ from mwsim.events import (
     Crash,
     CrashHost,
     Degrade,
+    GpuError,
+    GpuHang,
+    GpuSlow,
     Hang,
     Join,
     Kind,
@@ -345,7 +348,11 @@ class Timeline:
         if problem is None and not hung_ok and name in self.hung:
             span = self.hung[name]
             until = f"until {_s(span.end)}" if span.end is not None else "for good"
-            problem = f"worker '{name}' is hung at {_s(t)} (since {_s(span.start)}, {until}){why}"
+            what = {Kind.GPU_HANG: ": its GPU is hung", Kind.GPU_ERROR: ": its GPU has failed"}
+            problem = (
+                f"worker '{name}'{what.get(span.kind, ' is hung')} at {_s(t)} "
+                f"(since {_s(span.start)}, {until}){why}"
+            )
         if problem is not None:
             self.problems.append((loc, problem))
             return False
@@ -450,6 +457,10 @@ class Timeline:
                 step = self._hang(index, event, t, here)
             case Slow():
                 step = self._slow(index, event, t, here)
+            case GpuHang() | GpuError():
+                step = self._hang(index, event, t, here) if self._gpu_ok(event, here) else None
+            case GpuSlow():
+                step = self._slow(index, event, t, here) if self._gpu_ok(event, here) else None
             case CrashHost() | PowerOff():
                 step = self._host_down(index, event, t, here)
             case Join():
@@ -473,10 +484,28 @@ class Timeline:
         ended = self._kill(event.target, t, event.kind, index)
         return Step(index, event, (event.target,), tuple(ended))
 
-    def _hang(self, index: int, event: Hang, t: float, here: Loc) -> Step | None:
+    def _gpu_ok(self, event: GpuHang | GpuError | GpuSlow, here: Loc) -> bool:
+        """A GPU fault needs GPUs: a scenario on backend nccl (a GPU per worker)."""
+        if self.backend == "nccl":
+            return True
+        self.problems.append(
+            (
+                (*here, "do"),
+                f"{event.kind} acts on a worker's GPU, but this scenario runs on backend "
+                f"{self.backend}, without GPUs (use backend: nccl on hosts with gpus)",
+            )
+        )
+        return False
+
+    def _hang(
+        self, index: int, event: Hang | GpuHang | GpuError, t: float, here: Loc
+    ) -> Step | None:
+        """A stopped process (a hang), or a stopped or failed GPU: the worker's worlds stop
+        and it can do nothing for them (leave, form or remove a world) until it ends."""
         if not self._running(event.target, t, (*here, "target"), hung_ok=False):
             return None
-        end = t + event.for_s if event.for_s is not None else None
+        lasts = event.lasts()
+        end = t + lasts if lasts is not None else None
         span = Span(event.kind, event.target, t, end, index)
         self.hung[event.target] = span
         worlds = self.topology.blast_radius([event.target])
@@ -484,7 +513,7 @@ class Timeline:
             self.worlds[world].spans.append(span)
         return Step(index, event, (event.target,), tuple(worlds))
 
-    def _slow(self, index: int, event: Slow, t: float, here: Loc) -> Step | None:
+    def _slow(self, index: int, event: Slow | GpuSlow, t: float, here: Loc) -> Step | None:
         if not self._running(event.target, t, (*here, "target"), hung_ok=True):
             return None
         if event.target in self.slow:

@@ -66,6 +66,21 @@ class Executor(Protocol):
     def power_off(self, step: Step) -> None:
         """The host vanishes: its link goes silent, then its workers die."""
 
+    def gpu_hang(self, step: Step) -> None:
+        """The target's GPU stops completing work (its process runs on)."""
+
+    def gpu_resume(self, step: Step) -> None:
+        """The GPU hang's ``for_s`` is over: its work completes again."""
+
+    def gpu_error(self, step: Step) -> None:
+        """A sticky error makes the target's GPU unusable (its process runs on)."""
+
+    def gpu_slow(self, step: Step) -> None:
+        """The target's GPU work takes ``factor`` times longer."""
+
+    def gpu_restore(self, step: Step) -> None:
+        """The GPU slow's ``for_s`` is over: back to full speed."""
+
 
 Verb = Callable[[Executor, Step], None]
 
@@ -82,6 +97,9 @@ START: Mapping[Kind, Verb] = {
     Kind.PARTITION: lambda x, s: x.partition(s),
     Kind.DEGRADE: lambda x, s: x.degrade(s),
     Kind.POWER_OFF: lambda x, s: x.power_off(s),
+    Kind.GPU_HANG: lambda x, s: x.gpu_hang(s),
+    Kind.GPU_ERROR: lambda x, s: x.gpu_error(s),
+    Kind.GPU_SLOW: lambda x, s: x.gpu_slow(s),
 }
 #: What ends each lasting kind after its ``for_s``.
 END: Mapping[Kind, Verb] = {
@@ -89,6 +107,8 @@ END: Mapping[Kind, Verb] = {
     Kind.SLOW: lambda x, s: x.restore(s),
     Kind.PARTITION: lambda x, s: x.heal(s),
     Kind.DEGRADE: lambda x, s: x.repair(s),
+    Kind.GPU_HANG: lambda x, s: x.gpu_resume(s),
+    Kind.GPU_SLOW: lambda x, s: x.gpu_restore(s),
 }
 
 

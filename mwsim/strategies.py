@@ -59,7 +59,9 @@ def topologies() -> st.SearchStrategy[topo.Topology]:
 # -- scenarios ----------------------------------------------------------------------------
 
 #: Every kind, in the order the fuzzers enable them.
-FUZZ_KINDS = tuple(Kind)
+#: What the fuzzers draw by default: every kind but the GPU faults (their scenarios would
+#: need backend nccl and a GPU per worker; the fuzzers draw gloo deployments).
+FUZZ_KINDS = tuple(k for k in Kind if not k.info.gpu)
 
 #: May the fuzzer propose this event (its fields, without ``at``)? Say, not a known finding.
 Allowed = Callable[[Kind, dict[str, Any]], bool]
@@ -91,6 +93,9 @@ class Proposer:
             Kind.PARTITION: self._partition,
             Kind.DEGRADE: self._degrade,
             Kind.POWER_OFF: self._host_fault,
+            Kind.GPU_HANG: self._gpu_fault,
+            Kind.GPU_ERROR: self._gpu_fault,
+            Kind.GPU_SLOW: self._gpu_fault,
         }
 
     def _pick(self, kind: Kind, options: list[str], key: str = "target") -> str | None:
@@ -113,6 +118,21 @@ class Proposer:
             fields["for_s"] = self.draw(st.none() | tenths(0.5, 9.0))
         elif kind is Kind.SLOW:
             fields["delay_ms"] = self.draw(st.sampled_from([50.0, 100.0, 200.0]))
+            fields["for_s"] = self.draw(tenths(0.5, 3.0))
+        return fields
+
+    def _gpu_fault(self, kind: Kind) -> dict[str, Any] | None:
+        """On a running worker's GPU, where workers have GPUs (backend nccl)."""
+        if self.timeline.backend != "nccl":
+            return None
+        target = self._pick(kind, self.timeline.running())
+        if target is None:
+            return None
+        fields: dict[str, Any] = {"target": target}
+        if kind is Kind.GPU_HANG:
+            fields["for_s"] = self.draw(st.none() | tenths(0.5, 9.0))
+        elif kind is Kind.GPU_SLOW:
+            fields["factor"] = self.draw(st.sampled_from([2.0, 4.0, 10.0]))
             fields["for_s"] = self.draw(tenths(0.5, 3.0))
         return fields
 

@@ -162,10 +162,15 @@ def detection_window(
     return Window(min(o.lo for o in options), best.hi, best.how)
 
 
-def failing_peers(step: Step, life: WorldLife) -> dict[int, list[int]]:
+def failing_peers(step: Step, life: WorldLife, noticed: str | None = None) -> dict[int, list[int]]:
     """For a step that breaks ``life``: each member (rank) that must notice, with the ranks
-    of the members whose loss it notices (the failed ones, or those across a cut)."""
+    of the members whose loss it notices (the failed ones, or those across a cut). By the
+    kind's ``noticed`` (or ``noticed`` given): the other members, the faulty one itself (it
+    notices the loss of all the others: its own ops fail), or nobody."""
     members = life.members
+    noticed = noticed or step.event.info.noticed
+    if noticed == "none":
+        return {}
     if step.cut:
         across = step.cut.get(life.name, {})
         return {
@@ -174,7 +179,10 @@ def failing_peers(step: Step, life: WorldLife) -> dict[int, list[int]]:
             if m in members
         }
     bad = [members.index(m) for m in members if m in step.workers]
-    return {rank: bad for rank in range(len(members)) if rank not in bad} if bad else {}
+    rest = [rank for rank in range(len(members)) if rank not in bad]
+    if noticed == "self":
+        return {rank: rest for rank in bad} if rest else {}
+    return {rank: bad for rank in rest} if bad else {}
 
 
 #: The least quiet time after a scenario's last event (ops must be seen flowing again).
@@ -203,9 +211,10 @@ def judged_end(scenario: Scenario, margin_s: float = 0.5, min_tail_s: float = MI
             if step.index != life.end_event and all(x.event != step.index for x in life.spans):
                 continue
             for rank, others in failing_peers(step, life).items():
+                silent = ev.silent_to(p.worker(life.members[rank], ev.at).host)
                 hi = min(
                     detection_window(
-                        model, scenario.workload.kind, interval, ev.silent, rank, other
+                        model, scenario.workload.kind, interval, silent, rank, other
                     ).hi
                     for other in others
                 )

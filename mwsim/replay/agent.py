@@ -25,9 +25,11 @@ from multiprocessing.connection import Client, Connection
 from typing import Any
 
 from mwsim import runtimes
+from mwsim.events import Kind
 from mwsim.hosts.emulated import setns
 from mwsim.membership import WorldId
 from mwsim.replay import protocol as wire
+from mwsim.replay.gpufaults import GpuFaults
 from mwsim.replay.lag import LAG_S
 from mwsim.replay.processes import free_port
 from mwsim.replay.protocol import Boot
@@ -79,29 +81,28 @@ class Raised(Exception):
 
 class _Link:
     """A ``workloads.Link`` over the runtime for one world; what the runtime raises comes
-    out as ``Raised``."""
+    out as ``Raised``, and a GPU slow stretches each op's GPU work."""
 
-    def __init__(self, runtime: runtimes.Runtime, run: WorldRun) -> None:
-        self.runtime, self.name = runtime, run.name
+    def __init__(self, runtime: runtimes.Runtime, run: WorldRun, gpu: GpuFaults) -> None:
+        self.runtime, self.name, self.gpu = runtime, run.name, gpu
         self.rank, self.size = run.rank, run.size
 
-    async def send(self, tensor: Any, dst: int) -> None:
+    async def _call(self, op: str, call: Any) -> None:
+        began = time.monotonic()
         try:
-            await self.runtime.send(self.name, tensor, dst)
+            await call
         except Exception as exc:
-            raise Raised("send", exc) from exc
+            raise Raised(op, exc) from exc
+        self.gpu.after_op(time.monotonic() - began)
+
+    async def send(self, tensor: Any, dst: int) -> None:
+        await self._call("send", self.runtime.send(self.name, tensor, dst))
 
     async def recv(self, tensor: Any, src: int) -> None:
-        try:
-            await self.runtime.recv(self.name, tensor, src)
-        except Exception as exc:
-            raise Raised("recv", exc) from exc
+        await self._call("recv", self.runtime.recv(self.name, tensor, src))
 
     async def all_reduce(self, tensor: Any) -> None:
-        try:
-            await self.runtime.all_reduce(self.name, tensor)
-        except Exception as exc:
-            raise Raised("all_reduce", exc) from exc
+        await self._call("all_reduce", self.runtime.all_reduce(self.name, tensor))
 
 
 class Agent:
@@ -114,6 +115,7 @@ class Agent:
         self.runtime = runtime
         self.workloads = workloads  # the module (it imports torch)
         self.slowness = workloads.Slowness()
+        self.gpu = GpuFaults(boot.device)
         self.worlds: dict[tuple[str, int], WorldRun] = {}
         self.t0: float | None = None
         self.recording = True
@@ -127,6 +129,7 @@ class Agent:
             wire.SetDelay: self._on_set_delay,
             wire.RemoveWorld: self._on_remove_world,
             wire.Leave: self._on_leave,
+            wire.GpuFault: self._on_gpu_fault,
             wire.Stop: self._on_stop,
             wire.Exit: self._on_exit,
         }
@@ -295,7 +298,7 @@ class Agent:
                 self.emit("op", run, seq=seq, ok=ok, peer=members[peer], latency_s=latency)
 
         try:
-            await role(_Link(self.runtime, run), payload, pace, run.ctl, record)
+            await role(_Link(self.runtime, run, self.gpu), payload, pace, run.ctl, record)
         except Raised as raised:
             exc, kind = raised.error, type(raised.error).__name__
             if self.runtime.is_failure(exc):
@@ -314,7 +317,7 @@ class Agent:
         self.slowness.delay_s = message.delay_ms / 1000
         until = message.until
         self.slowness.until = float("inf") if until is None else float(until)
-        self.send(wire.Ack(message.TYPE))
+        self.send(wire.Ack(wire.ack_of(message)))
 
     def _current(self, world: str) -> WorldRun | None:
         runs = [run for (name, _), run in self.worlds.items() if name == world]
@@ -347,7 +350,7 @@ class Agent:
         return True
 
     def _on_leave(self, message: wire.Leave) -> None:
-        self.send(wire.Ack(message.TYPE))  # the leave is the runtime's from here on
+        self.send(wire.Ack(wire.ack_of(message)))  # the leave is the runtime's from here on
         self.flush()
         self.spawn(self._leave())
 
@@ -365,6 +368,22 @@ class Agent:
             if self._remove_world(run):
                 self.emit("left", run)
         self.finish(0)
+
+    def _on_gpu_fault(self, message: wire.GpuFault) -> None:
+        self.spawn(self._gpu_fault(message))
+
+    async def _gpu_fault(self, message: wire.GpuFault) -> None:
+        """Act on this worker's GPU; acknowledged once the GPU shows it (never, if not)."""
+        try:
+            shown = await self.gpu.act(
+                Kind(message.do), message.ending, message.for_s, message.factor
+            )
+        except Exception as exc:  # the harness could not inject it: unconfirmed, and why
+            self.emit("error", message=f"{message.do}: {exc!r}"[:300], source="harness")
+            traceback.print_exc()
+            return
+        if shown:
+            self.send(wire.Ack(wire.ack_of(message)))
 
     def _on_stop(self, _message: wire.Stop) -> None:
         self.recording = False

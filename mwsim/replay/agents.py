@@ -19,6 +19,7 @@ import signal
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection, Listener
@@ -54,7 +55,7 @@ class AgentProc:
     expect_exit: str | None = None  # why an exit is expected: a fault, or the teardown
     held: list[Message] = field(default_factory=list)  # commands sent once ready
     on_ready: list[Callable[[], None]] = field(default_factory=list)
-    acks: int = 0
+    acks: Counter[str] = field(default_factory=Counter)  # acknowledged commands, by ack
     reaped: bool = False  # its exit is recorded
 
     @property
@@ -190,8 +191,8 @@ class AgentPool:
         for callback in callbacks:
             callback()
 
-    def _on_ack(self, agent: AgentProc, _message: Ack) -> None:
-        agent.acks += 1
+    def _on_ack(self, agent: AgentProc, message: Ack) -> None:
+        agent.acks[message.what] += 1
 
     def _on_stopped(self, agent: AgentProc, _message: Stopped) -> None:
         agent.stop_acked = True

@@ -18,7 +18,7 @@ import signal
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from mwsim.events import Confirm, Degrade, Partition, Slow
+from mwsim.events import Confirm, Degrade, GpuSlow, Partition, Slow
 from mwsim.hosts.netfaults import NetFaults
 from mwsim.membership import Plan, Step
 from mwsim.replay import protocol as wire
@@ -75,7 +75,9 @@ class Injector:
 
     # -- confirming ----------------------------------------------------------------------
 
-    def _check(self, how: Confirm, agents: list[AgentProc], ending: bool) -> Callable[[], bool]:
+    def _check(
+        self, how: Confirm, agents: list[AgentProc], ending: bool, ack: str = ""
+    ) -> Callable[[], bool]:
         """What the kernel or the agent must show for an action (or its end) to count."""
         if how is Confirm.KILLED:
             return lambda: all(a.code == -signal.SIGKILL for a in agents)
@@ -85,16 +87,21 @@ class Injector:
             return lambda: not any(self.pool.is_stopped(a) for a in agents)
         if how is Confirm.STOPPED:
             return lambda: all(self.pool.is_stopped(a) for a in agents)
-        if how is Confirm.ACKED:
-            before = [a.acks for a in agents]
-            return lambda: all(a.acks > n for a, n in zip(agents, before, strict=True))
+        if how is Confirm.ACKED:  # each agent acknowledged this command (``ack``) once more
+            before = [a.acks[ack] for a in agents]
+            return lambda: all(a.acks[ack] > n for a, n in zip(agents, before, strict=True))
         raise ValueError(f"the replay has nothing to confirm for {how}")
 
     def _expect(
-        self, step: Step, agents: list[AgentProc], began: float, ending: bool = False
+        self,
+        step: Step,
+        agents: list[AgentProc],
+        began: float,
+        ending: bool = False,
+        ack: str = "",
     ) -> None:
         info = step.event.info
-        check = self._check(info.confirm, agents, ending)
+        check = self._check(info.confirm, agents, ending, ack)
         if ending:
             record = {"kind": "resumed", "do": step.kind.value, "target": step.event.subject}
             self.confirmations.expect(record, began, check, HEAL_WITHIN_S)
@@ -178,13 +185,14 @@ class Injector:
         victims = self._targets(step)
         if victims is None:
             return
-        acks = [a.acks for a in victims]
+        ack = wire.ack_of(wire.Leave())
+        acks = [a.acks[ack] for a in victims]
         for agent in victims:
             agent.expect_exit = step.kind
             self.pool.command(agent.worker, wire.Leave())
 
         def why_not() -> dict[str, object]:
-            delivered = all(a.acks > n for a, n in zip(victims, acks, strict=True))
+            delivered = all(a.acks[ack] > n for a, n in zip(victims, acks, strict=True))
             return {"delivered": delivered, "code": next((a.code for a in victims), None)}
 
         check = self._check(Confirm.EXITED, victims, ending=False)
@@ -198,16 +206,18 @@ class Injector:
         if victims is None:
             return
         until = None if event.for_s is None else t0 + event.at + event.for_s
-        self._expect(step, victims, began)  # counts the acks before the command
+        command = wire.SetDelay(event.delay_ms, until)
+        self._expect(step, victims, began, ack=wire.ack_of(command))  # acks before it
         for agent in victims:
-            self.pool.command(agent.worker, wire.SetDelay(event.delay_ms, until))
+            self.pool.command(agent.worker, command)
 
     def restore(self, step: Step) -> None:
         began = self.clock()
         agent = self._same_incarnation(step)
         if agent is not None:
-            self._expect(step, [agent], began, ending=True)
-            self.pool.command(agent.worker, wire.SetDelay(0.0, None))
+            command = wire.SetDelay(0.0, None)
+            self._expect(step, [agent], began, ending=True, ack=wire.ack_of(command))
+            self.pool.command(agent.worker, command)
 
     def join(self, step: Step) -> None:
         t0 = self.recorder.t0
@@ -258,6 +268,38 @@ class Injector:
 
     def repair(self, step: Step) -> None:
         self._kernel(step, lambda net: net.undo(_key(step)), ending=True)
+
+    # -- GPU faults: commands the agent acts on, acknowledged once its GPU shows them ----
+
+    def _gpu(self, step: Step, ending: bool = False) -> None:
+        began, event = self.clock(), step.event
+        if ending:
+            agent = self._same_incarnation(step)
+            victims = [agent] if agent is not None else None
+        else:
+            victims = self._targets(step)
+        if victims is None:
+            return
+        factor = event.factor if isinstance(event, GpuSlow) else 1.0
+        command = wire.GpuFault(step.kind.value, ending, event.lasts(), factor)
+        self._expect(step, victims, began, ending, wire.ack_of(command))  # acks before it
+        for agent in victims:
+            self.pool.command(agent.worker, command)
+
+    def gpu_hang(self, step: Step) -> None:
+        self._gpu(step)
+
+    def gpu_resume(self, step: Step) -> None:
+        self._gpu(step, ending=True)
+
+    def gpu_error(self, step: Step) -> None:
+        self._gpu(step)
+
+    def gpu_slow(self, step: Step) -> None:
+        self._gpu(step)
+
+    def gpu_restore(self, step: Step) -> None:
+        self._gpu(step, ending=True)
 
     def power_off(self, step: Step) -> None:
         """The link goes down first (so no reset leaves the host), then every process on

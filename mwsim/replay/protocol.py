@@ -107,6 +107,18 @@ class Leave(Message):
 
 
 @dataclass(frozen=True)
+class GpuFault(Message):
+    """Act on this worker's GPU: start (or, ``ending``, end) the GPU fault ``do`` (a kind
+    of the vocabulary); acknowledged once the GPU shows it in effect (or over)."""
+
+    TYPE = "gpu_fault"
+    do: str
+    ending: bool = False
+    for_s: float | None = None  # a GPU hang: how long its kernel runs (None: a day)
+    factor: float = 1.0  # a GPU slow
+
+
+@dataclass(frozen=True)
 class Stop(Message):
     """Stop recording (the judged interval is over)."""
 
@@ -166,6 +178,14 @@ class Ack(Message):
     what: str
 
 
+def ack_of(message: Message) -> str:
+    """What an agent's ``Ack`` of a command says, so the controller can tell which of its
+    commands took effect."""
+    if isinstance(message, GpuFault):
+        return f"{message.TYPE} {message.do} {'end' if message.ending else 'start'}"
+    return message.TYPE
+
+
 @dataclass(frozen=True)
 class Stopped(Message):
     """Recording has stopped."""
@@ -189,6 +209,7 @@ TYPES: dict[str, type[Message]] = {
         SetDelay,
         RemoveWorld,
         Leave,
+        GpuFault,
         Stop,
         Exit,
         Hello,

@@ -21,7 +21,7 @@ from typing import Any
 
 import simpy
 
-from mwsim.events import AnyEvent, Degrade, Partition, Slow
+from mwsim.events import AnyEvent, Degrade, GpuSlow, Partition, Slow
 from mwsim.history import Event, History, Mode, event
 from mwsim.internal.rng import seeded
 from mwsim.membership import Plan, Step, WorldLife
@@ -117,6 +117,7 @@ class Simulation:
         self.cuts: set[int] = set()  # partitions in force (by step)
         self.hung_by: dict[str, int] = {}  # worker -> the step of its current hang
         self.slowed_by: dict[str, int] = {}  # worker -> the step of its current slow
+        self.gpu_stopped: dict[str, int] = {}  # worker -> the step that hung or broke its GPU
         self.phase: dict[str, float] = {}  # each process's watchdog phase
         self.died_at: dict[str, float] = {}
         self.ready_at: dict[str, float] = {}  # when each worker's process is up
@@ -305,6 +306,7 @@ class Simulation:
             self.delays.pop(worker, None)
             self.hung_by.pop(worker, None)
             self.slowed_by.pop(worker, None)
+            self.gpu_stopped.pop(worker, None)
             self.died_at[worker] = t
         for world in worlds.values():
             formed = world.formed
@@ -380,6 +382,61 @@ class Simulation:
         self._emit(at, "resumed", do=step.kind.value, target=worker, confirmed=True)
         for world in self._worlds_of(worker, at):
             self._set_period(world, at)
+
+    # -- GPU faults: the process runs on; only its GPU work stops, fails or slows ----------
+
+    def _gpu_stop(self, step: Step) -> tuple[float, str, list[_World]]:
+        """The worker's worlds stop serving (their ops wait on its GPU)."""
+        t = self._fault(step)
+        target = step.event.subject
+        self.gpu_stopped[target] = step.index
+        worlds = self._worlds_of(target, t)
+        for world in worlds:
+            self._flush(world, t)
+            world.paused.add(f"gpu:{target}")
+        return t, target, worlds
+
+    def gpu_hang(self, step: Step) -> None:
+        """Nobody notices, by MultiWorld's design: its watchdog thread runs on the CPU and
+        keeps every world's heartbeats going."""
+        self._gpu_stop(step)
+
+    def gpu_resume(self, step: Step) -> None:
+        at, worker = self.env.now, step.event.subject
+        if worker not in self.alive or self.gpu_stopped.get(worker) != step.index:
+            return
+        del self.gpu_stopped[worker]
+        self._emit(at, "resumed", do=step.kind.value, target=worker, confirmed=True)
+        for world in self._worlds_of(worker, at):
+            world.paused.discard(f"gpu:{worker}")
+            if world.serving:
+                world.next_op = at
+
+    def gpu_error(self, step: Step) -> None:
+        """The worker's own next op on each of its worlds fails, so it reports them broken;
+        its peers wait on it and hear nothing (it still heartbeats)."""
+        t, target, worlds = self._gpu_stop(step)
+
+        def still() -> bool:
+            return target in self.alive
+
+        for world in worlds:
+            if world.formed:
+                peers = failing_peers(step, world.life)
+                self._detect(world, peers, step.event, t, None, still)
+
+    def gpu_slow(self, step: Step) -> None:
+        """Each op's GPU work (``op_latency_s`` in the model) takes ``factor`` times longer."""
+        t = self._fault(step)
+        assert isinstance(step.event, GpuSlow)
+        target = step.event.target
+        self.delays[target] = (step.event.factor - 1) * self.model.op_latency_s
+        self.slowed_by[target] = step.index
+        for world in self._worlds_of(target, t):
+            self._set_period(world, t)
+
+    def gpu_restore(self, step: Step) -> None:
+        self.restore(step)
 
     def join(self, step: Step) -> None:
         t = self.env.now

@@ -583,3 +583,54 @@ def test_each_violation_names_the_kinds_of_its_evidence_without_names():
     assert v.verdict == "fail" and v.evidence == ("no op while healthy",)
     assert v.at is not None and 4.9 < v.at < 5.1
     assert v.to_dict()["evidence"] == ["no op while healthy"]
+
+
+# -- GPU faults: what MultiWorld's design says is noticed ------------------------------------
+
+GPU = scenario(
+    """
+    name: gpu
+    topology:
+      generator: explicit
+      hosts: {h0: {gpus: 2}, h1: {gpus: 2}}
+      workers: {leader: {host: h0, gpu: 0}, a: {host: h0, gpu: 1}, b: {host: h1, gpu: 0}, c: {host: h1, gpu: 1}}
+      worlds: {wa: [leader, a], wb: [leader, b], wc: [leader, c]}
+    backend: nccl
+    duration_s: 12
+    events:
+      - {at: 2.0, do: gpu_slow, target: a, factor: 4, for_s: 2}
+      - {at: 3.0, do: gpu_hang, target: b, for_s: 3}
+      - {at: 7.0, do: gpu_error, target: c}
+    """
+)
+
+
+def test_gpu_faults_on_the_model_pass_and_only_the_failed_gpus_worker_reports():
+    history = simulate(GPU)
+    assert {v.verdict for v in verdicts(history, GPU).values()} == {"pass"}
+    reports = [(e["world"], e["worker"]) for e in history.of_kind("broken")]
+    assert reports == [("wc", "c")]  # nobody notices the GPU hang; c's own op fails
+    assert [e["do"] for e in history.of_kind("resumed")] == ["gpu_slow", "gpu_hang"]
+
+
+def test_a_failed_gpus_worker_must_report_its_worlds():
+    h = edit(simulate(GPU), keep=lambda e: e.kind != "broken")
+    v = verdicts(h, GPU)["detection"]
+    assert v.verdict == "fail" and v.world == "wc"
+    assert v.detail.startswith("wc: c did not report it broken within")
+    assert v.evidence == ("gpu_error never reported",)
+
+
+def test_a_gpu_hang_must_be_reported_only_where_expect_asks():
+    demanding = GPU.model_copy(
+        update={"expect": GPU.expect.model_copy(update={"detect_within_s": {"gpu_hang": 2.0}})}
+    )
+    v = verdicts(simulate(GPU), demanding)["detection"]
+    assert v.verdict == "fail" and v.world == "wb"
+    assert "wb: leader did not report it broken within 2.00 s of the gpu_hang of b" in v.detail
+
+
+def test_a_gpu_hang_stops_its_world_without_a_progress_violation_and_it_serves_again():
+    history = simulate(GPU)
+    wb = [e.t for e in history.of_kind("op") if e["world"] == "wb"]
+    assert not [t for t in wb if 3.0 < t < 6.0] and any(t > 6.0 for t in wb)

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 from click.testing import CliRunner
 
@@ -154,6 +155,20 @@ def test_network_faults_without_emulated_hosts_are_inconclusive_before_anything_
     assert result.exit_code == 3
     assert "partitioned: inconclusive: the scenario has network faults" in result.output
     assert not (out / "partitioned" / "real").exists()
+
+
+def test_gpu_faults_without_gpus_are_inconclusive_before_anything_starts(tmp_path):
+    from mwsim.runtimes import cuda_devices
+
+    if cuda_devices() >= 4:
+        pytest.skip("this machine has the GPUs: the run would happen")  # a GPU runner
+    path = Path(__file__).parents[2] / "scenarios" / "gpu-faults.yaml"
+    out = tmp_path / "o"
+    result = invoke("run", str(path), "--real", "--out", str(out))
+    assert result.exit_code == 3
+    said = " ".join(result.output.split())
+    assert "gpu-faults: inconclusive: runtime multiworld: backend nccl needs 4 CUDA" in said
+    assert not out.exists()
 
 
 def skipped_items(path, *options: str):

@@ -227,3 +227,25 @@ def test_a_runtime_says_which_operations_it_lacks():
         "recv",
         "remove_world",
     }
+
+
+def test_gpu_faults_are_proposed_only_where_workers_have_gpus():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from mwsim.strategies import FUZZ_KINDS, Proposer
+
+    assert not any(k.info.gpu for k in FUZZ_KINDS)  # the fuzzers draw gloo deployments
+    gloo = scenario("topology: {generator: fan_in, workers: 2}").timeline()
+    nccl = scenario("topology: {generator: fan_in, workers: 2}\nbackend: nccl").timeline()
+
+    @settings(max_examples=20, database=None, derandomize=True)
+    @given(st.data())
+    def proposals(data):
+        for kind in (Kind.GPU_HANG, Kind.GPU_ERROR, Kind.GPU_SLOW):
+            assert Proposer(data.draw, gloo)(kind) is None
+            fields = Proposer(data.draw, nccl)(kind)
+            assert fields is not None and fields["do"] == kind.value
+            assert fields["target"] in ("leader", "w1", "w2")
+
+    proposals()

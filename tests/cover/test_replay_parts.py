@@ -267,12 +267,12 @@ def test_the_end_of_a_slow_acts_on_the_incarnation_it_began_on(rig):
     slow = steps[4.0]
     injector.slow(slow)
     assert isinstance(joined.held[-1], wire.SetDelay) and joined.held[-1].delay_ms == 50
-    joined.acks += 1  # the agent acknowledged it
+    joined.acks[wire.ack_of(joined.held[-1])] += 1  # the agent acknowledged it
     clock.now += 0.1
     confirmations.settle()
     injector.restore(slow)
     assert joined.held[-1] == wire.SetDelay(0.0, None)
-    joined.acks += 1
+    joined.acks[wire.ack_of(joined.held[-1])] += 1
     confirmations.settle()
     kinds = [(e.kind, e.get("do"), e.get("confirmed")) for e in so_far(recorder)]
     assert ("fault", "slow", True) in kinds and ("resumed", "slow", True) in kinds
@@ -453,3 +453,69 @@ def test_the_agents_poll_period_is_the_one_the_model_judges_by(tmp_path):
         controller = Controller(s, tmp_path / str(workers), network="loopback")
         controller.waker.close()  # never started: nothing else to stop
         assert controller.watch_s == sized(model_for("multiworld"), s).poll_s
+
+
+# -- GPU faults ---------------------------------------------------------------------------
+
+GPU_SCENARIO = scenario(
+    """
+    topology: {generator: fan_in, workers: 2}
+    backend: nccl
+    duration_s: 30
+    events:
+      - {at: 1.0, do: gpu_hang, target: w1, for_s: 2.0}
+      - {at: 2.0, do: gpu_slow, target: w2, factor: 4, for_s: 1.0}
+      - {at: 4.0, do: gpu_error, target: w1}
+    """
+)
+
+
+def test_a_gpu_fault_is_a_command_the_agent_acknowledges_once_its_gpu_shows_it(tmp_path):
+    clock = FakeClock()
+    pool = FakePool(tmp_path)
+    pool.start(*GPU_SCENARIO.plan.initial.workers())
+    recorder = Recorder(tmp_path / "history.jsonl", clock)
+    recorder.open()
+    recorder.start(clock.now)
+    confirmations = Confirmations(clock, recorder.record)
+    injector = Injector(
+        GPU_SCENARIO.plan, pool, Formation(pool), recorder, confirmations, boot, clock
+    )
+    for action in actions(GPU_SCENARIO.plan.steps):
+        dispatch(action, injector)
+    held = {w: pool.current[w].held for w in ("w1", "w2")}
+    assert [(m.do, m.ending, m.for_s) for m in held["w1"]] == [
+        ("gpu_hang", False, 2.0),
+        ("gpu_hang", True, 2.0),
+        ("gpu_error", False, None),
+    ]
+    assert [(m.do, m.ending, m.factor) for m in held["w2"]] == [
+        ("gpu_slow", False, 4.0),
+        ("gpu_slow", True, 4.0),
+    ]
+    for worker, messages in held.items():  # each shown, but w1's failed GPU never
+        for message in messages:
+            if message.do != Kind.GPU_ERROR.value:
+                pool.current[worker].acks[wire.ack_of(message)] += 1
+    clock.now += 10
+    confirmations.settle()
+    faults = {e["do"]: e["confirmed"] for e in written(recorder, "fault")}
+    assert faults == {"gpu_hang": True, "gpu_slow": True, "gpu_error": False}
+    pool.waker_.close()
+
+
+def test_gpu_faults_on_a_device_that_is_no_gpu_are_never_confirmed():
+    import asyncio
+
+    from mwsim.replay.gpufaults import GpuFaults
+
+    gpu = GpuFaults("cpu")
+    for kind in (Kind.GPU_HANG, Kind.GPU_ERROR, Kind.GPU_SLOW):
+        assert asyncio.run(gpu.act(kind, False, 1.0, 4.0)) is False
+    gpu.after_op(0.5)  # nothing to stretch
+    assert gpu.factor == 1.0
+
+
+def test_the_gpu_fault_command_crosses_the_wire():
+    message = wire.GpuFault(Kind.GPU_SLOW.value, True, None, 4.0)
+    assert wire.decode(json.loads(json.dumps(wire.encode(message)))) == message

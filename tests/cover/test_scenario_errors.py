@@ -14,6 +14,14 @@ topology: {generator: fan_in, workers: 3}
 duration_s: 10
 """
 
+NCCL = """\
+mwsim: 1
+name: bad
+topology: {generator: fan_in, workers: 3}
+backend: nccl
+duration_s: 10
+"""
+
 # (id, file text, line of the problem, words the message must contain)
 CASES = [
     ("not-yaml", "mwsim: 1\nname: [unclosed\n", 3, "not valid YAML"),
@@ -296,6 +304,34 @@ CASES = [
         HEAD + "events:\n  - at: 1.0\n    do: crash\n    target: w9\n",
         8,
         "events[0].target: no worker named 'w9'",
+    ),
+    (
+        "gpu-fault-on-gloo",
+        HEAD + "events:\n  - {at: 1.0, do: gpu_hang, target: w1}\n",
+        6,
+        "events[0].do: gpu_hang acts on a worker's GPU, but this scenario runs on backend gloo",
+    ),
+    (
+        "gpu-slow-factor",
+        NCCL + "events:\n  - {at: 1.0, do: gpu_slow, target: w1, factor: 1}\n",
+        7,
+        "events[0].factor: must be > 1",
+    ),
+    (
+        "gpu-fault-on-a-failed-gpu",
+        NCCL
+        + "events:\n  - {at: 1.0, do: gpu_error, target: w1}\n"
+        + "  - {at: 2.0, do: gpu_hang, target: w1}\n",
+        8,
+        "events[1].target: worker 'w1': its GPU has failed at 2 s (since 1 s, for good)",
+    ),
+    (
+        "world-with-a-hung-gpu",
+        NCCL
+        + "events:\n  - {at: 1.0, do: gpu_hang, target: w1, for_s: 5}\n"
+        + "  - {at: 2.0, do: add_world, world: x, members: [w1, w2]}\n",
+        8,
+        "worker 'w1': its GPU is hung at 2 s (since 1 s, until 6 s) and cannot form a world",
     ),
 ]
 
