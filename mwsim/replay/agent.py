@@ -427,6 +427,8 @@ def serve(boot: Boot) -> None:
         setns(boot.netns)
     if boot.ifname is not None:
         os.environ["GLOO_SOCKET_IFNAME"] = os.environ["NCCL_SOCKET_IFNAME"] = boot.ifname
+    if boot.netns is not None:  # NCCL tells hosts apart by this: each emulated host is one,
+        os.environ["NCCL_HOSTID"] = boot.netns  # so its traffic crosses the emulated links
     conn = Client(boot.controller, family="AF_UNIX", authkey=bytes.fromhex(boot.authkey))
     wire.send(conn, wire.Hello(boot.worker, os.getpid()))
     code = 0
