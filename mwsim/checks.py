@@ -809,8 +809,11 @@ def _incomplete_removals(f: Facts, problems: list[Evidence], unknown: list[str])
         life = next((w for w in f.plan.worlds if w.end_event == step.index), None)
         if life is None or asked >= f.end:
             continue
-        if f.reports.get(life.id) or any(x.t <= asked for x, _ in _outages(f, life)):
-            continue
+        in_force = any(
+            x.t <= asked and (back is None or back > asked) for x, back in _outages(f, life)
+        )
+        if f.reports.get(life.id) or in_force:
+            continue  # flagged, or cut off or stopped: its workload waits, not the removal
         bound = f.model.remove_bound_s + 2 * interval
         due = asked + bound
         if due > f.end:

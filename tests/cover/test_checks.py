@@ -634,3 +634,20 @@ def test_a_gpu_hang_stops_its_world_without_a_progress_violation_and_it_serves_a
     history = simulate(GPU)
     wb = [e.t for e in history.of_kind("op") if e["world"] == "wb"]
     assert not [t for t in wb if 3.0 < t < 6.0] and any(t > 6.0 for t in wb)
+
+
+def test_a_removal_is_judged_after_a_members_hang_has_ended():
+    s = scenario(
+        """
+        name: hang-then-remove
+        topology: {generator: fan_in, workers: 2}
+        duration_s: 8
+        events:
+          - {at: 2.0, do: add_world, world: x, members: [w1, w2]}
+          - {at: 2.5, do: hang, target: w1, for_s: 0.5}
+          - {at: 5.0, do: remove_world, world: x}
+        """
+    )
+    h = edit(simulate(s), keep=lambda e: not (e.kind == "left" and e["worker"] == "w2"))
+    v = verdicts(h, s)["scale_out"]
+    assert v.verdict == "fail" and "w2 did not complete remove_world" in v.detail
