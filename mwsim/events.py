@@ -279,10 +279,9 @@ class Crash(_Targeted):
     do: Literal[Kind.CRASH]
 
 
-class Hang(_Targeted):
-    """SIGSTOP the worker's process; SIGCONT after ``for_s`` (omitted: never)."""
+class _Stopping(_Targeted):
+    """Stops the target's work for ``for_s`` (omitted: for good)."""
 
-    do: Literal[Kind.HANG]
     for_s: Duration | None = None
 
     def lasts(self) -> float | None:
@@ -290,6 +289,12 @@ class Hang(_Targeted):
 
     def record(self) -> dict[str, Any]:
         return {**super().record(), "for_s": self.for_s}
+
+
+class Hang(_Stopping):
+    """SIGSTOP the worker's process; SIGCONT after ``for_s`` (omitted: never)."""
+
+    do: Literal[Kind.HANG]
 
 
 class Leave(_Targeted):
@@ -468,18 +473,11 @@ class PowerOff(_Targeted):
     do: Literal[Kind.POWER_OFF]
 
 
-class GpuHang(_Targeted):
+class GpuHang(_Stopping):
     """The worker's GPU stops completing work (a kernel that never returns) for ``for_s``
     (omitted: for good); its process and its threads keep running."""
 
     do: Literal[Kind.GPU_HANG]
-    for_s: Duration | None = None
-
-    def lasts(self) -> float | None:
-        return self.for_s
-
-    def record(self) -> dict[str, Any]:
-        return {**super().record(), "for_s": self.for_s}
 
 
 class GpuError(_Targeted):

@@ -90,18 +90,23 @@ SCENARIO = scenario(
 )
 
 
-@pytest.fixture
-def rig(tmp_path):
-    """An injector over a fake pool whose initial agents are up, and what it writes."""
+def make_rig(tmp_path, s):
+    """An injector of scenario ``s`` over a fake pool whose initial agents are up, and
+    what it writes."""
     clock = FakeClock()
     pool = FakePool(tmp_path)
-    pool.start(*SCENARIO.plan.initial.workers())
+    pool.start(*s.plan.initial.workers())
     recorder = Recorder(tmp_path / "history.jsonl", clock)
     recorder.open()
     recorder.start(clock.now)
     confirmations = Confirmations(clock, recorder.record)
-    formation = Formation(pool)
-    injector = Injector(SCENARIO.plan, pool, formation, recorder, confirmations, boot, clock)
+    injector = Injector(s.plan, pool, Formation(pool), recorder, confirmations, boot, clock)
+    return injector, pool, clock, confirmations, recorder
+
+
+@pytest.fixture
+def rig(tmp_path):
+    injector, pool, clock, confirmations, recorder = make_rig(tmp_path, SCENARIO)
     steps = {step.event.at: step for step in SCENARIO.plan.steps}
     yield injector, pool, clock, confirmations, recorder, steps
     recorder.close()
@@ -471,16 +476,7 @@ GPU_SCENARIO = scenario(
 
 
 def test_a_gpu_fault_is_a_command_the_agent_acknowledges_once_its_gpu_shows_it(tmp_path):
-    clock = FakeClock()
-    pool = FakePool(tmp_path)
-    pool.start(*GPU_SCENARIO.plan.initial.workers())
-    recorder = Recorder(tmp_path / "history.jsonl", clock)
-    recorder.open()
-    recorder.start(clock.now)
-    confirmations = Confirmations(clock, recorder.record)
-    injector = Injector(
-        GPU_SCENARIO.plan, pool, Formation(pool), recorder, confirmations, boot, clock
-    )
+    injector, pool, clock, confirmations, recorder = make_rig(tmp_path, GPU_SCENARIO)
     for action in actions(GPU_SCENARIO.plan.steps):
         dispatch(action, injector)
     held = {w: pool.current[w].held for w in ("w1", "w2")}
