@@ -23,7 +23,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt tools/install-system.sh $(OTHER)/pyproject.toml
 	sh tools/install-system.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	extras=multiworld,dev; if dpkg -s libnetfilter-queue-dev >/dev/null 2>&1; then extras=multiworld,dev,net; \
+	extras=multiworld,dev,ray; if dpkg -s libnetfilter-queue-dev >/dev/null 2>&1; then extras=multiworld,dev,ray,net; \
 	else echo "mwsim: no libnetfilter-queue-dev: degraded links cannot add delay"; fi; \
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt \
 	  -e ".[$$extras]"

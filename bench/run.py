@@ -1,7 +1,7 @@
 """mwsim's benchmarks: each goal is a ratio measured side by side in one run.
 
-    python bench/run.py [bringup] [overhead] [sim] [fleet] [hosts] [capacity] [--repeat N]
-                        [--json FILE]
+    python bench/run.py [bringup] [overhead] [sim] [fleet] [hosts] [capacity] [cluster]
+                        [--repeat N] [--json FILE]
 
 bringup   an 8-worker fan-in brought up to its first op, vs 8 bare processes importing
           torch and multiworld (goal: <= 1.5x)
@@ -19,6 +19,9 @@ hosts     16 emulated hosts set up and torn down (goal <= 0.5 s together), and e
 capacity  the real replay's largest passing fan-in (16 ... 256 workers; one crash, one 1 s
           hang, one join, 10 s) at 100 ms and 20 ms intervals, with bring-up time and the
           harness's own lag per size (goal: 256 workers at 100 ms)
+cluster   bring-up of a 3-host, 8-worker fan-in to its first op on a local 3-node Ray
+          cluster (one host per node: host actors, a fork server per node) vs the same run
+          on this machine (one fork server); the cluster is started first (root, Ray)
 
 Runs alternate (A, B, A, B, ...) so both sides see the same machine; medians are reported.
 """
@@ -81,6 +84,43 @@ def bench_bringup(repeat: int, tmp: Path) -> dict:
         "ratio": round(o / b, 3),
         "goal": "<= 1.5",
         "samples": {"bare": bare, "harness": ours},
+    }
+
+
+def controller_bringup(cluster: str | None, tmp: Path) -> float:
+    """Wall time of ``Controller.start``: everything up to the workload serving everywhere
+    (on a cluster: placement, host actors, a fork server per node)."""
+    from mwsim.replay.controller import Controller
+
+    s = scenario(
+        "topology: {generator: fan_in, workers: 7, hosts: 3}\nduration_s: 1.0\n", "bringup3"
+    )
+    controller = Controller(s, tmp / f"bringup-{time.monotonic_ns()}", cluster=cluster)
+    began = time.monotonic()
+    try:
+        controller.start()
+        return time.monotonic() - began
+    finally:
+        controller.finish()
+
+
+def bench_cluster(repeat: int, tmp: Path) -> dict:
+    from mwsim.testing import local_cluster
+
+    here, ray = [], []
+    with local_cluster(3) as state:
+        controller_bringup("auto", tmp)  # the first connection and worker pool warm-up
+        for _ in range(repeat):
+            here.append(controller_bringup(None, tmp))
+            ray.append(controller_bringup("auto", tmp))
+    h, r = statistics.median(here), statistics.median(ray)
+    return {
+        "local_bringup_s": round(h, 3),
+        "cluster_bringup_s": round(r, 3),
+        "ratio": round(r / h, 3),
+        "nodes": state["nodes"],
+        "goal": "reported (the issue sets none): a fork server per node, started per run",
+        "samples": {"local": here, "cluster": ray},
     }
 
 
@@ -301,6 +341,7 @@ def main() -> None:
                     "overhead": bench_overhead,
                     "fleet": bench_fleet,
                     "capacity": bench_capacity,
+                    "cluster": bench_cluster,
                 }[name]
                 results[name] = fn(args.repeat, Path(tmp))
             print(name, json.dumps({k: v for k, v in results[name].items() if k != "samples"}))

@@ -184,6 +184,12 @@ def _model(path: str | None) -> RuntimeModel | None:
     show_default=True,
     help="Where real agents live: emulated hosts (network namespaces) or loopback.",
 )
+@click.option(
+    "--cluster",
+    callback=lambda _ctx, _param, value: _cluster(value),
+    help="Place the real agents on a Ray cluster, one topology host per node: ray "
+    "(RAY_ADDRESS), ray://HOST:PORT, or auto (the local cluster of `mwsim cluster start`).",
+)
 def run(
     files: tuple[str, ...],
     mode: str | None,
@@ -195,6 +201,7 @@ def run(
     model_path: str | None,
     bringup_timeout: float,
     network: str,
+    cluster: str | None,
 ) -> None:
     """Run scenarios (both modes by default, adding conformance) and judge them."""
     from mwsim import report
@@ -222,6 +229,7 @@ def run(
                     progress=progress,
                     bringup_timeout_s=bringup_timeout,
                     network=network,
+                    cluster=cluster,
                 )
         except Inconclusive as exc:
             console.print(f"[yellow]{scenario.name}: inconclusive: {exc}[/]")
@@ -231,6 +239,8 @@ def run(
             console.print(f"[yellow]{scenario.name}: interrupted; its processes were stopped[/]")
             sys.exit(_interrupted_status(exc))
         report.write_artifacts(outcome)
+        for line in _placement(outcome):
+            console.print(line)
         console.print(report.verdict_table(outcome))
         for name, path in outcome.artifacts.items():
             console.print(f"  {name}: {path}")
@@ -239,6 +249,30 @@ def run(
     if json_path and outcomes:
         report.write_json(outcomes, json_path)
     sys.exit(exit_status(statuses))
+
+
+def _cluster(value: str | None) -> str | None:
+    """``--cluster``'s value, checked (``ray``, ``ray://HOST:PORT`` or ``auto``)."""
+    if value is None or value in ("ray", "auto"):
+        return value
+    host, _, port = value.removeprefix("ray://").rpartition(":")
+    if not value.startswith("ray://") or not host or not port.isdigit():
+        raise click.BadParameter(f"use ray, ray://HOST:PORT or auto, not {value!r}")
+    return value
+
+
+def _placement(outcome: Any) -> list[str]:
+    """Where a cluster run placed each host, from its history's run line."""
+    lines = []
+    for run in outcome.runs:
+        if run.mode != Mode.REAL:
+            continue
+        meta = run.history.meta
+        network = (meta or {}).get("network") or {}
+        for host, where in (network.get("placement") or {}).items():
+            how = "claimed" if where.get("claimed") else "placed"
+            lines.append(f"  {host} -> node {where['node'][:12]} ({where['address']}, {how})")
+    return lines
 
 
 class _progress:
@@ -358,6 +392,59 @@ def bench_command(
         )
     failed = any(s.verdict == Result.FAIL for s in result.not_passed)
     sys.exit(EXIT_VIOLATED if failed else EXIT_OK)
+
+
+@main.group()
+def cluster() -> None:
+    """A local multi-node Ray cluster (each node in an emulated host) for --cluster."""
+
+
+@cluster.command("start")
+@click.option("--nodes", default=3, show_default=True, type=click.IntRange(1, 200))
+def cluster_start(nodes: int) -> None:
+    """Start it (node i claims mwsim-host-h<i>); print the RAY_ADDRESS line to use."""
+    import importlib.util
+
+    from mwsim.hosts import cluster as local
+
+    if importlib.util.find_spec("ray") is None:
+        click.echo("inconclusive: Ray is not installed (pip install 'mwsim[ray]')", err=True)
+        sys.exit(EXIT_INCONCLUSIVE)
+    try:
+        state = local.start(nodes, say=lambda line: click.echo(f"  {line}", err=True))
+    except local.ClusterError as exc:
+        click.echo(f"cannot start the local cluster: {exc}", err=True)
+        sys.exit(EXIT_INCONCLUSIVE)
+    click.echo(f"RAY_ADDRESS={state['address']}")
+    click.echo(
+        f"# {state['nodes']} node(s) at {', '.join(state['node_addresses'])}; "
+        "use: mwsim run FILE --real --cluster auto (or --cluster ray with RAY_ADDRESS set)",
+        err=True,
+    )
+
+
+@cluster.command("stop")
+def cluster_stop() -> None:
+    """Stop it and remove every trace of it (processes, namespaces, state)."""
+    from mwsim.hosts import cluster as local
+
+    removed = local.stop()
+    left = local.leftovers()
+    click.echo(f"removed {len(removed)} namespace(s)" + (f"; left: {left}" if left else ""))
+    sys.exit(1 if left else EXIT_OK)
+
+
+@cluster.command("status")
+def cluster_status() -> None:
+    """Say whether it runs, and where."""
+    from mwsim.hosts import cluster as local
+
+    state = local.read_state()
+    if state is None:
+        click.echo("no local cluster")
+        sys.exit(1)
+    click.echo(f"RAY_ADDRESS={state['address']}")
+    click.echo(f"{state['nodes']} node(s): {', '.join(state['node_addresses'])}")
 
 
 @main.command()
@@ -504,6 +591,11 @@ def calibrate(runtime: str, out_path: str | None, repeat: int) -> None:
     help="Only these kinds of event (default: every kind; on --real, the network kinds "
     "where hosts can be emulated).",
 )
+@click.option(
+    "--cluster",
+    callback=lambda _ctx, _param, value: _cluster(value),
+    help="With --real: the live deployments on a Ray cluster (as for run).",
+)
 def fuzz(
     budget: float,
     real: bool,
@@ -514,6 +606,7 @@ def fuzz(
     stop_after: int | None,
     reference: str,
     kinds: tuple[str, ...],
+    cluster: str | None,
 ) -> None:
     """Fuzz the model (default) or live deployments for the whole budget, and report every
     distinct failure.
@@ -533,6 +626,13 @@ def fuzz(
         raise click.BadParameter("the model fuzzer does not run with --real", param_hint="--fuzzer")
     if not real and set(fuzzers) - {"model"}:
         raise click.BadParameter("stateful and differential need --real", param_hint="--fuzzer")
+    if cluster is not None:
+        if not real:
+            hint = "a cluster runs live deployments: add --real"
+            raise click.BadParameter(hint, param_hint="--cluster")
+        from mwsim.replay.controller import CLUSTER_ENV
+
+        os.environ[CLUSTER_ENV] = cluster  # every replay of this process
     if real:
         why = load(runtime).unavailable("gloo", 0)
         if why:

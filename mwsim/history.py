@@ -50,6 +50,7 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "error": {"message": (str,)},
     "run": {"scenario": (str,), "mode": (str,)},
     "hygiene": {"ok": (bool,)},
+    "agent": {"worker": (str,), "node": (str,)},
     "lag": {"source": (str,), "lag_s": _NUMBER},
 }
 

@@ -46,6 +46,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         choices=["auto", "emulated", "loopback"],
         help="where real agents live: emulated hosts where possible (auto), or as asked",
     )
+    group.addoption(
+        "--mwsim-cluster",
+        default=None,
+        help="place real agents on a Ray cluster: ray (RAY_ADDRESS), ray://HOST:PORT, or "
+        "auto (the local cluster of `mwsim cluster start`)",
+    )
 
 
 ZYGOTES = pytest.StashKey[dict[str, Any]]()
@@ -179,13 +185,16 @@ class ScenarioItem(pytest.Item):
         try:
             real = scenario if self.mode != "sim" else None
             runtime_class(scenario.runtime, scenario.backend, 0, real)  # before a fork server
-            warm = _zygote(self.config, scenario.runtime) if self.mode != "sim" else None
+            cluster = self.config.getoption("--mwsim-cluster")
+            local = self.mode != "sim" and cluster is None
+            warm = _zygote(self.config, scenario.runtime) if local else None
             outcome = run_scenario(
                 scenario,
                 mode=self.mode,
                 out_dir=self._out_dir(scenario.name),
                 network=self.config.getoption("--mwsim-network"),
                 zygote=warm,
+                cluster=cluster,
             )
         except Inconclusive as exc:
             pytest.skip(f"the real run cannot happen here: {exc}")

@@ -127,12 +127,14 @@ def run_scenario(
     bringup_timeout_s: float = 90.0,
     zygote: Zygote | None = None,
     network: str = "auto",
+    cluster: str | None = None,
 ) -> Outcome:
     """Run ``scenario`` in ``mode`` and judge it; histories land under ``out_dir``.
 
     A real run needs its runtime here (and emulated hosts for network faults):
     ``Inconclusive`` is raised, before anything starts, when it cannot run. ``network``:
-    ``auto`` (emulated hosts where possible), ``emulated`` or ``loopback``.
+    ``auto`` (emulated hosts where possible), ``emulated`` or ``loopback``; ``cluster``:
+    the agents on a Ray cluster instead (``ray``, ``ray://HOST:PORT`` or ``auto``).
     """
     mode = Mode(mode)
     out = Path(out_dir)
@@ -152,6 +154,7 @@ def run_scenario(
             bringup_timeout_s=bringup_timeout_s,
             zygote=zygote,
             network=network,
+            cluster=cluster,
         )
         real = controller.run()
         if real.status is not RunStatus.COMPLETED:

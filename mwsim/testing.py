@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from itertools import pairwise
 from typing import Any
 
@@ -131,3 +131,61 @@ def reproducible_only(test: Callable[[], None]) -> list[str]:
     except FlakyFailure as flaky:
         return [str(e).splitlines()[0] for e in flaky.exceptions] or [str(flaky)]
     return []
+
+
+@contextlib.contextmanager
+def local_cluster(nodes: int = 3) -> Iterator[dict[str, Any]]:
+    """A local Ray cluster (``mwsim cluster start``) for a test session: the one running,
+    if it has ``nodes`` nodes, else one started here and stopped (every trace) at the end."""
+    from mwsim.hosts import cluster
+    from mwsim.replay import raynodes
+
+    running = cluster.read_state()
+    ours = running is None or running.get("nodes") != nodes
+    state = cluster.start(nodes) if ours else running
+    assert state is not None
+    try:
+        yield state
+    finally:
+        raynodes.disconnect()  # a client left connected would retry a stopped cluster
+        if ours:
+            cluster.stop()
+
+
+def cluster_processes(pattern: str = "mwsim.replay.zygote") -> list[str]:
+    """Processes in the local cluster's namespaces (``namespace pid command line``) whose
+    command line contains ``pattern``: by default fork servers and their agents,
+    ``HostActor`` finds the host actors (Ray names actor processes after their class)."""
+    import psutil
+
+    from mwsim.hosts import cluster, emulated
+
+    found = []
+    for namespace in cluster.namespaces():
+        for pid in emulated.pids_in(namespace):
+            with contextlib.suppress(psutil.Error):
+                line = " ".join(psutil.Process(pid).cmdline())
+                if pattern in line:
+                    found.append(f"{namespace} {pid} {line[:200]}")
+    return found
+
+
+def namespace_sockets(namespace: str) -> list[tuple[str, int, str, int, str]]:
+    """Every TCP and UDP socket of a network namespace as the kernel lists it:
+    (local address, port, remote address, port, state in hex; ``0A`` is listening)."""
+    from mwsim.hosts import emulated
+
+    out = []
+    for table in ("tcp", "udp"):
+        text = emulated.run(["ip", "netns", "exec", namespace, "cat", f"/proc/net/{table}"])
+        for line in text.splitlines()[1:]:
+            fields = line.split()
+            local, remote, state = fields[1], fields[2], fields[3]
+            out.append((*_address(local), *_address(remote), state))
+    return out
+
+
+def _address(hexed: str) -> tuple[str, int]:
+    host, port = hexed.split(":")
+    octets = bytes.fromhex(host)[::-1]  # little-endian on the hosts this runs on
+    return ".".join(str(o) for o in octets), int(port, 16)

@@ -220,6 +220,19 @@ class NetFaults:
             f.in_ns(namespace, ["tc", "qdisc", "del", "dev", device, "root"])
         return not self._any_present(applied)
 
+    def clear(self) -> list[str]:
+        """Undo every fault still in force (on a fabric that outlives the run); the keys
+        of those that would not go."""
+        left = []
+        for key in list(self.applied):
+            try:
+                gone = self.undo(key)
+            except (RuntimeError, OSError, subprocess.TimeoutExpired):
+                gone = False
+            if not gone:
+                left.append(key)
+        return left
+
     def _tables_present(self, applied: Applied) -> list[bool]:
         by_ns: dict[str, dict[str, object]] = {}
         out = []

@@ -21,18 +21,19 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from multiprocessing.connection import Client, Connection
+from multiprocessing.connection import Connection
 from typing import Any
 
 from mwsim import runtimes
 from mwsim.events import Kind
 from mwsim.hosts.emulated import setns
 from mwsim.membership import WorldId
+from mwsim.replay import channel
 from mwsim.replay import protocol as wire
 from mwsim.replay.gpufaults import GpuFaults
 from mwsim.replay.lag import LAG_S
 from mwsim.replay.processes import free_port
-from mwsim.replay.protocol import Boot
+from mwsim.replay.protocol import NODE_ENV, Boot
 
 WATCH_PERIOD_S = 0.02
 LEAVE_GRACE_S = 1.0
@@ -429,8 +430,8 @@ def serve(boot: Boot) -> None:
         os.environ["GLOO_SOCKET_IFNAME"] = os.environ["NCCL_SOCKET_IFNAME"] = boot.ifname
     if boot.netns is not None:  # NCCL tells hosts apart by this: each emulated host is one,
         os.environ["NCCL_HOSTID"] = boot.netns  # so its traffic crosses the emulated links
-    conn = Client(boot.controller, family="AF_UNIX", authkey=bytes.fromhex(boot.authkey))
-    wire.send(conn, wire.Hello(boot.worker, os.getpid()))
+    conn = channel.connect(boot.controller, bytes.fromhex(boot.authkey))
+    wire.send(conn, wire.Hello(boot.worker, os.getpid(), os.environ.get(NODE_ENV)))
     code = 0
     try:
         asyncio.run(_serve(boot, conn))

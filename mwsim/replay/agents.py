@@ -1,11 +1,13 @@
 """The agent processes of a real run: forked, connected, commanded, reaped.
 
-Agents are forked by the warm fork server (:mod:`mwsim.replay.zygote`) and call back to
-the pool's authenticated listener (a Unix socket in a private directory, reachable from
-every network namespace of the run). A command to an agent that is not up yet is
-held until it says ``ready``. ``poll`` waits (with a deadline) for anything to happen:
-a new connection, a message, an exit reaped by the fork server; messages go to the
-handler registered for their type. The pool never blocks on an agent.
+Agents are forked at their host's site (:mod:`mwsim.replay.sites`: the warm fork server
+here, or a Ray node's host actor) and call back to the pool's authenticated listener
+(:mod:`mwsim.replay.channel`: a Unix socket in a private directory, reachable from every
+network namespace of the run; or TCP, from the nodes of a cluster). A command to an
+agent that is not up yet is held until it says ``ready``. ``poll`` waits (with a
+deadline) for anything to happen: a new connection, a message, an exit reaped by a
+site; messages go to the handler registered for their type.
+The pool never blocks on an agent.
 """
 
 from __future__ import annotations
@@ -26,12 +28,11 @@ from multiprocessing.connection import Connection, Listener
 from pathlib import Path
 from typing import Any
 
-from mwsim.errors import ZygoteError
-from mwsim.replay import processes, protocol
+from mwsim.replay import channel, protocol
 from mwsim.replay.processes import Leftovers
 from mwsim.replay.protocol import Ack, Boot, Hello, Message, Ready, Stopped
 from mwsim.replay.signals import Waker
-from mwsim.replay.zygote import Zygote
+from mwsim.replay.sites import Site
 
 HELLO_WITHIN_S = 10.0
 #: A busy controller takes agents' messages at most this often (see ``AgentPool.poll``).
@@ -48,6 +49,7 @@ class AgentProc:
     incarnation: int
     pid: int  # also its process group: every agent leads its own session
     log: Path
+    site: Site  # where it runs: its signals, state and exit come from there
     conn: Connection | None = None
     ready: bool = False
     stop_acked: bool = False
@@ -83,6 +85,7 @@ class AgentPool:
         waker: Waker,
         handlers: Mapping[type[Message], Handler],
         on_exit: Callable[[AgentProc], None],
+        key: bytes | None = None,
     ) -> None:
         self.logs = logs
         self.waker = waker
@@ -93,46 +96,51 @@ class AgentPool:
             Stopped: self._on_stopped,
             **handlers,
         }
-        self.key = secrets.token_bytes(32)
+        self.key = key if key is not None else secrets.token_bytes(32)
         self.every: list[AgentProc] = []
         self.current: dict[str, AgentProc] = {}  # the latest incarnation of each worker
         self.by_pid: dict[int, AgentProc] = {}
         self.accepted: queue.Queue[tuple[Hello, Connection]] = queue.Queue()
         self._listener: Listener | None = None
-        self._zygote: Zygote | None = None
+        self.sites: dict[str, Site] = {}  # by topology host
         self._home: str | None = None  # the listener's private directory
         # one selector for the whole run: the waker, the fork server, each agent's connection
         self._selector = selectors.DefaultSelector()
         self._busy_at = -1.0  # when a message was last taken
 
     @property
-    def zygote(self) -> Zygote:
-        assert self._zygote is not None, "open() first"
-        return self._zygote
-
-    @property
     def address(self) -> str:
-        assert self._listener is not None, "open() first"
-        return str(self._listener.address)
+        assert self._listener is not None, "listen() first"
+        return channel.describe(self._listener)
 
-    def open(self, zygote: Zygote) -> None:
-        """Listen for agents (a thread accepts them: ``accept`` blocks)."""
-        self._zygote = zygote
-        self._home = tempfile.mkdtemp(prefix="mwsim-ctl-")  # mode 0700: the owner's only
-        path = str(Path(self._home) / "controller.sock")
-        self._listener = Listener(path, family="AF_UNIX", backlog=128, authkey=self.key)
+    def distinct_sites(self) -> list[Site]:
+        return list({id(site): site for site in self.sites.values()}.values())
+
+    def listen(self, on: str | None = None) -> None:
+        """Listen for agents: on a Unix socket (``on`` None), or on TCP at address ``on``
+        (agents on other machines); a thread accepts them (``accept`` blocks)."""
+        if on is None:
+            self._home = tempfile.mkdtemp(prefix="mwsim-ctl-")  # mode 0700: the owner's only
+            self._listener = channel.listen(str(Path(self._home) / "controller.sock"))
+        else:
+            self._listener = channel.listen((on, 0))
         self._selector.register(self.waker.reader, selectors.EVENT_READ, None)
-        self._selector.register(zygote.fileno(), selectors.EVENT_READ, None)
         threading.Thread(target=self._accept_loop, name="mwsim-accept", daemon=True).start()
+
+    def open(self, sites: Mapping[str, Site]) -> None:
+        """Where each host's agents are forked (after ``listen``)."""
+        self.sites = dict(sites)
+        for site in self.distinct_sites():
+            self._selector.register(site.fileno(), selectors.EVENT_READ, None)
 
     def _accept_loop(self) -> None:
         assert self._listener is not None
         while True:
             try:
-                conn = self._listener.accept()
+                conn = channel.accept(self._listener, self.key, HELLO_WITHIN_S)
             except OSError:
                 return  # listener closed
-            except Exception:  # failed authentication and the like
+            except Exception:  # a malformed connection attempt
                 continue
             try:
                 hello = protocol.recv(conn) if conn.poll(HELLO_WITHIN_S) else None
@@ -146,13 +154,15 @@ class AgentPool:
 
     # -- agents --------------------------------------------------------------------------
 
-    def spawn(self, boot: Boot) -> AgentProc:
-        """Fork an agent for ``boot.worker`` (a new incarnation if the name was used)."""
+    def spawn(self, boot: Boot, host: str) -> AgentProc:
+        """Fork an agent for ``boot.worker`` on ``host`` (a new incarnation if the name
+        was used)."""
         incarnation = sum(1 for a in self.every if a.worker == boot.worker)
         suffix = "" if incarnation == 0 else f"~{incarnation}"
         log = self.logs / f"{boot.worker}{suffix}.log"
-        pid = self.zygote.fork(asdict(boot), log)
-        agent = AgentProc(boot.worker, incarnation, pid, log)
+        site = self.sites[host]
+        pid = site.fork(asdict(boot), log)
+        agent = AgentProc(boot.worker, incarnation, pid, log, site)
         self.current[boot.worker] = agent
         self.every.append(agent)
         self.by_pid[pid] = agent
@@ -175,10 +185,10 @@ class AgentPool:
 
     def signal(self, agent: AgentProc, signum: int) -> None:
         """Signal the agent's whole process group."""
-        processes.signal_group(agent.pid, signum)
+        agent.site.signal(agent.pid, signum)
 
     def is_stopped(self, agent: AgentProc) -> bool:
-        return processes.is_stopped(agent.pid)
+        return agent.site.is_stopped(agent.pid)
 
     # -- reports -------------------------------------------------------------------------
 
@@ -204,6 +214,8 @@ class AgentPool:
             return
         agent.conn = conn
         self._selector.register(conn, selectors.EVENT_READ, agent)
+        if Hello in self.handlers:
+            self.handlers[Hello](agent, hello)
 
     def _disconnect(self, agent: AgentProc) -> None:
         if agent.conn is not None:
@@ -225,10 +237,10 @@ class AgentPool:
             if agent.alive:
                 self._disconnect(agent)
 
-    def _exited(self, pid: int, code: int) -> None:
-        """The fork server reaped ``pid``: record how it ended."""
+    def _exited(self, site: Site, pid: int, code: int) -> None:
+        """A site reaped ``pid``: record how it ended."""
         agent = self.by_pid.get(pid)
-        if agent is None or agent.reaped:
+        if agent is None or agent.site is not site or agent.reaped:
             return
         agent.code, agent.reaped = code, True
         self.on_exit(agent)
@@ -258,9 +270,10 @@ class AgentPool:
                 elif key.data is not None:
                     self._busy_at = time.monotonic()
                     self._drain(key.data, everything=False)
-        for message in self.zygote.read():
-            if "exit" in message:
-                self._exited(int(message["exit"]), int(message["code"]))
+        for site in self.distinct_sites():
+            for message in site.read():
+                if "exit" in message:
+                    self._exited(site, int(message["exit"]), int(message["code"]))
 
     # -- the end -------------------------------------------------------------------------
 
@@ -273,20 +286,27 @@ class AgentPool:
             self.signal(agent, signal.SIGCONT)
         return live
 
-    def shutdown(self, owns_zygote: bool, ports: Iterable[int]) -> Leftovers:
-        """Stop listening (and the fork server if it is ours); what was left behind."""
-        groups = [a.pid for a in self.every]
-        if owns_zygote and self._zygote is not None:
-            with contextlib.suppress(ZygoteError):
-                self._zygote.stop()
-            groups.append(self._zygote.pid)
+    def shutdown(self, ports: Iterable[int]) -> tuple[Leftovers, dict[str, Any]]:
+        """Stop listening, close every site; what was left behind, and what each site
+        checked (by site name)."""
         if self._listener is not None:
             with contextlib.suppress(OSError):
                 self._listener.close()
         if self._home is not None:
             shutil.rmtree(self._home, ignore_errors=True)
-        found = processes.leftovers(groups, ports)
+        ports = list(ports)
+        groups: list[int] = []
+        left: list[int] = []
+        unchecked: list[str] = []
+        checked: dict[str, Any] = {}
+        for site in self.distinct_sites():
+            found = site.close([a.pid for a in self.every if a.site is site], ports)
+            groups += found.groups
+            left += found.ports
+            unchecked += found.unchecked
+            checked[site.name] = site.checked()
         for agent in self.every:
             self._disconnect(agent)
         self._selector.close()
-        return found
+        found = Leftovers(tuple(groups), tuple(sorted(set(left))), unchecked=tuple(unchecked))
+        return found, checked

@@ -34,14 +34,18 @@ from mwsim.replay.agents import AgentPool, AgentProc, Handler, log_tail
 from mwsim.replay.injector import Injector
 from mwsim.replay.lag import LAG_S, CpuWatch
 from mwsim.replay.processes import Leftovers
+from mwsim.replay.raynodes import RayNodes
 from mwsim.replay.recorder import Clock, Recorder
 from mwsim.replay.schedule import Confirmations, Schedule
 from mwsim.replay.signals import SignalTrap, Waker
+from mwsim.replay.sites import LocalSite, Site
 from mwsim.replay.worlds import Formation
 from mwsim.replay.zygote import Zygote
 from mwsim.scenario import Scenario
 from mwsim.timing import model_for, poll_period
 
+#: When set, where every replay places its agents (as ``cluster``): ``fuzz --cluster``.
+CLUSTER_ENV = "MWSIM_CLUSTER"
 START_LEAD_S = 0.05
 STOP_GRACE_S = 2.0
 EXIT_GRACE_S = 5.0
@@ -71,15 +75,16 @@ class RealRun:
     wall_s: float
 
 
-def devices(plan: Plan, backend: str) -> dict[str, str]:
-    """Device per worker name: ``cpu`` for gloo; a distinct ``cuda:N`` per GPU slot for nccl."""
+def devices(plan: Plan, backend: str, per_host: bool = False) -> dict[str, str]:
+    """Device per worker name: ``cpu`` for gloo; a distinct ``cuda:N`` per GPU slot for nccl
+    (``per_host``: numbered on each host, as on cluster nodes; else across this machine)."""
     names = {w.name for w in plan.workers}
     if backend != "nccl":
         return dict.fromkeys(names, "cpu")
     offsets, total = {}, 0
     for host in plan.initial.hosts():
         offsets[host] = total
-        total += plan.initial.gpus_of(host)
+        total += 0 if per_host else plan.initial.gpus_of(host)
     found, used = {}, dict.fromkeys(offsets, 0)
     for life in plan.workers:
         local = life.gpu if life.gpu is not None else used[life.host]
@@ -139,18 +144,35 @@ class Controller:
         progress: Progress | None = None,
         zygote: Zygote | None = None,
         network: str = "auto",
+        cluster: str | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
         self.scenario = scenario
         self.runtime = runtime or scenario.runtime
         self.backend = backend or scenario.backend
-        self.devices = devices(scenario.plan, self.backend)
+        cluster = cluster if cluster is not None else os.environ.get(CLUSTER_ENV) or None
+        self.cluster = cluster
+        self.devices = devices(scenario.plan, self.backend, per_host=cluster is not None)
         # the checks and the model expect this poll period for this size (timing.sized)
         self.watch_s = poll_period(model_for(self.runtime), len(scenario.plan.workers))
         needed = len(set(self.devices.values())) if self.backend == "nccl" else 0
-        self.runtime_class = runtime_class(self.runtime, self.backend, needed, scenario)
+        if cluster is None:
+            self.runtime_class = runtime_class(self.runtime, self.backend, needed, scenario)
+        else:  # the GPUs are the nodes' (placement checks them); the runtime must be here too
+            self.runtime_class = runtime_class(self.runtime, "gloo", 0, scenario)
         faults = any(step.event.info.network for step in scenario.plan.steps)
-        self.network = hosts.choose(scenario.plan.initial.hosts(), needed=faults, prefer=network)
+        topology_hosts = scenario.plan.initial.hosts()
+        self.network: hosts.Network
+        if cluster is not None:
+            gpus = {h: scenario.plan.initial.gpus_of(h) for h in topology_hosts}
+            nccl = self.backend == "nccl"
+            self.network = RayNodes(cluster, topology_hosts, gpus if nccl else {})
+            for step in scenario.plan.steps:
+                reason = self.network.unavailable_for(step.event)
+                if reason is not None:
+                    raise Inconclusive(f"events[{step.index}]: {reason}")
+        else:
+            self.network = hosts.choose(topology_hosts, needed=faults, prefer=network)
         for step in scenario.plan.steps:
             reason = unavailable_for(step.event)
             if reason is not None:
@@ -169,13 +191,17 @@ class Controller:
             wire.Events: self._on_events,
             wire.Fatal: self._on_fatal,
         }
-        self.pool = AgentPool(self.logs, self.waker, handlers, self._on_exit)
+        key = self.network.key if isinstance(self.network, RayNodes) else None
+        self.pool = AgentPool(self.logs, self.waker, handlers, self._on_exit, key)
+        self.pool.handlers[wire.Hello] = self._on_hello
         self.formation = Formation(self.pool)
         self.pool.handlers[wire.Port] = self.formation.on_port
         self.schedule = Schedule()
         self.scheduled = 0  # steps scheduled so far (their order in the schedule)
         self.confirmations = Confirmations(clock, self.recorder.record)
         net = NetFaults(self.network) if isinstance(self.network, hosts.Emulated) else None
+        if isinstance(self.network, RayNodes):
+            net = self.network.faults
         self.injector = Injector(
             scenario.plan,
             self.pool,
@@ -205,7 +231,7 @@ class Controller:
             worker=worker,
             controller=self.pool.address,
             authkey=self.pool.key.hex(),
-            parent_pid=self.pool.zygote.pid,
+            parent_pid=self.pool.sites[host].pid,
             runtime=self.runtime,
             backend=self.backend,
             device=self.devices.get(worker, "cpu"),
@@ -227,6 +253,22 @@ class Controller:
             self.recorder.record(record)
             if self.recorder.t0 is None and record.get("kind") == "op":
                 self.served.add((str(record.get("world")), int(record.get("life", 0))))
+
+    def _on_hello(self, agent: AgentProc, message: wire.Hello) -> None:
+        if message.node is not None:  # where a cluster's agent says it runs
+            host = self.plan.worker(agent.worker, self.now_or_zero()).host
+            self.recorder.note(
+                "agent",
+                worker=agent.worker,
+                incarnation=agent.incarnation,
+                pid=message.pid,
+                host=host,
+                node=message.node,
+                address=self.network.address(host),
+            )
+
+    def now_or_zero(self) -> float:
+        return self.now() if self.recorder.t0 is not None else 0.0
 
     def _on_fatal(self, agent: AgentProc, message: wire.Fatal) -> None:
         self.recorder.note(
@@ -275,19 +317,44 @@ class Controller:
             self._pump(deadline)
         return True
 
+    def _open(self) -> str | None:
+        """Listen for agents and open each host's site (the fork server here, or a host
+        actor per cluster node); None, or why not."""
+        if isinstance(self.network, RayNodes):
+            self.pool.listen(self.network.controller)
+            try:
+                sites: dict[str, Site] = dict(
+                    self.network.start_sites(self.runtime, self.logs, self.bringup_timeout_s)
+                )
+            except (BringUpFailed, ZygoteError, OSError) as exc:
+                self.pool.open(self.network.sites)  # the teardown closes those that started
+                return str(exc)
+        else:
+            self.pool.listen()
+            owned = self.shared_zygote is None
+            zygote = self.shared_zygote or Zygote(
+                self.runtime, self.logs / "zygote.log", agent_env()
+            )
+            sites = dict.fromkeys(self.plan.initial.hosts(), LocalSite(zygote, owned))
+        self.pool.open(sites)
+        return None
+
     def _warm_up(self) -> str | None:
-        """Wait for the fork server to have imported the runtime; None when it has, else why."""
-        try:
-            self.pool.zygote.wait_ready(self.bringup_timeout_s)
-        except ZygoteError as exc:
-            return f"the fork server did not start: {exc}\n" + log_tail(self.pool.zygote.log)
+        """Wait for every fork server to have imported the runtime; None when they have,
+        else why."""
+        deadline = self.clock() + self.bringup_timeout_s
+        for site in self.pool.distinct_sites():
+            try:
+                site.wait_ready(max(0.0, deadline - self.clock()))
+            except ZygoteError as exc:
+                return f"the fork server did not start: {exc}\n" + log_tail(site.log)
         return None
 
     def _bring_up(self) -> str | None:
         """Start the initial agents and form the initial worlds; None on success, else why."""
         deadline = self.clock() + self.bringup_timeout_s
         for worker in self.plan.initial.workers():
-            self.pool.spawn(self._boot(worker, 0.0))
+            self.pool.spawn(self._boot(worker, 0.0), self.plan.initial.host_of(worker))
         initial = [life for life in self.plan.worlds if life.origin is None]
         for life in initial:
             self.formation.form(life)
@@ -390,16 +457,15 @@ class Controller:
         self.recorder.open()
         self.trap.trap()
         self.network.up()
-        self.pool.open(
-            self.shared_zygote or Zygote(self.runtime, self.logs / "zygote.log", agent_env())
-        )
-        if self.runtime_class.needs_rendezvous:
+        failure = self._open()
+        if failure is None and self.runtime_class.needs_rendezvous:
             first_host = self.plan.initial.host_of(self.plan.initial.workers()[0])
             self.rendezvous = self.network.free_port(first_host)
             self.formation.ports.add(self.rendezvous)
-        failure = self._warm_up()
+        failure = failure or self._warm_up()
         meta = versions(self.runtime_class)
-        meta["runtime_package"]["imported"] = self.pool.zygote.loaded  # what agents inherit
+        sites = self.pool.distinct_sites()
+        meta["runtime_package"]["imported"] = sites[0].loaded if sites else {}  # agents inherit
         self.recorder.note(
             "run",
             scenario=self.scenario.name,
@@ -446,8 +512,12 @@ class Controller:
             live = self.pool.kill_all("teardown")
             with contextlib.suppress(ZygoteError):
                 self._await(lambda: all(a.reaped for a in live), self.clock() + EXIT_GRACE_S)
-            found = self.pool.shutdown(self.shared_zygote is None, self.formation.ports)
-            found = replace(found, namespaces=tuple(self.network.down()))
+            found, checked = self.pool.shutdown(self.formation.ports)
+            down = tuple(self.network.down())
+            if isinstance(self.network, RayNodes):
+                found = replace(found, cluster=down)
+            else:
+                found = replace(found, namespaces=down)
             if self.recorder.t0 is None:  # never started: stamp what we have relative to now
                 self.recorder.start(self.clock())
             if status is RunStatus.INTERRUPTED:
@@ -458,6 +528,7 @@ class Controller:
                 detail=found.describe(),
                 processes=len(self.pool.every),
                 ports=sorted(self.formation.ports),
+                checked=checked,
             )
             self.recorder.close()
             self.waker.close()

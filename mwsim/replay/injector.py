@@ -223,7 +223,8 @@ class Injector:
         t0 = self.recorder.t0
         assert t0 is not None
         self.recorder.note("scale", **step.record())
-        agent = self.pool.spawn(self.boot(step.event.subject, step.event.at))
+        host = self.plan.worker(step.event.subject, step.event.at).host
+        agent = self.pool.spawn(self.boot(step.event.subject, step.event.at), host)
         self.pool.command(agent.worker, wire.Start(t0))
         lives = self.plan.formed_by(step)
 

@@ -59,15 +59,18 @@ def group_alive(pgid: int) -> bool:
 @dataclass(frozen=True)
 class Leftovers:
     """What a run left behind: process groups with members, ports still listening,
-    network namespaces (with their links, rules and helpers) still there."""
+    network namespaces (with their links, rules and helpers) still there, and on a
+    cluster, host actors or fault rules still there and nodes that could not be checked."""
 
     groups: tuple[int, ...]
     ports: tuple[int, ...]
     namespaces: tuple[str, ...] = ()
+    cluster: tuple[str, ...] = ()  # still on a cluster: host actors, network fault rules
+    unchecked: tuple[str, ...] = ()  # places (cluster nodes) that could not be checked
 
     @property
     def clean(self) -> bool:
-        return not self.groups and not self.ports and not self.namespaces
+        return not (self.groups or self.ports or self.namespaces or self.cluster or self.unchecked)
 
     def describe(self) -> str:
         if self.clean:
@@ -79,6 +82,10 @@ class Leftovers:
             parts.append(f"ports still listening: {', '.join(map(str, self.ports))}")
         if self.namespaces:
             parts.append(f"network namespaces still there: {', '.join(self.namespaces)}")
+        if self.cluster:
+            parts.append(f"still on the cluster: {', '.join(self.cluster)}")
+        if self.unchecked:
+            parts.append(f"could not be checked: {', '.join(self.unchecked)}")
         return "; ".join(parts)
 
 

@@ -25,12 +25,16 @@ from mwsim.internal import jsonout
 MAX_MESSAGE = 16 * 1024 * 1024
 
 
+#: Set by a cluster node's host actor for the agents it forks: the node's id.
+NODE_ENV = "MWSIM_NODE_ID"
+
+
 @dataclass(frozen=True)
 class Boot:
     """What an agent needs to start: who it is and how to reach the controller."""
 
     worker: str
-    controller: str  # the listener's Unix socket path
+    controller: str  # the listener: a Unix socket path, or tcp://HOST:PORT (channel.parse)
     authkey: str  # hex
     parent_pid: int
     runtime: str
@@ -142,6 +146,7 @@ class Hello(Message):
     TYPE = "hello"
     worker: str
     pid: int
+    node: str | None = None  # the cluster node it runs on, as its environment says
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,9 @@ class FakeClock:
         return self.now
 
 
+FAKE_SITE = object()  # the fake pool forks, signals and reaps nothing anywhere
+
+
 class FakePool(AgentPool):
     """Agents are records; signals and stops are remembered, nothing is forked."""
 
@@ -44,9 +47,10 @@ class FakePool(AgentPool):
         self.stopped: set[int] = set()
         self.pids = iter(range(1000, 2000))
 
-    def spawn(self, boot: wire.Boot) -> AgentProc:
+    def spawn(self, boot: wire.Boot, host: str = "h0") -> AgentProc:
         incarnation = sum(1 for a in self.every if a.worker == boot.worker)
-        agent = AgentProc(boot.worker, incarnation, next(self.pids), self.logs / "x.log")
+        pid = next(self.pids)
+        agent = AgentProc(boot.worker, incarnation, pid, self.logs / "x.log", site=FAKE_SITE)
         self.current[boot.worker] = agent
         self.every.append(agent)
         self.by_pid[agent.pid] = agent
@@ -68,7 +72,7 @@ class FakePool(AgentPool):
         return agent.pid in self.stopped
 
     def reap(self, worker: str, code: int) -> None:
-        self._exited(self.current[worker].pid, code)
+        self._exited(FAKE_SITE, self.current[worker].pid, code)
 
 
 def boot(worker: str, at: float = 0.0) -> wire.Boot:

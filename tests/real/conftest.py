@@ -4,6 +4,8 @@ Every replay of the session forks its agents from one warm fork server (it impor
 once: 2-3 s saved per run); each run still gets its own agents, hosts and history.
 """
 
+import importlib.util
+
 import pytest
 
 from mwsim import read_history
@@ -12,6 +14,7 @@ from mwsim.replay import run_real
 from mwsim.replay.controller import agent_env
 from mwsim.replay.zygote import Zygote
 from mwsim.runtimes.multiworld import MultiWorldRuntime
+from mwsim.testing import local_cluster
 
 reason = MultiWorldRuntime.unavailable("gloo", 0)
 if reason:  # never silently passed: the run reports the skip with its reason
@@ -23,6 +26,21 @@ def zygote(tmp_path_factory):
     warm = Zygote("multiworld", tmp_path_factory.mktemp("zygote") / "zygote.log", agent_env())
     yield warm
     warm.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real three-node Ray cluster on this machine, each node in an emulated host
+    claiming mwsim-host-h<i>, shared by the session (started once, stopped at the end)."""
+    from mwsim.hosts import emulated
+
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("Ray is not installed (pip install 'mwsim[ray]'; make install does)")
+    why = emulated.unavailable()
+    if why is not None:
+        pytest.skip(f"the local cluster lives in emulated hosts, but {why}")
+    with local_cluster(3) as state:
+        yield state
 
 
 #: Replays of one scenario while the harness keeps falling behind (then the last one counts).
