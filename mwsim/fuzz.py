@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import itertools
+import os
 import random
 import time
 from collections import Counter
@@ -63,6 +64,7 @@ from mwsim.history import Mode, read_history
 from mwsim.hosts import emulated
 from mwsim.membership import Timeline
 from mwsim.replay import Controller, RunStatus
+from mwsim.replay.controller import CLUSTER_ENV
 from mwsim.replay.zygote import Zygote
 from mwsim.runs import run_scenario
 from mwsim.scenario import Property, Scenario, dump_scenario, parse_inline, plan_problems
@@ -100,7 +102,13 @@ Sig = tuple[str, str]
 
 def real_kinds(kinds: tuple[Kind, ...] = FUZZ_KINDS) -> tuple[Kind, ...]:
     """Those of ``kinds`` a fuzzer can inject into live processes here (network kinds
-    need emulated hosts)."""
+    need emulated hosts; on a cluster, the local one's, and never ``power_off``, which
+    would cut a node's host actor off)."""
+    cluster = os.environ.get(CLUSTER_ENV)
+    if cluster:
+        kinds = tuple(k for k in kinds if k is not Kind.POWER_OFF)
+        if cluster != "auto":
+            return tuple(k for k in kinds if not k.info.network)
     if emulated.unavailable() is None:
         return kinds
     return tuple(k for k in kinds if not k.info.network)

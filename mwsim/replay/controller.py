@@ -256,7 +256,7 @@ class Controller:
 
     def _on_hello(self, agent: AgentProc, message: wire.Hello) -> None:
         if message.node is not None:  # where a cluster's agent says it runs
-            host = self.plan.worker(agent.worker, self.now_or_zero()).host
+            host = self.plan.worker(agent.worker, self._now_or_zero()).host
             self.recorder.note(
                 "agent",
                 worker=agent.worker,
@@ -267,7 +267,7 @@ class Controller:
                 address=self.network.address(host),
             )
 
-    def now_or_zero(self) -> float:
+    def _now_or_zero(self) -> float:
         return self.now() if self.recorder.t0 is not None else 0.0
 
     def _on_fatal(self, agent: AgentProc, message: wire.Fatal) -> None:

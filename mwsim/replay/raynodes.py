@@ -281,8 +281,8 @@ class NodeLoop:
                 self.send({"error": f"{exc}\n{_tail(self.zygote.log)[-2000:]}"})
             while self._turn():
                 pass
-        except (EOFError, OSError, ValueError):
-            pass  # the controller is gone (or spoke nonsense): end as if told to
+        except (EOFError, OSError, ValueError, ZygoteError):
+            pass  # the controller is gone (or spoke nonsense), or the fork server: end
         finally:
             with contextlib.suppress(ZygoteError, OSError):
                 self.zygote.stop()
@@ -314,7 +314,11 @@ class NodeLoop:
         if "fork" in message:
             boot = {**message["boot"], "authkey": self.key.hex(), "parent_pid": self.zygote.pid}
             log = self.home / Path(str(message["log"])).name
-            pid = self.zygote.fork(boot, log)
+            try:
+                pid = self.zygote.fork(boot, log)
+            except ZygoteError as exc:
+                self.send({"forked": message["fork"], "error": str(exc)})
+                raise
             self.logs[pid] = log
             self.send({"forked": message["fork"], "pid": pid})
         elif "signal" in message:
@@ -422,7 +426,10 @@ class RaySite:
         ident = next(self._ids)
         request = {k: v for k, v in boot.items() if k != "authkey"}  # the node derives it
         self._send({"fork": ident, "boot": request, "log": log.name})
-        pid = int(self._until(lambda m: m.get("forked") == ident, REPLY_S)["pid"])
+        reply = self._until(lambda m: m.get("forked") == ident, REPLY_S)
+        if "error" in reply:
+            raise ZygoteError(f"on {self.name}: {reply['error']}")
+        pid = int(reply["pid"])
         self._log_of[pid] = log
         return pid
 
