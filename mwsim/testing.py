@@ -136,7 +136,8 @@ def reproducible_only(test: Callable[[], None]) -> list[str]:
 @contextlib.contextmanager
 def local_cluster(nodes: int = 3) -> Iterator[dict[str, Any]]:
     """A local Ray cluster (``mwsim cluster start``) for a test session: the one running,
-    if it has ``nodes`` nodes, else one started here and stopped (every trace) at the end."""
+    if it has ``nodes`` nodes, else one started here and stopped at the end, checking that
+    no trace of it is left (``AssertionError`` naming what is)."""
     from mwsim.hosts import cluster
     from mwsim.replay import raynodes
 
@@ -150,6 +151,9 @@ def local_cluster(nodes: int = 3) -> Iterator[dict[str, Any]]:
         raynodes.disconnect()  # a client left connected would retry a stopped cluster
         if ours:
             cluster.stop()
+            left = cluster.leftovers()
+            if left:
+                raise AssertionError(f"mwsim cluster stop left {left}")
 
 
 def cluster_processes(pattern: str = "mwsim.replay.zygote") -> list[str]:

@@ -236,8 +236,15 @@ def stop() -> list[str]:
 
 
 def leftovers() -> list[str]:
-    """What of a local cluster is still on this machine (after ``stop``: nothing)."""
+    """What of a local cluster is still on this machine (after ``stop``: nothing): its
+    namespaces, its link, its state, and any process anywhere started for it (Ray's
+    processes name its session directory)."""
+    import psutil
+
     found = namespaces()
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        if any(str(STATE_DIR) in part for part in proc.info["cmdline"] or ()):
+            found.append(f"process {proc.pid}")
     if Path(f"/sys/class/net/{UPLINK}").exists():
         found.append(f"link {UPLINK}")
     if STATE_DIR.exists():

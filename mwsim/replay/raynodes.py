@@ -50,6 +50,7 @@ LOG_TAIL_BYTES = 256 * 1024
 WATCH_S = 2.0  # how long a host actor watches a stopped or continued agent's state
 REPLY_S = 30.0
 _STATE_SIGNALS = {int(signal.SIGSTOP): True, int(signal.SIGCONT): False}
+_IFNAME_ENVS = {"GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME"}  # a node's own choice wins
 _connected: list[str] = []  # the cluster this process's Ray client is connected to
 
 
@@ -172,8 +173,12 @@ def reach(address: str) -> str:
 
 
 def connect(address: str) -> Any:
-    """The ``ray`` module, connected to ``address`` (once per process)."""
-    import ray
+    """The ``ray`` module, connected to ``address`` (once per process); ``Inconclusive``
+    when Ray is not installed."""
+    try:
+        import ray
+    except ImportError:
+        raise Inconclusive("--cluster needs Ray: pip install 'mwsim[ray]'") from None
 
     if ray.is_initialized():
         if _connected and _connected[-1] == address:
@@ -247,7 +252,7 @@ class HostActor:
             "port": port,
             "pid": os.getpid(),
             "zygote": zygote.pid,
-            "ifname": _ifname(address),
+            "ifname": None if _IFNAME_ENVS & set(env) else _ifname(address),
             "hostname": socket.gethostname(),
         }
 
