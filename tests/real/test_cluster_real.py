@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -139,8 +140,8 @@ def test_no_packet_of_the_cluster_or_its_driver_goes_beyond_loopback_and_the_tes
     assert remote and all(_allowed(ip) for ip in remote), remote
 
 
-def test_an_interrupted_run_leaves_nothing_on_any_node(ray_cluster, tmp_path):
-    out = tmp_path / "out"
+def _tour_in_a_process(out: Path) -> tuple[subprocess.Popen, Path]:
+    """``mwsim run`` of the tour on the cluster, once its first fault is recorded."""
     run = subprocess.Popen(
         [sys.executable, "-m", "mwsim.cli", "run", str(TOUR), "--real", "--cluster", "auto",
          "--out", str(out)],
@@ -154,7 +155,17 @@ def test_an_interrupted_run_leaves_nothing_on_any_node(ray_cluster, tmp_path):
             with contextlib.suppress(subprocess.TimeoutExpired):
                 run.wait(timeout=0.05)  # the run ending early is a failure: said below
             assert run.returncode is None, run.stdout.read()
-        assert len(cluster_processes()) >= 5  # a fork server and agents are up
+        assert len(cluster_processes()) >= 5  # fork servers and agents are up
+        assert len(cluster_processes("HostActor")) == 3
+    except BaseException:
+        run.kill()
+        raise
+    return run, history
+
+
+def test_an_interrupted_run_leaves_nothing_on_any_node(ray_cluster, tmp_path):
+    run, history = _tour_in_a_process(tmp_path)
+    try:
         run.send_signal(signal.SIGINT)
         output, _ = run.communicate(timeout=120)
     finally:
@@ -171,6 +182,16 @@ def test_an_interrupted_run_leaves_nothing_on_any_node(ray_cluster, tmp_path):
         ports = set(hygiene["ports"])
         listening = {s[1] for s in namespace_sockets(namespace) if s[4] == "0A"}
         assert not ports & listening, (namespace, ports & listening)
+
+
+def test_a_controller_killed_outright_leaves_nothing_on_any_node(ray_cluster, tmp_path):
+    run, _ = _tour_in_a_process(tmp_path)
+    run.kill()  # SIGKILL: no teardown; each host actor sees its channel close
+    run.communicate(timeout=30)
+    deadline = time.monotonic() + 30
+    while cluster_processes() or cluster_processes("HostActor"):
+        assert time.monotonic() < deadline, (cluster_processes(), cluster_processes("HostActor"))
+        threading.Event().wait(0.1)  # polling the nodes' process tables until they are clean
 
 
 def _core_library() -> list[str]:
