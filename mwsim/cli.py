@@ -450,9 +450,13 @@ def cluster_status() -> None:
 @main.command()
 def clean() -> None:
     """Remove what runs whose controller died left behind (network namespaces with their
-    links, rules and helpers); live runs are left alone."""
+    links, rules and helpers; the controller's socket directory); live runs are left
+    alone."""
     from mwsim.hosts import emulated
+    from mwsim.replay.agents import clean_dead_homes
 
+    for home in clean_dead_homes():
+        click.echo(f"removed {home}")
     removed = emulated.clean_dead()
     for namespace in removed:
         click.echo(f"removed {namespace}")

@@ -799,7 +799,8 @@ def fuzz(
     result, started = FuzzResult(), time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
     chosen = list(fuzzers or (("stateful", "differential") if real else ("model",)))
-    zygote = Zygote(runtime, out / "zygote.log") if real else None
+    local = real and not os.environ.get(CLUSTER_ENV)  # on a cluster, the nodes fork
+    zygote = Zygote(runtime, out / "zygote.log") if local else None
     counter = itertools.count()
     draw_seed = random.Random(seed)
     other = reference if real and reference and reference != runtime else None

@@ -273,13 +273,9 @@ def ours() -> list[str]:
     return sorted(p.name for p in NETNS_DIR.iterdir() if p.name.startswith(PREFIX))
 
 
-def _dead(namespace: str) -> bool:
-    """Is the controller that made ``namespace`` gone (or its pid used by a newer process)?"""
-    try:
-        pid = int(namespace[len(PREFIX) :].split("-", 1)[0])
-        made = (NETNS_DIR / namespace).stat().st_mtime
-    except (ValueError, OSError):
-        return False
+def owner_gone(pid: int, made: float) -> bool:
+    """Is the process ``pid`` that made something at ``made`` (a file time) gone, or its
+    pid used by a newer process?"""
     try:
         owner = psutil.Process(pid)
         if owner.status() == psutil.STATUS_ZOMBIE:
@@ -287,6 +283,16 @@ def _dead(namespace: str) -> bool:
         return bool(owner.create_time() > made + 1.0)
     except psutil.NoSuchProcess:
         return True
+
+
+def _dead(namespace: str) -> bool:
+    """Is the controller that made ``namespace`` gone (or its pid used by a newer process)?"""
+    try:
+        pid = int(namespace[len(PREFIX) :].split("-", 1)[0])
+        made = (NETNS_DIR / namespace).stat().st_mtime
+    except (ValueError, OSError):
+        return False
+    return owner_gone(pid, made)
 
 
 def clean_dead() -> list[str]:

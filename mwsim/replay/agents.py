@@ -13,6 +13,7 @@ The pool never blocks on an agent.
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import secrets
 import selectors
@@ -28,6 +29,7 @@ from multiprocessing.connection import Connection, Listener
 from pathlib import Path
 from typing import Any
 
+from mwsim.hosts.emulated import owner_gone
 from mwsim.replay import channel, protocol
 from mwsim.replay.processes import Leftovers
 from mwsim.replay.protocol import Ack, Boot, Hello, Message, Ready, Stopped
@@ -35,6 +37,7 @@ from mwsim.replay.signals import Waker
 from mwsim.replay.sites import Site
 
 HELLO_WITHIN_S = 10.0
+HOME_PREFIX = "mwsim-ctl-"  # + the controller's pid: its listener's private directory
 #: A busy controller takes agents' messages at most this often (see ``AgentPool.poll``).
 COALESCE_S = 0.005
 #: Rounds of "whatever else is ready now" per wake, so a flood cannot hold the wait forever.
@@ -66,6 +69,22 @@ class AgentProc:
 
 
 Handler = Callable[[AgentProc, Any], None]
+
+
+def clean_dead_homes(root: Path | None = None) -> list[str]:
+    """Remove the listener directories of controllers that died without their teardown (a
+    SIGKILL leaves them; the next run or ``mwsim clean`` calls this); their paths."""
+    removed = []
+    for path in Path(root or tempfile.gettempdir()).glob(f"{HOME_PREFIX}*-*"):
+        try:
+            pid = int(path.name[len(HOME_PREFIX) :].split("-", 1)[0])
+            made = path.stat().st_mtime
+        except (ValueError, OSError):
+            continue  # not one of ours (or gone meanwhile)
+        if owner_gone(pid, made):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(str(path))
+    return removed
 
 
 def log_tail(path: Path, lines: int = 12) -> str:
@@ -120,7 +139,9 @@ class AgentPool:
         """Listen for agents: on a Unix socket (``on`` None), or on TCP at address ``on``
         (agents on other machines); a thread accepts them (``accept`` blocks)."""
         if on is None:
-            self._home = tempfile.mkdtemp(prefix="mwsim-ctl-")  # mode 0700: the owner's only
+            clean_dead_homes()
+            # mode 0700: the owner's only; named by our pid so a successor can clean it
+            self._home = tempfile.mkdtemp(prefix=f"{HOME_PREFIX}{os.getpid()}-")
             self._listener = channel.listen(str(Path(self._home) / "controller.sock"))
         else:
             self._listener = channel.listen((on, 0))

@@ -519,3 +519,21 @@ def test_gpu_faults_on_a_device_that_is_no_gpu_are_never_confirmed():
 def test_the_gpu_fault_command_crosses_the_wire():
     message = wire.GpuFault(Kind.GPU_SLOW.value, True, None, 4.0)
     assert wire.decode(json.loads(json.dumps(wire.encode(message)))) == message
+
+
+def test_the_socket_directory_of_a_dead_controller_is_cleaned_and_live_ones_are_kept(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from mwsim.replay.agents import HOME_PREFIX, clean_dead_homes
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # its pid now belongs to nobody (or to a newer process)
+    dead = tmp_path / f"{HOME_PREFIX}{gone.pid}-abc"
+    live = tmp_path / f"{HOME_PREFIX}{os.getpid()}-def"
+    foreign = tmp_path / f"{HOME_PREFIX}nopid"
+    for path in (dead, live, foreign):
+        path.mkdir()
+    assert clean_dead_homes(tmp_path) == [str(dead)]
+    assert not dead.exists() and live.exists() and foreign.exists()
