@@ -13,19 +13,19 @@ process in the namespaces, deletes them (the link goes with them) and the state.
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from mwsim.hosts import emulated
 
@@ -239,8 +239,6 @@ def leftovers() -> list[str]:
     """What of a local cluster is still on this machine (after ``stop``: nothing): its
     namespaces, its link, its state, and any process anywhere started for it (Ray's
     processes name its session directory)."""
-    import psutil
-
     found = namespaces()
     for proc in psutil.process_iter(["pid", "cmdline"]):
         if any(str(STATE_DIR) in part for part in proc.info["cmdline"] or ()):
@@ -257,10 +255,9 @@ class View(emulated.Fabric):
     faults act on a Ray-placed deployment: ``hosts`` maps each topology host to its node's
     address. ``down`` only ends the fault helpers: the cluster outlives the run."""
 
-    def __init__(self, hosts: dict[str, str]) -> None:
+    def __init__(self, hosts: dict[str, str], state: dict[str, Any]) -> None:
         super().__init__(list(hosts))
-        state = read_state() or {}
-        index = {address: i for i, address in enumerate(state.get("node_addresses", []))}
+        index = {address: i for i, address in enumerate(state["node_addresses"])}
         self.run_id = PREFIX.rstrip("-")
         self.switch = SWITCH
         self.names = {host: node_namespace(index[address]) for host, address in hosts.items()}
@@ -268,26 +265,20 @@ class View(emulated.Fabric):
         self.addresses = dict(hosts)
         self.is_up = True
 
-    def namespaces(self) -> list[str]:
-        return [self.switch, *self.names.values()]
-
     def up(self) -> None:
         pass
 
     def down(self) -> list[str]:
-        for helper in self.helpers:
-            with contextlib.suppress(ProcessLookupError):
-                helper.send_signal(signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                helper.wait(timeout=5)
-        self.helpers.clear()
+        self.end_helpers()
         return []
 
 
-def view(hosts: dict[str, str]) -> View | None:
+def view(address: str, hosts: dict[str, str]) -> View | None:
     """A fabric over the local cluster's nodes at these addresses (host -> address), None
-    when one of them is not a node of the local cluster running here."""
+    unless the cluster at ``address`` is the local one and holds them all."""
     state = read_state()
-    if state is None or not set(hosts.values()) <= set(state.get("node_addresses", [])):
+    if state is None or state.get("address") != address:
         return None
-    return View(hosts)
+    if not set(hosts.values()) <= set(state.get("node_addresses", [])):
+        return None
+    return View(hosts, state)

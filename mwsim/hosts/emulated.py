@@ -230,15 +230,20 @@ class Fabric:
                 ],
             )
 
-    def down(self) -> list[str]:
-        """Kill what runs inside, delete the namespaces; what could not be removed."""
-        if not self.is_up:
-            return []
+    def end_helpers(self) -> None:
+        """Kill and reap the processes started in the switch (the delay daemons)."""
         for helper in self.helpers:
             with contextlib.suppress(ProcessLookupError):
                 helper.send_signal(signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 helper.wait(timeout=5)
+        self.helpers.clear()
+
+    def down(self) -> list[str]:
+        """Kill what runs inside, delete the namespaces; what could not be removed."""
+        if not self.is_up:
+            return []
+        self.end_helpers()
         remove(self.namespaces())
         self.is_up = False
         return leftovers(self.namespaces())

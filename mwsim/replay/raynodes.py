@@ -40,7 +40,7 @@ from mwsim.errors import BringUpFailed, Inconclusive, ZygoteError
 from mwsim.events import AnyEvent, PowerOff
 from mwsim.hosts import cluster
 from mwsim.hosts.cluster import RESOURCE_PREFIX, SECRET_ENV, read_state
-from mwsim.hosts.netfaults import NetFaults, unavailable_for
+from mwsim.hosts.netfaults import NetFaults
 from mwsim.replay import channel, processes
 from mwsim.replay.processes import Leftovers
 from mwsim.replay.protocol import NODE_ENV
@@ -194,7 +194,6 @@ def connect(address: str) -> Any:
 
 def disconnect() -> None:
     """End this process's connection to a cluster (before that cluster goes away)."""
-
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
         ray.shutdown()
@@ -501,15 +500,13 @@ class RayNodes:
         self.controller = reach(self.cluster)
         self.actors: dict[str, Any] = {}
         self.sites: dict[str, RaySite] = {}
-        local = read_state()
-        view = None
-        if local is not None and local.get("address") == self.cluster:
-            view = cluster.view({h: n.address for h, n in self.placement.items()})
+        view = cluster.view(self.cluster, {h: n.address for h, n in self.placement.items()})
         #: Network faults, where the nodes are the local cluster's emulated hosts.
         self.faults = NetFaults(view) if view is not None else None
 
     def unavailable_for(self, event: AnyEvent) -> str | None:
-        """Why this cluster cannot inject ``event`` (None: it can)."""
+        """Why this cluster cannot inject ``event`` (None: it can; what this machine lacks
+        for it, the controller checks as for every run)."""
         if not event.info.network:
             return None
         if self.faults is None:
@@ -519,7 +516,7 @@ class RayNodes:
             )
         if isinstance(event, PowerOff):
             return "power_off would cut a Ray node's host actor off from the controller"
-        return unavailable_for(event)
+        return None
 
     # -- the Network protocol ---------------------------------------------------------------
 
