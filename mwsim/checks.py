@@ -16,10 +16,17 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from mwsim.events import BREAKING, Degrade, GpuSlow, Kind, Slow, Target, subject_of
-from mwsim.history import Event, History, Mode
+from mwsim.history import Cause, Event, History, Mode
 from mwsim.membership import Plan, Step, WorldId, WorldLife
 from mwsim.scenario import Property, Scenario
-from mwsim.timing import RuntimeModel, detection_window, failing_peers, model_for, sized
+from mwsim.timing import (
+    RuntimeModel,
+    detection_window,
+    failing_peers,
+    model_for,
+    progress_window,
+    sized,
+)
 
 
 class Result(StrEnum):
@@ -83,8 +90,7 @@ class Bounds:
     @classmethod
     def of(cls, scenario: Scenario, model: RuntimeModel) -> Bounds:
         e = scenario.expect
-        interval = scenario.workload.interval_ms / 1000
-        window = e.progress_window_s or max(model.progress_window_s, 10 * interval)
+        window = progress_window(model, scenario)
         return cls(window, dict(e.detect_within_s), e.join_within_s, e.recover_within_s)
 
 
@@ -156,6 +162,8 @@ class Facts:
     hangs: dict[str, list[Injected]] = field(default_factory=dict)  # by worker, in time order
     cuts: list[Injected] = field(default_factory=list)  # dropping partitions, in time order
     lags: list[Lag] = field(default_factory=list)  # where the harness fell behind
+    bringup: Event | None = None  # the deployment did not come up: why (a real run)
+    reference: Event | None = None  # ... and whether the reference runtime's did
 
 
 # -- reading a history --------------------------------------------------------------------
@@ -170,7 +178,12 @@ def _nearest(candidates: list[Step], t: float, taken: set[int]) -> int | None:
 
 
 def facts(history: History, scenario: Scenario, model: RuntimeModel | None = None) -> Facts:
-    """Read ``history`` against ``scenario`` (once: every property reads the same facts)."""
+    """Read ``history`` against ``scenario`` (once: every property reads the same facts).
+    A run whose bring-up failed played none of the scenario's events: it is read against
+    the deployment alone."""
+    failed = next((e for e in history.of_kind("bringup") if not e.get("ok", True)), None)
+    if failed is not None:
+        scenario = scenario.model_copy(update={"events": []})
     p: Plan = scenario.plan
     model = sized(model or model_for(scenario.runtime), scenario)
     stops = [e.t for e in history.of_kind("phase") if e.get("name") in ("stop", "interrupted")]
@@ -182,6 +195,8 @@ def facts(history: History, scenario: Scenario, model: RuntimeModel | None = Non
         Bounds.of(scenario, model),
         min(stops) if stops else scenario.duration_s,
         mode=meta.get("mode", Mode.REAL) if meta else Mode.REAL,
+        bringup=failed,
+        reference=next(iter(history.of_kind("reference")), None),
     )
     taken: set[int] = set()
     steps = {s.index: s for s in p.steps}
@@ -331,11 +346,10 @@ def _faults_of(f: Facts, life: WorldLife) -> list[Injected]:
 
 
 def _unexpected_exits(f: Facts, life: WorldLife) -> list[float]:
+    """When members of ``life`` died unasked (an initial world's: from bring-up on)."""
+    since = life.start if life.origin is not None else float("-inf")
     return [
-        t
-        for m in life.members
-        for t, expected in f.died.get(m, [])
-        if not expected and t >= life.start
+        t for m in life.members for t, expected in f.died.get(m, []) if not expected and t >= since
     ]
 
 
@@ -452,9 +466,12 @@ def check_progress(f: Facts) -> Verdict:
     excused: list[str] = []
     judged = 0
     stall = "no op while healthy"
+    _bringup_stalls(f, problems, excused)
     for life in f.plan.worlds:
         segs = [s for series in f.ops.get(life.id, {}).values() for s in series]
         segs.sort(key=lambda s: s.t0)
+        if not segs and _never_served(f, life, window, problems, excused):
+            continue
         for a, b in healthy_segments(f, life):
             if b - a <= 0:
                 continue
@@ -484,6 +501,43 @@ def check_progress(f: Facts) -> Verdict:
         f"{judged} healthy stretch(es) of worlds completed an op in every {window:g} s window",
         excused,
     )
+
+
+def _bringup_stalls(f: Facts, problems: list[Evidence], excused: list[str]) -> None:
+    """Worlds that did not form while bring-up stalled (nothing moved for ``stalled_s``):
+    each a problem, unless the harness fell behind for that whole stall."""
+    e = f.bringup
+    if e is None or e.get("stage") != "form" or e.get("stalled_s") is None:
+        return
+    stalled = float(e["stalled_s"])
+    for name in e.get("waiting", []):
+        life = next((w for w in f.plan.worlds if w.name == name and w.origin is None), None)
+        if life is None:
+            continue
+        what = f"{name}: not formed at bring-up; nothing moved for {stalled:g} s ({e['reason']})"
+        problem = Evidence(name, what, "not formed at bring-up", e.t)
+        _judge_or_excuse(f, life, (e.t - stalled, e.t), stalled, problem, problems, excused)
+
+
+def _never_served(
+    f: Facts, life: WorldLife, window: float, problems: list[Evidence], excused: list[str]
+) -> bool:
+    """An initial world that formed and never served an op before bring-up gave up on it:
+    a problem (or excused by the harness's lag); whether it was judged here."""
+    e = f.bringup
+    if e is None or e.get("stage") != "serve" or life.name not in e.get("waiting", []):
+        return False
+    healthy = healthy_segments(f, life)
+    if life.origin is not None or not healthy or healthy[0][1] - healthy[0][0] <= window:
+        return False  # it had no whole window to serve in (say, a member died first)
+    a, b = healthy[0]
+    what = (
+        f"{life.name}: formed, then served no op in the {b - a:.2f} s bring-up waited for "
+        f"one (window {window:g} s)"
+    )
+    problem = Evidence(life.name, what, "never served after forming", a)
+    _judge_or_excuse(f, life, (a, b), b - a - window, problem, problems, excused)
+    return True
 
 
 def _judge_or_excuse(
@@ -737,8 +791,10 @@ def check_scale_out(f: Facts) -> Verdict:
             f.model.join_bound_s if life.origin is Kind.JOIN else f.model.add_world_bound_s
         )
         asked = f.scaled.get(life.origin_event, life.start)
-        if _hung_within(f, life, asked, asked + bound):
-            continue  # a member could not do its part of forming the world
+        if _hung_within(f, life, asked, asked + bound) or _cut_within(
+            f, life, asked, asked + bound
+        ):
+            continue  # a member could not do its part (a cut world: recovery judges it)
         streams = f.ops.get(life.id, {})
         first = min((s.t0 for series in streams.values() for s in series), default=None)
         ended = life.end if life.end is not None else f.end
@@ -835,6 +891,14 @@ def _incomplete_removals(f: Facts, problems: list[Evidence], unknown: list[str])
                 )
                 problems.append(Evidence(life.name, detail, "remove_world not completed", due))
     return judged
+
+
+def _cut_within(f: Facts, life: WorldLife, a: float, b: float) -> bool:
+    """Did a partition cut ``life`` at some time in ``[a, b]`` (until it may serve again)?"""
+    return any(
+        x.step.kind is Kind.PARTITION and x.t <= b and (back is None or back >= a)
+        for x, back in _outages(f, life)
+    )
 
 
 def _hung_within(f: Facts, life: WorldLife, a: float, b: float) -> bool:
@@ -983,9 +1047,53 @@ def _unconfirmed(f: Facts) -> list[str]:
     ]
 
 
+def bringup_cause(f: Facts) -> Cause | None:
+    """Whose doing a failed bring-up was (None: the deployment came up). An unclear one is
+    the harness's only if the reference runtime did not come up either."""
+    if f.bringup is None:
+        return None
+    cause = Cause(f.bringup["cause"])
+    if cause is Cause.UNCLEAR:
+        served = f.reference.get("served") if f.reference is not None else None
+        return Cause.HARNESS if served is False else Cause.RUNTIME
+    return cause
+
+
+def headline(text: str) -> str:
+    """The first line of a multi-line reason (a log tail may follow it)."""
+    return (text.strip().splitlines() or [""])[0].rstrip(":")
+
+
+def bringup_failure(f: Facts) -> dict[str, Any] | None:
+    """What a failed bring-up was, for reports: its stage, whose doing (decided), why, and
+    what the reference runtime showed (None: the deployment came up)."""
+    cause = bringup_cause(f)
+    if f.bringup is None or cause is None:
+        return None
+    reason = str(f.bringup["reason"])
+    out = {"stage": f.bringup["stage"], "cause": str(cause), "reason": reason}
+    out["headline"] = headline(reason)
+    if f.reference is not None:
+        out["reference"] = f.reference.get("detail", "")
+    return out
+
+
+def _not_the_runtimes(f: Facts) -> str:
+    assert f.bringup is not None
+    reason = headline(str(f.bringup["reason"]))
+    if f.reference is not None and f.reference.get("served") is False:
+        return (
+            f"bring-up failed, and on the reference runtime too: {reason}; {f.reference['detail']}"
+        )
+    return f"bring-up failed by the harness's doing, not the runtime's: {reason}"
+
+
 def evaluate(f: Facts) -> list[Verdict]:
     """Every property except conformance. A fault not confirmed injected turns a would-be
-    pass into unknown."""
+    pass into unknown; a bring-up the harness failed leaves every property unknown."""
+    if bringup_cause(f) is Cause.HARNESS:
+        why = _not_the_runtimes(f)
+        return [Verdict(name, UNKNOWN, why) for name in CHECKS]
     verdicts = [fn(f) for fn in CHECKS.values()]
     doubts = _unconfirmed(f)
     if doubts:
@@ -1010,6 +1118,10 @@ def check_conformance(
 
 def conformance(obs: Facts, pre: Facts) -> Verdict:
     """``check_conformance`` on the facts of the two histories."""
+    if obs.bringup is not None:
+        reason = headline(str(obs.bringup["reason"]))
+        why = f"not compared: the real deployment did not come up ({reason})"
+        return Verdict("conformance", UNKNOWN, why)
     problems: list[Evidence] = []
     tol = CONFORMANCE_TOLERANCE_S
     for world_id, by_worker in pre.reports.items():

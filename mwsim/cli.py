@@ -556,7 +556,8 @@ def calibrate(runtime: str, out_path: str | None, repeat: int) -> None:
     default=60.0,
     show_default=True,
     type=click.FloatRange(1, 86_400),
-    help="Seconds to fuzz for (a batch under way is finished).",
+    help="Seconds the whole session takes, shrinking and replays included (it may end up "
+    "to 15 s later: the example under way is torn down).",
 )
 @click.option("--real", is_flag=True, help="Fuzz live deployments (stateful + differential).")
 @click.option("--runtime", default="multiworld", show_default=True, help="System under test.")
@@ -618,8 +619,9 @@ def fuzz(
     Each failure is shrunk and written to OUT under a name of its own, as a scenario file
     that `mwsim run` replays, with its report; the exit status is then 1. 0 when the
     budget ran out with none (known findings, flaky ones and the reference's are listed).
+    The budget bounds the whole session; Ctrl-C or SIGTERM ends it early (exit 130 or 143),
+    and either way the summary is printed and kept in OUT.
     """
-    from mwsim.fuzz import describe
     from mwsim.fuzz import fuzz as explore
     from mwsim.runtimes import load, names
 
@@ -663,22 +665,35 @@ def fuzz(
             )
             bar.update(task, completed=min(budget, time.monotonic() - started), stats=stats)
 
-        try:
-            result = explore(
-                budget,
-                real=real,
-                runtime=runtime,
-                out=out,
-                fuzzers=fuzzers or None,
-                seed=seed,
-                reference=reference if real else None,
-                on_batch=on_batch,
-                kinds=tuple(map(Kind, kinds)) if kinds else tuple(Kind),
-                stop_after=stop_after,
-            )
-        except KeyboardInterrupt as exc:
-            console.print("[yellow]interrupted; every process it started was stopped[/]")
-            sys.exit(_interrupted_status(exc))
+        result = explore(
+            budget,
+            real=real,
+            runtime=runtime,
+            out=out,
+            fuzzers=fuzzers or None,
+            seed=seed,
+            reference=reference if real else None,
+            on_batch=on_batch,
+            kinds=tuple(map(Kind, kinds)) if kinds else tuple(Kind),
+            stop_after=stop_after,
+        )
+    _fuzz_summary(console, result, runtime, reference)
+    if result.interrupted is not None:
+        console.print(
+            "[yellow]interrupted; every process it started was stopped; the summary so far "
+            f"is above and in {result.summary}[/]",
+            soft_wrap=True,
+        )
+        sys.exit(128 + result.interrupted)
+    console.print(f"summary: {result.summary}", soft_wrap=True)
+    sys.exit(EXIT_VIOLATED if result.failures else EXIT_OK)
+
+
+def _fuzz_summary(console: Console, result: FuzzResult, runtime: str, reference: str) -> None:
+    """Print what a fuzzing session did and found: its log, then each distinct failure."""
+    from mwsim.fuzz import describe
+    from mwsim.runtimes import load
+
     for line in result.log:  # whole lines: they end in paths to copy
         console.print(f"  {escape(line)}", soft_wrap=True)
     for found in result.upstream:
@@ -699,9 +714,12 @@ def fuzz(
     summary = f"{result.examples} examples in {result.batches} batches, {result.elapsed_s:.0f} s"
     if result.bringup_failures:
         summary += f", {len(result.bringup_failures)} skipped: the deployment did not come up"
+    if result.interrupted is not None:
+        summary += ", stopped early"
     if not result.failures:
-        console.print(f"[green]no violation found[/] ({summary})")
-        sys.exit(EXIT_OK)
+        so_far = " so far" if result.interrupted is not None else ""
+        console.print(f"[green]no violation found{so_far}[/] ({summary})")
+        return
     console.print(f"[red]{len(result.failures)} distinct failure(s)[/] ({summary})")
     for number, failure in enumerate(result.failures, 1):
         console.print(
@@ -709,6 +727,8 @@ def fuzz(
             f"{failure.found_by} after {failure.found_after_s:.0f} s, "
             f"{len(failure.violation.scenario.events)} event(s), hit by {failure.hits} example(s)"
         )
+        if failure.note:
+            console.print(f"     [yellow]{escape(failure.note)}[/]")
         for v in failure.violation.verdicts:
             if v.verdict == Result.FAIL:
                 console.print(f"     {v.name}: {escape(v.detail)}")
@@ -716,7 +736,6 @@ def fuzz(
         console.print(f"     report: {failure.report}", soft_wrap=True)
         for line in failure.reproduce:  # whole lines, to copy and paste
             console.print(f"     reproduce: {escape(line)}", soft_wrap=True)
-    sys.exit(EXIT_VIOLATED)
 
 
 if __name__ == "__main__":

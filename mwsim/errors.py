@@ -59,7 +59,13 @@ class RuntimeNotFound(Inconclusive, LookupError):
 
 
 class BringUpFailed(MwsimError):
-    """The deployment did not come up (an agent died, or the bring-up deadline passed)."""
+    """The deployment did not come up (an agent died, a world did not form or serve, the
+    fork server was lost). ``cause``: whose doing it was, ``runtime``, ``harness`` or
+    ``unclear`` (``mwsim.history.Cause``)."""
+
+    def __init__(self, reason: str, cause: str = "harness") -> None:
+        super().__init__(reason)
+        self.cause = cause
 
 
 class ZygoteError(MwsimError):

@@ -27,7 +27,14 @@ of races their outcome would hang on (a silent fault lasting about as long as th
 takes to see it), and of the runtime's declared known findings (``Runtime.known_finding``);
 a shrunk failure that still matches one is reported as that finding. Fuzzing a runtime
 other than the reference (upstream MultiWorld), a violation counts only if the reference,
-replaying the same scenario, does not show it too.
+replaying the same scenario, does not show it too. A live deployment that does not come up
+by the runtime's doing is a find like any other (with no events); by the harness's, the
+batch is skipped.
+
+The budget (``Budget``) bounds the whole session: a replay starts only if it would end
+within it, the live example under way stops once it is spent (``OutOfBudget``), and a find
+the budget left no time for is kept as it was, its ``note`` saying so. Ctrl-C and SIGTERM
+stop a session the same way; its summary so far is returned and kept beside its finds.
 """
 
 from __future__ import annotations
@@ -35,14 +42,17 @@ from __future__ import annotations
 import contextlib
 import datetime
 import itertools
+import math
 import os
 import random
+import signal
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 import hypothesis.strategies as st
 from hypothesis import HealthCheck, Phase, settings
@@ -57,16 +67,18 @@ from hypothesis.stateful import (
 
 from mwsim import findings, report, runtimes
 from mwsim.checks import FAIL, PASS, Verdict, check, judge
-from mwsim.errors import BringUpFailed, MwsimError, PlanError
+from mwsim.errors import BringUpFailed, Interrupted, MwsimError, PlanError
 from mwsim.events import Kind, parse_event
 from mwsim.findings import FIRST_HEARTBEAT_S, KnownFinding
-from mwsim.history import Mode, read_history
+from mwsim.history import Cause, Mode, read_history
 from mwsim.hosts import emulated
+from mwsim.internal import jsonout
 from mwsim.membership import Timeline
 from mwsim.replay import Controller, RunStatus
 from mwsim.replay.controller import CLUSTER_ENV
+from mwsim.replay.signals import TRAPPED
 from mwsim.replay.zygote import Zygote
-from mwsim.runs import run_scenario
+from mwsim.runs import REFERENCE, ask_reference, run_scenario
 from mwsim.scenario import Property, Scenario, dump_scenario, parse_inline, plan_problems
 from mwsim.sim import simulate
 from mwsim.strategies import FUZZ_KINDS, Proposer, scenarios
@@ -88,6 +100,14 @@ MAX_FLAKY = 2
 #: A shrunk run lasts at least this long past the moment its failure was first seen.
 FAILURE_TAIL_S = 1.0
 
+#: What a replay takes beyond its scenario's duration (bring-up, wind-down, judging): a
+#: replay is started only if it ends within the budget by this estimate.
+REPLAY_OVERHEAD_S = 3.0
+
+#: How far past its budget a session may end (README "Fuzzing"): the live step under way
+#: and its teardown, or a replay that took longer than its estimate.
+GRACE_S = 15.0
+
 #: The live deployments the stateful fuzzer starts from (batch n uses variant n).
 LIVE_BASES = (
     "topology: {generator: fan_in, workers: 3, hosts: 2}\nworkload: {kind: stream}\n",
@@ -98,6 +118,37 @@ LIVE_BASES = (
 
 #: One (property, kind of evidence) pair of a failure's signature.
 Sig = tuple[str, str]
+
+
+class OutOfBudget(BaseException):
+    """The session's budget is spent: the batch under way stops at once. Not an
+    ``Exception``, so that Hypothesis passes it on instead of taking it for a failure."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """When a fuzzing session must end (on ``time.monotonic()``'s clock)."""
+
+    deadline: float = math.inf
+
+    @classmethod
+    def of(cls, seconds: float) -> Budget:
+        return cls(time.monotonic() + seconds)
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def spent(self) -> bool:
+        return self.left() <= 0
+
+    def fits(self, scenario: Scenario) -> bool:
+        """Would a replay of ``scenario`` end within the budget (by its estimate)?"""
+        return scenario.duration_s + REPLAY_OVERHEAD_S <= self.left()
+
+    def check(self) -> None:
+        """``OutOfBudget`` once it is spent."""
+        if self.spent():
+            raise OutOfBudget
 
 
 def real_kinds(kinds: tuple[Kind, ...] = FUZZ_KINDS) -> tuple[Kind, ...]:
@@ -131,8 +182,11 @@ def describe(sig: Iterable[Sig]) -> str:
 class Violation(MwsimError, AssertionError):
     """A drawn example violated a property; the scenario file reproduces it."""
 
-    def __init__(self, scenario: Scenario, verdicts: list[Verdict], path: Path) -> None:
+    def __init__(
+        self, scenario: Scenario, verdicts: list[Verdict], path: Path, note: str = ""
+    ) -> None:
         self.scenario, self.verdicts, self.path = scenario, verdicts, path
+        self.note = note  # what was not done with it (say, shrinking: the budget ran out)
         failed = "; ".join(f"{v.name}: {v.detail}" for v in verdicts if v.verdict == FAIL)
         super().__init__(f"{failed}\nreproduce with: {reproduce_command(path, scenario.runtime)}")
 
@@ -223,10 +277,12 @@ def check_model(
     model: RuntimeModel | None = None,
     covered: frozenset[Sig] = frozenset(),
     on_known: OnKnown | None = None,
+    budget: Budget = Budget(),
 ) -> None:
     """The simulated history of ``scenario`` (simulated with ``model``, if given) must
     satisfy every property, judged by the runtime's default bounds (violations with a
     ``covered`` signature are known and let pass)."""
+    budget.check()
     history = simulate(scenario, model=model)
     overall, verdicts = judge(check(history, scenario), set())
     if overall == FAIL and _new_or_known(verdicts, covered, on_known):
@@ -244,10 +300,16 @@ def check_differential(
     zygote: Zygote | None = None,
     covered: frozenset[Sig] = frozenset(),
     on_known: OnKnown | None = None,
+    budget: Budget = Budget(),
+    reference: str | None = REFERENCE,
 ) -> None:
-    """``scenario`` run on the model and for real (with ``runtime``) must pass and conform."""
+    """``scenario`` run on the model and for real (with ``runtime``) must pass and conform
+    (``reference``: the runtime that decides an unclear failed bring-up)."""
+    if not budget.fits(scenario):
+        raise OutOfBudget
     drawn = scenario.model_copy(update={"runtime": runtime, "name": f"fuzz-{runtime}"})
-    outcome = run_scenario(drawn, mode=Mode.BOTH, out_dir=out / "last-run", zygote=zygote)
+    where = out / "last-run"
+    outcome = run_scenario(drawn, mode=Mode.BOTH, out_dir=where, zygote=zygote, reference=reference)
     if outcome.verdict == FAIL and _new_or_known(outcome.verdicts, covered, on_known):
         scratch = out / "scratch" / f"differential-{runtime}.yaml"
         path = save_failure(drawn, outcome.verdicts, scratch, "differential")
@@ -264,6 +326,8 @@ class LiveHooks:
 
     known: KnownFinding | None = None
     on_known: OnKnown | None = None
+    budget: Budget = Budget()  # examples stop (unjudged) once it is spent
+    reference: str | None = REFERENCE  # decides an unclear failed bring-up
 
 
 class LiveDeployment(RuleBasedStateMachine):
@@ -301,6 +365,7 @@ class LiveDeployment(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
+        self.hooks.budget.check()
         for count in self.counters:
             count()
         text = LIVE_BASES[self.variant % len(LIVE_BASES)] + "duration_s: 3600\n"
@@ -316,14 +381,36 @@ class LiveDeployment(RuleBasedStateMachine):
         )
         self.finished = False
         self.violated = False
+        self.aborted = False  # out of budget, or interrupted: torn down unjudged
         self.known_seen: frozenset[Sig] = frozenset()
         self.known = self.hooks.known or (findings.known_finding if self.avoid_known else None)
         try:
             self.controller.start()
+        except BringUpFailed as failed:
+            self.finished = True
+            self._bringup_failed(base, failed)
         except BaseException:
             self.finished = True
-            self.controller.finish(RunStatus.BRINGUP_FAILED)
+            self.controller.finish(RunStatus.INTERRUPTED, "interrupted")
             raise
+
+    def _bringup_failed(self, base: Scenario, failed: BringUpFailed) -> NoReturn:
+        """The deployment did not come up: judged like any run (a find, if the runtime
+        failed); ``BringUpFailed`` again if it was not the runtime's doing."""
+        real = self.controller.finish(RunStatus.BRINGUP_FAILED, str(failed), failed.cause)
+        if failed.cause == Cause.HARNESS:
+            raise failed
+        if failed.cause == Cause.UNCLEAR:
+            ask_reference(real, base, self.hooks.reference, self.zygote)
+        verdicts = check(read_history(real.history), base)
+        if not failures(verdicts):
+            raise failed  # the harness's doing (or its lag): not a finding
+        self.violated = True
+        replay = base.model_copy(update={"duration_s": judged_end(base)})
+        scratch = self.out / "scratch" / f"stateful-{self.runtime}.yaml"
+        violation = Violation(replay, verdicts, save_failure(replay, verdicts, scratch, "stateful"))
+        self.seen.append(violation)
+        raise violation
 
     # -- stepping ------------------------------------------------------------------------
 
@@ -353,6 +440,16 @@ class LiveDeployment(RuleBasedStateMachine):
                 break
         self.controller.advance(self.controller.now() + self.step_s)
 
+    def _abortable(self, step: Callable[[], None]) -> None:
+        """Take a step unless the budget is spent; a spent budget or an interrupt aborts
+        the example (it is torn down, not judged)."""
+        try:
+            self.hooks.budget.check()
+            step()
+        except (OutOfBudget, KeyboardInterrupt):
+            self.aborted = True
+            raise
+
     @initialize(data=st.data())
     def swarm(self, data: st.DataObject) -> None:
         """Swarm testing: each example uses only some kinds of action, so that the
@@ -360,17 +457,21 @@ class LiveDeployment(RuleBasedStateMachine):
         example starts with one of them (Hypothesis would often draw no step at all)."""
         pool = real_kinds(self.kind_pool)
         self.kinds = sorted(data.draw(st.sets(st.sampled_from(pool), min_size=1)))
-        if self.known is not None:  # let every first heartbeat be written (known finding 3)
-            self.controller.advance(FIRST_HEARTBEAT_S)
-        self._act(data)
+
+        def first() -> None:
+            if self.known is not None:  # let every first heartbeat be written (finding 3)
+                self.controller.advance(FIRST_HEARTBEAT_S)
+            self._act(data)
+
+        self._abortable(first)
 
     @rule(data=st.data())
     def act(self, data: st.DataObject) -> None:
-        self._act(data)
+        self._abortable(lambda: self._act(data))
 
     @rule()
     def wait(self) -> None:
-        self.controller.advance(self.controller.now() + self.step_s)
+        self._abortable(lambda: self.controller.advance(self.controller.now() + self.step_s))
 
     # -- judging -------------------------------------------------------------------------
 
@@ -405,7 +506,10 @@ class LiveDeployment(RuleBasedStateMachine):
             return
         self.finished = True
         try:
-            self._teardown()
+            if self.aborted:
+                self.controller.finish(RunStatus.INTERRUPTED, "the example was aborted")
+            else:
+                self._teardown()
         finally:
             if self.known_seen and self.hooks.on_known is not None:
                 self.hooks.on_known(self.known_seen)
@@ -440,21 +544,41 @@ def racy(kind: Kind, fields: dict[str, Any], runtime: str) -> bool:
 # -- shrinking by replay ------------------------------------------------------------------
 
 
+class _NoTime(Exception):
+    """A replay would not end within the session's budget (so it is not started)."""
+
+
+#: What a failure's note says when the budget left something undone.
+UNCONFIRMED = "not replayed: the budget ran out first (unconfirmed, unshrunk)"
+UNSHRUNK = "not shrunk to the end: the budget ran out"
+UNCHECKED = "not checked against the reference: the budget ran out"
+INTERRUPTED = "interrupted before it was shrunk"
+
+
 def replay(
-    scenario: Scenario, out: Path, zygote: Zygote | None = None, both: bool = False
+    scenario: Scenario,
+    out: Path,
+    zygote: Zygote | None = None,
+    both: bool = False,
+    reference: str | None = REFERENCE,
 ) -> list[Verdict]:
     """Replay ``scenario`` for real (and on the model with ``both``); its verdicts."""
     mode = Mode.BOTH if both else Mode.REAL
-    return run_scenario(scenario, mode=mode, out_dir=out, zygote=zygote).verdicts
+    outcome = run_scenario(scenario, mode=mode, out_dir=out, zygote=zygote, reference=reference)
+    return outcome.verdicts
 
 
 def replay_violates(
-    scenario: Scenario, wanted: set[Sig], out: Path, zygote: Zygote | None = None
+    scenario: Scenario,
+    wanted: set[Sig],
+    out: Path,
+    zygote: Zygote | None = None,
+    reference: str | None = REFERENCE,
 ) -> list[Verdict] | None:
     """Replay ``scenario``; its verdicts if one of the ``wanted`` (property, kind of
     evidence) pairs shows again, on any world."""
     both = any(name == Property.CONFORMANCE for name, _ in wanted)
-    verdicts = replay(scenario, out, zygote, both)
+    verdicts = replay(scenario, out, zygote, both, reference)
     return verdicts if signature(verdicts) & wanted else None
 
 
@@ -472,6 +596,7 @@ def minimize(
     reference: str | None = None,
     wanted: Sig | None = None,
     known: KnownFinding | None = None,
+    budget: Budget = Budget(),
 ) -> Violation | None:
     """Shrink a real violation by replay to a 1-minimal list of events (see the module doc);
     None when its first replay does not show the ``wanted`` pair again (flaky). ``wanted``
@@ -482,7 +607,8 @@ def minimize(
     result must be the runtime's own: the reference runtime must not show it. That is
     checked once at the end; only if the reference shows the shrunk scenario's failure too
     is the shrinking redone, checking the reference at every step. The verdicts returned
-    leave out what the reference shows as well.
+    leave out what the reference shows as well. No replay is started that would not end
+    within the ``budget``: what could not be done then is said in the result's ``note``.
     """
     target = wanted or min(violation.signature)
     goal = {target}
@@ -490,13 +616,20 @@ def minimize(
     before = set(findings_in(violation.scenario, known)) if known else set()
     until = failure_time(violation, target)
 
+    def afford(candidate: Scenario) -> None:
+        if not budget.fits(candidate):
+            raise _NoTime
+
     def ours(candidate: Scenario) -> list[Verdict] | None:
         if known and set(findings_in(candidate, known)) - before:
             return None  # it slid onto a known finding
-        return replay_violates(candidate, goal, out / "shrink" / str(next(runs)), zygote)
+        afford(candidate)
+        where = out / "shrink" / str(next(runs))
+        return replay_violates(candidate, goal, where, zygote, reference=reference)
 
     def theirs(candidate: Scenario) -> frozenset[Sig]:
         assert reference is not None
+        afford(candidate)
         upstream = candidate.model_copy(update={"runtime": reference})
         both = target[0] == Property.CONFORMANCE
         return signature(replay(upstream, out / "shrink" / str(next(runs)), zygote, both))
@@ -507,20 +640,30 @@ def minimize(
             return None
         return got
 
-    verdicts = ours(violation.scenario)
+    try:
+        verdicts = ours(violation.scenario)
+    except _NoTime:
+        return Violation(violation.scenario, violation.verdicts, violation.path, UNCONFIRMED)
     if verdicts is None:
         return None
-    current, verdicts = _shrink(violation.scenario, verdicts, ours, log, until)
+    current, verdicts, complete = _shrink(violation.scenario, verdicts, ours, log, until)
+    notes = [] if complete else [UNSHRUNK]
     if reference:
-        shown = theirs(current)
-        if target in shown:
-            log(f"{reference} fails the shrunk scenario too; shrinking again against it")
-            current, verdicts = _shrink(violation.scenario, verdicts, only_ours, log, until)
+        try:
             shown = theirs(current)
+            if target in shown:
+                log(f"{reference} fails the shrunk scenario too; shrinking again against it")
+                first = violation.scenario
+                current, verdicts, complete = _shrink(first, verdicts, only_ours, log, until)
+                notes = [] if complete else [UNSHRUNK]
+                shown = theirs(current)
+        except _NoTime:
+            shown = frozenset()
+            notes.append(UNCHECKED)
         mine = signature(verdicts) - shown
         verdicts = [_only(v, mine) for v in verdicts]
     path = save_failure(current, verdicts, violation.path, "shrunk by replay")
-    return Violation(current, verdicts, path)
+    return Violation(current, verdicts, path, "; ".join(notes))
 
 
 def _shrink(
@@ -529,8 +672,9 @@ def _shrink(
     fails: Callable[[Scenario], list[Verdict] | None],
     log: Callable[[str], None],
     until: float = 0.0,
-) -> tuple[Scenario, list[Verdict]]:
-    """Drop events one at a time while ``fails`` still holds, until none can go."""
+) -> tuple[Scenario, list[Verdict], bool]:
+    """Drop events one at a time while ``fails`` still holds, until none can go; whether it
+    got there (False: the budget could not pay for another replay)."""
     changed = True
     while changed:
         changed = False
@@ -538,11 +682,14 @@ def _shrink(
             candidate = _without(current, i, until)
             if candidate is None:
                 continue  # a later event needs this one (say, a join)
-            got = fails(candidate)
+            try:
+                got = fails(candidate)
+            except _NoTime:
+                return current, verdicts, False
             if got is not None:
                 log(f"shrunk to {len(candidate.events)} event(s)")
                 current, verdicts, changed = candidate, got, True
-    return current, verdicts
+    return current, verdicts, True
 
 
 def _without(scenario: Scenario, index: int, until: float = 0.0) -> Scenario | None:
@@ -590,6 +737,11 @@ class Failure:
         return self.violation.path
 
     @property
+    def note(self) -> str:
+        """What was left undone with it (its replay, shrinking, the reference's replay)."""
+        return self.violation.note
+
+    @property
     def trigger(self) -> frozenset[Kind]:
         """The kinds of event its reproducer needs."""
         return frozenset(e.kind for e in self.violation.scenario.events)
@@ -602,6 +754,14 @@ class Failure:
     @property
     def mode(self) -> Mode:
         return {"model": Mode.SIM, "stateful": Mode.REAL}.get(self.found_by, Mode.BOTH)
+
+
+@dataclass(frozen=True)
+class BatchSize:
+    """How many examples a batch runs, and how many steps a live example takes at most."""
+
+    examples: int = 5
+    steps: int = 5
 
 
 @dataclass
@@ -617,6 +777,9 @@ class FuzzResult:
     flaky: list[Violation] = field(default_factory=list)  # seen live, not again on replay
     bringup_failures: list[str] = field(default_factory=list)  # live batches skipped
     log: list[str] = field(default_factory=list)
+    budget_s: float = math.inf
+    interrupted: int | None = None  # the signal that stopped the session early
+    summary: Path | None = None  # where the summary was kept
 
     @property
     def violation(self) -> Violation | None:
@@ -630,6 +793,41 @@ class FuzzResult:
     @property
     def first_failure_s(self) -> float | None:
         return self.failures[0].found_after_s if self.failures else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The session's summary as JSON data (kept beside its finds)."""
+
+        def failure(f: Failure) -> dict[str, Any]:
+            out: dict[str, Any] = {
+                "signature": describe(f.signature),
+                "properties": sorted({name for name, _ in f.signature}),
+                "found_by": f.found_by,
+                "found_after_s": round(f.found_after_s, 1),
+                "hits": f.hits,
+                "events": len(f.violation.scenario.events),
+                "scenario": str(f.path),
+                "report": str(f.report) if f.report else None,
+                "reproduce": f.reproduce,
+            }
+            if f.note:
+                out["note"] = f.note
+            if f.finding is not None:
+                out["finding"] = f.finding
+            return out
+
+        return {
+            "examples": self.examples,
+            "batches": self.batches,
+            "elapsed_s": round(self.elapsed_s, 1),
+            "budget_s": self.budget_s if math.isfinite(self.budget_s) else None,
+            "interrupted": signal.Signals(self.interrupted).name if self.interrupted else None,
+            "failures": [failure(f) for f in self.failures],
+            "known": [failure(f) for f in self.known],
+            "upstream": [str(v.path) for v in self.upstream],
+            "flaky": [str(v.path) for v in self.flaky],
+            "bringup_failures": self.bringup_failures,
+            "log": self.log,
+        }
 
 
 def steer(
@@ -656,10 +854,11 @@ class _Session:
         zygote: Zygote | None,
         known: KnownFinding | None,
         started: float,
+        budget: Budget = Budget(),
     ) -> None:
         self.result, self.out, self.runtime = result, out, runtime
         self.reference, self.zygote, self.known = reference, zygote, known
-        self.started = started
+        self.started, self.budget = started, budget
         self.covered: set[Sig] = set()
         self.flaky_tries: Counter[Sig] = Counter()
         self.stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -682,32 +881,49 @@ class _Session:
 
     def record(self, violation: Violation, fuzzer: str, real: bool) -> None:
         """A violation a batch met: known, the reference's, flaky, or a new failure (shrunk
-        and written under a unique name with its report)."""
+        and written under a unique name with its report). What the budget left undone
+        (the reference's replay, the shrinking) the failure's note says; interrupted while
+        shrinking, it is kept unshrunk."""
         log = self.result.log.append
         new = violation.signature - self.covered
         if not new:
             self.hit(violation.signature)
             return
+        unchecked = ""
         if real and self.reference:
             theirs = self._reference_shows(violation)
-            if not new - theirs:
+            if theirs is None:
+                unchecked = UNCHECKED
+            elif not new - theirs:
                 kept = self._name(f"{self.runtime}-upstream")
                 save_failure(violation.scenario, violation.verdicts, kept, "upstream")
                 self.result.upstream.append(Violation(violation.scenario, violation.verdicts, kept))
                 self.covered |= new
                 log(f"{self.reference} fails it too ({describe(new)}): {kept}")
                 return
-            new = new - theirs
-            mine = violation.signature - theirs
-            violation = Violation(
-                violation.scenario, [_only(v, mine) for v in violation.verdicts], violation.path
-            )
+            else:
+                new = new - theirs
+                mine = violation.signature - theirs
+                verdicts = [_only(v, mine) for v in violation.verdicts]
+                violation = Violation(violation.scenario, verdicts, violation.path)
         wanted = min(new)
         found_after = time.monotonic() - self.started
-        if real:
-            shrunk = minimize(
-                violation, self.out, self.zygote, log, self.reference, wanted, self.known
-            )
+        if real and not unchecked:
+            reference = self.reference
+            try:
+                shrunk = minimize(
+                    violation,
+                    self.out,
+                    self.zygote,
+                    log,
+                    reference,
+                    wanted,
+                    self.known,
+                    self.budget,
+                )
+            except KeyboardInterrupt:
+                self._keep(violation, wanted, fuzzer, found_after, INTERRUPTED, real)
+                raise
             if shrunk is None:
                 self.flaky_tries[wanted] += 1
                 if self.flaky_tries[wanted] >= MAX_FLAKY:
@@ -718,13 +934,22 @@ class _Session:
                 log(f"seen once, not again on replay (flaky: {describe([wanted])}): {kept}")
                 return
             violation = shrunk
+        elif unchecked:
+            note = f"{UNCONFIRMED}; {unchecked}"
+            violation = Violation(violation.scenario, violation.verdicts, violation.path, note)
+        self._keep(violation, wanted, fuzzer, found_after, violation.note, real)
+
+    def _keep(
+        self, violation: Violation, wanted: Sig, fuzzer: str, after: float, note: str, real: bool
+    ) -> None:
+        """Write a new failure (and its report) and count it, known finding or new."""
         what = self.runtime if real else "model"
         path = save_failure(violation.scenario, violation.verdicts, self._name(what), fuzzer)
         found = Failure(
             frozenset((violation.signature - self.covered) | {wanted}),
-            Violation(violation.scenario, violation.verdicts, path),
+            Violation(violation.scenario, violation.verdicts, path, note),
             fuzzer,
-            found_after,
+            after,
             self.result.examples,
         )
         if real and self.known is not None:
@@ -735,27 +960,102 @@ class _Session:
             found.violation, path.with_suffix(".json"), found.mode, found.reproduce
         )
         self.covered |= violation.signature | {wanted}
+        log = self.result.log.append
+        also = f" ({note})" if note else ""
         if found.finding is not None:
             self.result.known.append(found)
-            log(f"it is known finding {found.finding}: {path}")
+            log(f"it is known finding {found.finding}{also}: {path}")
         else:
             self.result.failures.append(found)
-            log(f"new failure {len(self.result.failures)}: {describe(found.signature)}: {path}")
+            number = len(self.result.failures)
+            log(f"new failure {number}: {describe(found.signature)}{also}: {path}")
+
+    def batch(
+        self, fuzzer: str, seed: int, turn: int, pool: tuple[Kind, ...], size: BatchSize
+    ) -> None:
+        """Run one batch of ``fuzzer`` drawing events of the ``pool``'s kinds; what it met
+        is recorded (``OutOfBudget`` once the budget is spent, after recording what was
+        met). A live deployment that did not come up by the harness's doing is skipped,
+        up to ``MAX_BRINGUP_FAILURES`` times."""
+        real = fuzzer != "model"
+        covered = frozenset(self.covered)
+        seen: list[Violation] = []
+
+        def count() -> None:
+            self.result.examples += 1
+
+        try:
+            if fuzzer == "model":
+                examples = max(size.examples, 50)
+                _run_model_batch(
+                    self.out, examples, seed, count, pool, covered, self.hit, self.budget
+                )
+            elif fuzzer == "differential":
+                kinds = real_kinds(pool)
+                _run_differential_batch(
+                    self.out,
+                    size.examples,
+                    seed,
+                    self.runtime,
+                    self.zygote,
+                    count,
+                    self.known,
+                    kinds,
+                    covered,
+                    self.hit,
+                    self.budget,
+                    self.reference,
+                )
+            else:
+                machine = LiveDeployment.configured(
+                    runtime=self.runtime,
+                    out=self.out,
+                    zygote=self.zygote,
+                    variant=turn,
+                    hooks=LiveHooks(self.known, self.hit, self.budget, self.reference),
+                    counters=(count,),
+                    seen=seen,
+                    kind_pool=pool,
+                    covered=covered,
+                )
+                options = _settings(size.examples, shrink=False, stateful_step_count=size.steps)
+                fix_seed(seed)(get_state_machine_test(machine, settings=options))()
+        except OutOfBudget:
+            for violation in seen:  # met before the budget ran out
+                self.record(violation, fuzzer, real)
+            raise
+        except Exception as found:  # Violation, ExceptionGroup, or a flaky live replay
+            failed = None if seen else _bringup_failure(found)
+            if failed is None:
+                for violation in _violations(found, seen):
+                    self.record(violation, fuzzer, real)
+                return
+            reason = str(failed).splitlines()[-1].strip()  # not the runtime's doing: skipped
+            self.result.bringup_failures.append(reason)
+            self.result.log.append(f"the live deployment did not come up ({reason}); skipped")
+            if len(self.result.bringup_failures) >= MAX_BRINGUP_FAILURES:
+                raise failed from found
 
     def commands(self, found: Failure) -> list[str]:
         """The ``mwsim run`` lines that replay a failure (and show the reference pass it)."""
         lines = [reproduce_command(found.path, self.runtime, found.mode)]
         if self.reference and found.mode is not Mode.SIM:
             passes = reproduce_command(found.path, self.reference, Mode.REAL)
-            lines.append(f"{passes}  # the reference passes it")
+            checked = not {UNCHECKED, UNCONFIRMED, INTERRUPTED} & set(found.note.split("; "))
+            said = "the reference passes it" if checked else "the reference (not yet tried)"
+            lines.append(f"{passes}  # {said}")
         return lines
 
-    def _reference_shows(self, violation: Violation) -> frozenset[Sig]:
+    def _reference_shows(self, violation: Violation) -> frozenset[Sig] | None:
+        """What the reference shows on the violation's scenario (None: no budget left for
+        that replay)."""
         assert self.reference is not None
         upstream = violation.scenario.model_copy(update={"runtime": self.reference})
+        if not self.budget.fits(upstream):
+            return None
         both = any(name == Property.CONFORMANCE for name, _ in violation.signature)
         where = self.out / "reference" / str(next(self.replays))
-        return signature(replay(upstream, where, self.zygote, both))
+        return signature(replay(upstream, where, self.zygote, both, self.reference))
 
 
 def _settings(examples: int, shrink: bool = True, **extra: Any) -> settings:
@@ -795,88 +1095,72 @@ def fuzz(
     batch's examples are a function of it and the batch number. ``kinds``: the kinds of
     event the examples draw from (on live processes, the network kinds only where hosts
     can be emulated).
+
+    The budget bounds everything, shrinking and replays included: no replay starts that
+    would not end within it, and the example under way stops when it is spent (the session
+    ends within ``GRACE_S`` of it). Ctrl-C or SIGTERM stops the session too: the result so
+    far is returned with ``interrupted`` set. Either way its summary is kept in
+    ``OUT/<session start>-summary.json``.
     """
-    result, started = FuzzResult(), time.monotonic()
+    result, started = FuzzResult(budget_s=budget_s), time.monotonic()
+    budget = Budget(started + budget_s)
     out.mkdir(parents=True, exist_ok=True)
     chosen = list(fuzzers or (("stateful", "differential") if real else ("model",)))
-    local = real and not os.environ.get(CLUSTER_ENV)  # on a cluster, the nodes fork
-    zygote = Zygote(runtime, out / "zygote.log") if local else None
     counter = itertools.count()
     draw_seed = random.Random(seed)
     other = reference if real and reference and reference != runtime else None
     known = known_for(runtime, other) if real else None
-    session = _Session(result, out, runtime, other, zygote, known, started)
-
-    def note_example() -> None:
-        result.examples += 1
-
+    zygote: Zygote | None = None  # one fork server for every live run of the session
+    session = _Session(result, out, runtime, other, None, known, started, budget)
+    size = BatchSize(batch, step_count)
     try:
-        for fuzzer in itertools.cycle(chosen):
-            if time.monotonic() - started >= budget_s:
-                break
-            if stop_after is not None and len(result.failures) >= stop_after:
-                break
-            batch_number = next(counter)
-            batch_seed = draw_seed.getrandbits(64)
-            turn = batch_number // len(chosen)
-            pool = steer(kinds, result.failures, result.examples, turn)
-            covered = frozenset(session.covered)
-            seen: list[Violation] = []
-            try:
-                if fuzzer == "model":
-                    _run_model_batch(
-                        out, max(batch, 50), batch_seed, note_example, pool, covered, session.hit
-                    )
-                elif fuzzer == "differential":
-                    _run_differential_batch(
-                        out,
-                        batch,
-                        batch_seed,
-                        runtime,
-                        zygote,
-                        note_example,
-                        known,
-                        real_kinds(pool),
-                        covered,
-                        session.hit,
-                    )
-                else:
-                    machine = LiveDeployment.configured(
-                        runtime=runtime,
-                        out=out,
-                        zygote=zygote,
-                        variant=turn,
-                        hooks=LiveHooks(known, session.hit),
-                        counters=(note_example,),
-                        seen=seen,
-                        kind_pool=pool,
-                        covered=covered,
-                    )
-                    test = get_state_machine_test(
-                        machine,
-                        settings=_settings(batch, shrink=False, stateful_step_count=step_count),
-                    )
-                    fix_seed(batch_seed)(test)()
-            except Exception as found:  # Violation, ExceptionGroup, or a flaky live replay
-                failed = None if seen else _bringup_failure(found)
-                if failed is not None:  # the fixed base did not come up: not a finding
-                    reason = str(failed).splitlines()[-1].strip()
-                    result.bringup_failures.append(reason)
-                    result.log.append(f"the live deployment did not come up ({reason}); skipped")
-                    if len(result.bringup_failures) >= MAX_BRINGUP_FAILURES:
-                        raise failed from found
-                    continue
-                for violation in _violations(found, seen):
-                    session.record(violation, fuzzer, real)
-            finally:
-                result.batches += 1
-                if on_batch is not None:
-                    on_batch(result, fuzzer)
+        with _interruptible():
+            if real and not os.environ.get(CLUSTER_ENV):  # on a cluster, the nodes fork
+                zygote = session.zygote = Zygote(runtime, out / "zygote.log")
+            for fuzzer in itertools.cycle(chosen):
+                if budget.spent():
+                    break
+                if stop_after is not None and len(result.failures) >= stop_after:
+                    break
+                turn = next(counter) // len(chosen)
+                pool = steer(kinds, result.failures, result.examples, turn)
+                try:
+                    session.batch(fuzzer, draw_seed.getrandbits(64), turn, pool, size)
+                except OutOfBudget:
+                    break
+                finally:
+                    result.batches += 1
+                    if on_batch is not None:
+                        on_batch(result, fuzzer)
+    except KeyboardInterrupt as stopped:
+        result.interrupted = int(getattr(stopped, "signum", signal.SIGINT))
+        result.log.append(f"stopped by {signal.Signals(result.interrupted).name}")
     finally:
         if zygote is not None:
             zygote.stop()
         result.elapsed_s = time.monotonic() - started
+        result.summary = out / f"{session.stamp}-summary.json"
+        result.summary.write_text(jsonout.dumps(result.to_dict(), indent=True) + "\n")
     return result
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """SIGTERM stops a session as Ctrl-C does (``Interrupted`` where it lands; a run under
+    way takes it where its controller waits, and tears down first)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, _frame: Any) -> None:
+        raise Interrupted(signum)
+
+    previous = {signum: signal.signal(signum, stop) for signum in TRAPPED}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _bringup_failure(found: BaseException) -> BringUpFailed | None:
@@ -913,6 +1197,7 @@ def _run_model_batch(
     kinds: tuple[Kind, ...],
     covered: frozenset[Sig] = frozenset(),
     on_known: OnKnown | None = None,
+    budget: Budget = Budget(),
 ) -> None:
     from hypothesis import given
 
@@ -921,7 +1206,7 @@ def _run_model_batch(
     @given(scenarios(kinds=kinds))
     def batch(s: Scenario) -> None:
         count()
-        check_model(s, out, covered=covered, on_known=on_known)
+        check_model(s, out, covered=covered, on_known=on_known, budget=budget)
 
     batch()
 
@@ -937,6 +1222,8 @@ def _run_differential_batch(
     kinds: tuple[Kind, ...],
     covered: frozenset[Sig] = frozenset(),
     on_known: OnKnown | None = None,
+    budget: Budget = Budget(),
+    reference: str | None = REFERENCE,
 ) -> None:
     from hypothesis import given
 
@@ -953,6 +1240,6 @@ def _run_differential_batch(
     )
     def batch(s: Scenario) -> None:
         count()
-        check_differential(s, out, runtime, zygote, covered, on_known)
+        check_differential(s, out, runtime, zygote, covered, on_known, budget, reference)
 
     batch()

@@ -30,6 +30,17 @@ class Mode(StrEnum):
     BOTH = "both"
 
 
+class Cause(StrEnum):
+    """Whose doing a failed bring-up was (a ``bringup`` record's ``cause``): the runtime's
+    is judged by the properties; the harness's (mwsim's own, or the machine's) makes the
+    run inconclusive; an unclear one is decided by the reference runtime bringing up the
+    same deployment (a ``reference`` record)."""
+
+    RUNTIME = "runtime"
+    HARNESS = "harness"
+    UNCLEAR = "unclear"
+
+
 _NUMBER = (int, float)
 _NONE = type(None)
 
@@ -52,6 +63,11 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "hygiene": {"ok": (bool,)},
     "agent": {"worker": (str,), "node": (str,)},
     "lag": {"source": (str,), "lag_s": _NUMBER},
+    # the deployment did not come up: at which stage, whose doing, why
+    "bringup": {"ok": (bool,), "stage": (str,), "cause": (str,), "reason": (str,)},
+    # the reference runtime brought the same deployment up (served) or not (null: it
+    # could not run here)
+    "reference": {"runtime": (str,), "served": (bool, _NONE)},
 }
 
 
@@ -235,3 +251,9 @@ class HistoryWriter:
 def write_history(path: str | Path, history: Iterable[Event]) -> None:
     with HistoryWriter(path) as writer:
         writer.write_all(history)
+
+
+def append_history(path: str | Path, events: Iterable[Event]) -> None:
+    """Add events at the end of a finished history (what was learnt after its run)."""
+    with open(path, "a", encoding="utf-8") as stream:
+        stream.writelines(e.to_json() + "\n" for e in events)

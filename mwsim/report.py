@@ -9,9 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
-from mwsim.checks import FAIL, PASS, UNKNOWN, Verdict
+from mwsim.checks import FAIL, PASS, UNKNOWN, Verdict, bringup_failure
+from mwsim.history import Cause
 from mwsim.internal import jsonout
 from mwsim.internal.alongside import alongside
 from mwsim.runs import ModeRun, Outcome
@@ -37,7 +39,18 @@ def verdict_table(outcome: Outcome) -> Table:
         shown = f"{v.verdict} (expected)" if v.expected else v.verdict
         style = "green" if v.expected else STYLE[v.verdict]
         table.add_row(v.name, f"[{style}]{shown}[/]", v.world or "", v.detail)
+    failed = _bringup(outcome.primary)
+    if failed is not None:
+        whose = "the harness's" if failed["cause"] == Cause.HARNESS else "the runtime's"
+        caption = f"bring-up failed ({failed['stage']} stage, {whose} doing): {failed['headline']}"
+        if "reference" in failed:
+            caption += f"; {failed['reference']}"
+        table.caption = escape(caption)
     return table
+
+
+def _bringup(run: ModeRun) -> dict[str, Any] | None:
+    return bringup_failure(run.facts) if run.facts is not None else None
 
 
 # -- JSON ---------------------------------------------------------------------------------
@@ -55,6 +68,9 @@ def _run_dict(run: ModeRun) -> dict[str, Any]:
     }
     if run.reason:
         out["reason"] = run.reason
+    failed = _bringup(run)
+    if failed is not None:
+        out["bringup"] = failed
     if run.logs is not None:
         out["logs"] = str(run.logs)
     return out

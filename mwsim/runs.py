@@ -16,15 +16,21 @@ import yaml
 
 from mwsim import checks
 from mwsim.checks import UNKNOWN, Facts, Result, Verdict
-from mwsim.history import History, Mode, read_history, write_history
+from mwsim.errors import BringUpFailed, Inconclusive
+from mwsim.history import Cause, History, Mode, append_history, event, read_history, write_history
 from mwsim.internal.alongside import alongside
-from mwsim.replay import Controller, RunStatus
+from mwsim.replay import Controller, RealRun, RunStatus
 from mwsim.replay.zygote import Zygote
 from mwsim.scenario import Scenario, parse_scenario
 from mwsim.sim import simulate
 from mwsim.timing import RuntimeModel
 
 Progress = Callable[[float, float, dict[str, int]], None]
+
+#: The runtime that decides whose doing an unclear failed bring-up was (upstream MultiWorld).
+REFERENCE = "multiworld"
+#: How long the reference's deployment runs once it serves (it only has to come up).
+PROBE_S = 1.0
 
 
 @dataclass
@@ -99,23 +105,6 @@ def judge(
     )
 
 
-def _not_run(mode: Mode, path: Path, reason: str) -> ModeRun:
-    history = read_history(path) if path.exists() else History([])
-    verdicts = [Verdict(name, UNKNOWN, reason) for name in checks.CHECKS]
-    return ModeRun(
-        mode,
-        path,
-        history,
-        UNKNOWN,
-        verdicts,
-        [],
-        [],
-        status=RunStatus.NOT_RUN,
-        reason=reason,
-        raw=verdicts,
-    )
-
-
 def run_scenario(
     scenario: Scenario,
     *,
@@ -128,6 +117,7 @@ def run_scenario(
     zygote: Zygote | None = None,
     network: str = "auto",
     cluster: str | None = None,
+    reference: str | None = REFERENCE,
 ) -> Outcome:
     """Run ``scenario`` in ``mode`` and judge it; histories land under ``out_dir``.
 
@@ -135,6 +125,7 @@ def run_scenario(
     ``Inconclusive`` is raised, before anything starts, when it cannot run. ``network``:
     ``auto`` (emulated hosts where possible), ``emulated`` or ``loopback``; ``cluster``:
     the agents on a Ray cluster instead (``ray``, ``ray://HOST:PORT`` or ``auto``).
+    ``reference``: the runtime that decides whose doing an unclear failed bring-up was.
     """
     mode = Mode(mode)
     out = Path(out_dir)
@@ -157,11 +148,10 @@ def run_scenario(
             cluster=cluster,
         )
         real = controller.run()
-        if real.status is not RunStatus.COMPLETED:
-            run = _not_run(Mode.REAL, real.history, f"real run {real.status}: {real.reason}")
-        else:
-            run = judge(read_history(real.history), scenario, Mode.REAL, real.history, model)
-        run.logs = real.logs
+        if real.cause == Cause.UNCLEAR:
+            ask_reference(real, scenario, reference, zygote, network, cluster)
+        run = judge(read_history(real.history), scenario, Mode.REAL, real.history, model)
+        run.status, run.reason, run.logs = real.status, real.reason, real.logs
         runs.append(run)
     return _outcome(scenario, mode, runs, out, predicted)
 
@@ -179,9 +169,49 @@ def _outcome(
     overall, marked = checks.judge(
         [*real.raw, conformance], checks.expected_violations(scenario, Mode.BOTH)
     )
-    if real.status is not RunStatus.COMPLETED:
-        overall = UNKNOWN
     return Outcome(scenario, mode, overall, marked, runs, out)
+
+
+def ask_reference(
+    real: RealRun,
+    scenario: Scenario,
+    reference: str | None,
+    zygote: Zygote | None = None,
+    network: str = "auto",
+    cluster: str | None = None,
+) -> None:
+    """A bring-up that failed for an unclear reason (a stall, an agent killed by SIGKILL):
+    the ``reference`` runtime brings up the same deployment (no events), and whether it
+    served is added to the history as a ``reference`` record, which the checks weigh (it
+    served: the runtime under test failed; it did not: the harness or this machine did).
+    Nothing is asked when the runtime under test is the reference (or there is none)."""
+    meta = read_history(real.history).meta
+    runtime = meta.get("runtime", scenario.runtime) if meta is not None else scenario.runtime
+    if reference is None or reference == runtime:
+        return
+    probe = scenario.model_copy(
+        update={"runtime": reference, "events": [], "duration_s": PROBE_S, "name": "reference"}
+    )
+    served: bool | None
+    try:
+        where = real.history.parent / "reference"
+        controller = Controller(probe, where, zygote=zygote, network=network, cluster=cluster)
+    except Inconclusive as exc:
+        served, detail = None, f"the reference runtime {reference} cannot run here: {exc}"
+    else:
+        try:
+            controller.start()
+            served = True
+            detail = f"{reference} brought the same deployment up, and every world served"
+        except BringUpFailed as exc:
+            served = False
+            first = str(exc).strip().splitlines()[0]
+            detail = f"{reference} did not come up either ({first})"
+        finally:
+            controller.finish(RunStatus.COMPLETED if served else RunStatus.BRINGUP_FAILED)
+    last = read_history(real.history).events[-1].t
+    record = event(last, "reference", runtime=reference, served=served, detail=detail)
+    append_history(real.history, [record])
 
 
 def recheck(

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mwsim.checks import FAIL
+from mwsim.checks import FAIL, bringup_failure
 from mwsim.events import FAULTS, Kind
-from mwsim.history import History, Mode
+from mwsim.history import Cause, History, Mode
 from mwsim.membership import Plan, WorldLife
 
 if TYPE_CHECKING:
@@ -199,7 +199,7 @@ def _density(ax: Any, records: list[Any], bins: np.ndarray, row: int) -> None:
 
 def _draw(ax: Any, outcome: Outcome, run: ModeRun, rows: Layout, bins: np.ndarray) -> None:
 
-    duration = outcome.scenario.duration_s
+    duration = float(bins[-1])
     plan = outcome.scenario.plan
     width = bins[1] - bins[0]
     drawn: dict[int, np.ndarray] = {}
@@ -252,12 +252,26 @@ def _draw(ax: Any, outcome: Outcome, run: ModeRun, rows: Layout, bins: np.ndarra
     if xs:
         few = len(xs) <= MAX_MARKERS
         ax.scatter(xs, ys, marker="X", color="black", s=64 if few else 6, alpha=1 if few else 0.3)
+    title = f"{run.mode}: {run.verdict.upper()}"
+    failed = bringup_failure(facts) if facts is not None else None
+    if facts is not None and facts.bringup is not None and failed is not None:
+        _marker(ax, facts.bringup.t, "bring-up", "black", n, solid=True)
+        whose = "the harness's" if failed["cause"] == Cause.HARNESS else "the runtime's"
+        why = failed["headline"]
+        why = why if len(why) <= 90 else why[:89] + "…"
+        title += f" (bring-up failed at the {failed['stage']} stage, {whose} doing: {why})"
     extra = ["faults & scaling per bin"] if len(markers) > MAX_MARKERS else []
     ax.set_ylim(0, n + len(extra))
     ax.set_yticks([i + 0.4 for i in range(n + len(extra))], rows.labels + extra, fontsize=8)
     ax.set_xlim(-0.5 if duration < 100 else 0.0, duration)
     ax.grid(axis="x", alpha=0.3)
-    ax.set_title(f"{run.mode}: {run.verdict.upper()}", fontsize=10, loc="left")
+    ax.set_title(title, fontsize=10 if failed is None else 8, loc="left")
+
+
+def _span(outcome: Outcome) -> float:
+    """How much time the picture shows: the scenario, or a longer failed bring-up."""
+    ends = [run.facts.bringup.t for run in outcome.runs if run.facts and run.facts.bringup]
+    return max([outcome.scenario.duration_s, *(t + 0.25 for t in ends)])
 
 
 def failing_worlds(outcome: Outcome) -> set[str]:
@@ -282,7 +296,7 @@ def timeline_png(outcome: Outcome, path: str | Path) -> Path:
     from matplotlib.patches import Patch
 
     rows = layout(outcome.scenario.plan, failing_worlds(outcome))
-    bins = bins_for(outcome.scenario.duration_s)
+    bins = bins_for(_span(outcome))
     runs = sorted(outcome.runs, key=lambda r: r.mode != Mode.REAL)  # the real run on top
     shown = len(rows.labels) + 1
     height = 1.6 + len(runs) * (0.7 + 0.3 * shown)

@@ -43,6 +43,7 @@ class RuntimeModel:
     join_bound_s: float = 3.0  # default: a joining worker's world serves its first op by then
     add_world_bound_s: float = 2.0  # default: an added world serves its first op by then
     remove_bound_s: float = 1.0  # ... and a removed world is left by every member (+ 2 intervals)
+    form_stall_s: float = 10.0  # bring-up: no agent up and no member joined for this long: stuck
     source: str = "defaults measured with mwsim calibrate (gloo, 2 cores)"
 
     @property
@@ -74,6 +75,13 @@ class RuntimeModel:
     def recovery_bound(self, outage_s: float, interval_s: float) -> float:
         """By when, after a heal, a world that was not reported broken serves again."""
         return outage_s + self.rto_min_s + 2 * interval_s + self.slack_s
+
+    def serve_stall_s(self, window_s: float) -> float:
+        """Bring-up: how long formed worlds may go without one more serving its first op
+        before the deployment is taken not to serve; a run cut there misses a progress
+        window of ``window_s`` by more than a window, so a lag shorter than that cannot
+        excuse it."""
+        return 2 * window_s + self.slack_s
 
     def dump(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -112,6 +120,13 @@ def sized(model: RuntimeModel, scenario: Scenario) -> RuntimeModel:
     """``model`` for the scenario's deployment size (its agents' poll period)."""
     poll = poll_period(model, len(scenario.plan.workers))
     return model if poll == model.poll_s else replace(model, poll_s=poll)
+
+
+def progress_window(model: RuntimeModel, scenario: Scenario) -> float:
+    """How often a healthy world of ``scenario`` must complete an op: its ``expect``, else
+    the model's window (at least ten intervals)."""
+    interval = scenario.workload.interval_ms / 1000
+    return scenario.expect.progress_window_s or max(model.progress_window_s, 10 * interval)
 
 
 def talks(workload: str, rank_a: int, rank_b: int) -> bool:

@@ -1,12 +1,14 @@
 """Bug-finding power: the real stateful fuzzer must find each planted bug (and the
 single-process-group baseline's lack of isolation) on live processes, shrink it to at most
 4 events, and write a scenario file that replays to the same violation while upstream
-MultiWorld passes it; and one session must report every distinct bug of a build, a
-rare one behind one that shows in nearly every example.
+MultiWorld passes it; one session must report every distinct bug of a build, a rare one
+behind one that shows in nearly every example; and a runtime whose deployment fails while
+it comes up (it never serves, or kills its own process) is reported within a minute.
 
-Each search is bounded by a budget of 300 s and stops at the failures it looks for; the
-time-to-find is printed (``-s``) and recorded in the JUnit XML as a property. The planted
-false alarm of ``mutant-false-alarm`` is the rare bug of ``mutant-two-bugs``: found there.
+Each search is bounded by a budget of 300 s (a minute for those failing at bring-up) and
+stops at the failures it looks for; the time-to-find is printed (``-s``) and recorded in
+the JUnit XML as a property. The planted false alarm of ``mutant-false-alarm`` is the rare
+bug of ``mutant-two-bugs``: found there.
 """
 
 from __future__ import annotations
@@ -80,6 +82,45 @@ def test_the_stateful_fuzzer_finds_and_shrinks_each_mutant(
     assert violated & EXPECTED[runtime], violated
     assert load_scenario(found.path).runtime == runtime
     assert replays_to(found.path, runtime, tmp_path / "again", zygote) & EXPECTED[runtime]
+
+
+#: Runtimes whose deployment fails while it comes up, and the (property, kind of evidence)
+#: that shows it: found and reported within a minute, a find like any other.
+BRINGUP = {
+    "mutant-never-serves": ("progress", "never served after forming"),
+    "mutant-slow-join-kill": ("survival", "an untargeted worker was killed by signal 9"),
+}
+BRINGUP_BUDGET_S = 60
+
+
+@pytest.mark.parametrize("runtime", sorted(BRINGUP))
+def test_a_runtime_that_fails_while_it_comes_up_is_reported_within_a_minute(
+    tmp_path, runtime, record_property, zygote
+):
+    result = fuzz(
+        BRINGUP_BUDGET_S,
+        real=True,
+        runtime=runtime,
+        out=tmp_path,
+        fuzzers=("stateful",),
+        seed=0,
+        stop_after=1,
+    )
+    print("\n".join(result.log))
+    assert result.violation is not None, "\n".join(result.log) or "nothing found"
+    (failure,) = result.failures
+    record_property("time_to_find_s", round(failure.found_after_s, 1))
+    took = f"found after {failure.found_after_s:.0f} s, reported at {result.elapsed_s:.0f} s"
+    print(f"{runtime}: {took}")
+    # found, replayed, checked against the reference and written within the budget
+    assert BRINGUP[runtime] in failure.signature and not failure.note
+    assert not failure.violation.scenario.events  # it needs no event at all
+    s = load_scenario(failure.path)
+    outcome = run_scenario(s, mode=Mode.REAL, out_dir=tmp_path / "again", zygote=zygote)
+    assert BRINGUP[runtime] in signature(outcome.verdicts)
+    upstream = s.model_copy(update={"runtime": "multiworld"})
+    passes = run_scenario(upstream, mode=Mode.REAL, out_dir=tmp_path / "up", zygote=zygote)
+    assert passes.verdict == "pass", [(v.name, v.detail) for v in passes.verdicts]
 
 
 #: The two planted bugs of mutant-two-bugs, as (property, kind of evidence).

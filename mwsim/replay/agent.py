@@ -255,7 +255,11 @@ class Agent:
         )
         port, addr = message.port, message.addr or self.boot.store_addr
         if port is None:  # rank 0 hosts the store on its host: pick its port now
-            port = free_port(self.boot.store_addr)
+            try:
+                port = free_port(self.boot.store_addr)
+            except OSError as exc:  # the harness's failure, not the runtime's
+                self.emit("error", run, message=f"no free port: {exc!r}"[:300], source="harness")
+                return
             self.send(wire.Port(message.world, message.life, port, self.boot.store_addr))
         try:
             await self.runtime.init_world(
@@ -416,9 +420,35 @@ async def _serve(boot: Boot, conn: Connection) -> None:
     )
     cls = runtimes.load(boot.runtime)
     cls.prepare()
-    runtime = cls(context)  # inside the loop, as MultiWorld needs
-    await runtime.start()
+    try:
+        runtime = cls(context)  # inside the loop, as MultiWorld needs
+        await runtime.start()
+    except Exception as exc:
+        raise StartRaised(exc) from exc
     await Agent(boot, conn, runtime, workloads).run()
+
+
+class StartRaised(Exception):
+    """The runtime raised while starting in this process (its doing, not the harness's)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def _start_error(boot: Boot, error: Exception) -> wire.Events:
+    """The ``error`` record of a runtime that could not start (judged by ``errors``)."""
+    kind = type(error).__name__
+    record = {
+        "kind": "error",
+        "mono": time.monotonic(),
+        "worker": boot.worker,
+        "message": f"start raised {kind}: {error}"[:300],
+        "source": "runtime",
+        "op": "start",
+        "exception": kind,
+    }
+    return wire.Events([record])
 
 
 def serve(boot: Boot) -> None:
@@ -435,6 +465,11 @@ def serve(boot: Boot) -> None:
     code = 0
     try:
         asyncio.run(_serve(boot, conn))
+    except StartRaised as raised:
+        traceback.print_exception(raised.error)
+        with contextlib.suppress(OSError):
+            wire.send(conn, _start_error(boot, raised.error))
+        code = 1
     except BaseException as exc:  # report, then end without waiting for stuck threads
         message = "".join(traceback.format_exception(exc))
         sys.stderr.write(message)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import os
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -25,7 +26,7 @@ from typing import Any
 from mwsim import hosts, runtimes
 from mwsim.errors import BringUpFailed, Inconclusive, ZygoteError
 from mwsim.events import parse_event
-from mwsim.history import Mode
+from mwsim.history import Cause, Mode
 from mwsim.hosts.netfaults import NetFaults, unavailable_for
 from mwsim.membership import Plan, Step
 from mwsim.playback import actions, dispatch
@@ -42,7 +43,7 @@ from mwsim.replay.sites import LocalSite, Site
 from mwsim.replay.worlds import Formation
 from mwsim.replay.zygote import Zygote
 from mwsim.scenario import Scenario
-from mwsim.timing import model_for, poll_period
+from mwsim.timing import model_for, progress_window, sized
 
 #: When set, where every replay places its agents (as ``cluster``): ``fuzz --cluster``.
 CLUSTER_ENV = "MWSIM_CLUSTER"
@@ -52,6 +53,15 @@ EXIT_GRACE_S = 5.0
 PROGRESS_EVERY_S = 0.25
 
 Progress = Callable[[float, float, dict[str, int]], None]
+
+
+class Stage(StrEnum):
+    """The stages of bring-up (a ``bringup`` record's ``stage``): the sites opened (fork
+    servers up), every initial world formed, every initial world served an op."""
+
+    OPEN = "open"
+    FORM = "form"
+    SERVE = "serve"
 
 
 class RunStatus(StrEnum):
@@ -73,6 +83,7 @@ class RealRun:
     reason: str
     leftovers: Leftovers
     wall_s: float
+    cause: str | None = None  # a failed bring-up: whose doing (``mwsim.history.Cause``)
 
 
 def devices(plan: Plan, backend: str, per_host: bool = False) -> dict[str, str]:
@@ -154,7 +165,8 @@ class Controller:
         self.cluster = cluster
         self.devices = devices(scenario.plan, self.backend, per_host=cluster is not None)
         # the checks and the model expect this poll period for this size (timing.sized)
-        self.watch_s = poll_period(model_for(self.runtime), len(scenario.plan.workers))
+        self.model = sized(model_for(self.runtime), scenario)
+        self.watch_s = self.model.poll_s
         needed = len(set(self.devices.values())) if self.backend == "nccl" else 0
         if cluster is None:
             self.runtime_class = runtime_class(self.runtime, self.backend, needed, scenario)
@@ -214,7 +226,10 @@ class Controller:
         )
         self.trap = SignalTrap(self.waker)
         self.rendezvous: int | None = None
+        self.go: float | None = None  # when the workload was told to start
         self.served: set[tuple[str, int]] = set()  # worlds with an op before the clock starts
+        self.harness_errors: list[str] = []  # mwsim's own failures during bring-up
+        self.runtime_errors: set[str] = set()  # workers whose runtime raised in bring-up
         self.cpu = CpuWatch()
         self.started = 0.0
         self.last_progress = 0.0
@@ -251,8 +266,15 @@ class Controller:
         for record in message.events:
             self.formation.saw(agent, record)
             self.recorder.record(record)
-            if self.recorder.t0 is None and record.get("kind") == "op":
+            if self.recorder.t0 is not None:
+                continue
+            kind = record.get("kind")
+            if kind == "op":
                 self.served.add((str(record.get("world")), int(record.get("life", 0))))
+            elif kind == "error" and record.get("source") == "harness":
+                self.harness_errors.append(f"{agent.worker}: {record.get('message')}")
+            elif kind == "error" and record.get("source") == "runtime":
+                self.runtime_errors.add(agent.worker)
 
     def _on_hello(self, agent: AgentProc, message: wire.Hello) -> None:
         if message.node is not None:  # where a cluster's agent says it runs
@@ -274,6 +296,8 @@ class Controller:
         self.recorder.note(
             "error", worker=agent.worker, message=message.message[-500:], source="harness"
         )
+        last = (message.message.strip().splitlines() or ["?"])[-1]
+        self.harness_errors.append(f"agent {agent.worker} failed: {last}")
 
     def _on_exit(self, agent: AgentProc) -> None:
         attrs: dict[str, Any] = {"worker": agent.worker, "code": agent.code}
@@ -292,6 +316,9 @@ class Controller:
         if self.confirmations:
             horizon = min(horizon, now + 0.01)
         self.pool.poll(horizon - now)
+        lost = next((why for site in self.pool.distinct_sites() if (why := site.lost())), None)
+        if lost is not None:  # its agents died with it, unreported: nothing can be judged
+            raise ZygoteError(lost)
         woke = self.clock()
         if woke - horizon >= LAG_S:
             self.recorder.note("lag", source="controller", lag_s=round(woke - horizon, 3))
@@ -350,56 +377,120 @@ class Controller:
                 return f"the fork server did not start: {exc}\n" + log_tail(site.log)
         return None
 
-    def _bring_up(self) -> str | None:
-        """Start the initial agents and form the initial worlds; None on success, else why."""
+    def _bring_up(self) -> BringUpFailed | None:
+        """Start the initial agents, form the initial worlds, then have each serve an op;
+        None on success, else the failure with its cause (see ``_stage``; a fork server
+        lost is the harness's)."""
+        try:
+            return self._form_and_serve()
+        except ZygoteError as exc:
+            waiting = [life.name for life in self.plan.worlds if life.origin is None]
+            stage = Stage.FORM if self.go is None else Stage.SERVE
+            return self._failed(stage, Cause.HARNESS, f"the harness failed: {exc}", waiting)
+
+    def _form_and_serve(self) -> BringUpFailed | None:
         deadline = self.clock() + self.bringup_timeout_s
         for worker in self.plan.initial.workers():
             self.pool.spawn(self._boot(worker, 0.0), self.plan.initial.host_of(worker))
         initial = [life for life in self.plan.worlds if life.origin is None]
         for life in initial:
             self.formation.form(life)
-        why = self._bring_up_until(
-            lambda: all(self.formation.formed(life) for life in initial),
-            deadline,
-            lambda: (
-                " (worlds not formed: "
-                + ", ".join([life.name for life in initial if not self.formation.formed(life)][:8])
-                + ")"
-            ),
-        )
-        if why is not None:
-            return why
-        go = self.clock() + START_LEAD_S
+
+        def unformed() -> list[str]:
+            return [life.name for life in initial if not self.formation.formed(life)]
+
+        def formation_moved() -> int:
+            return sum(a.ready for a in self.pool.every) + len(self.formation.joined)
+
+        stall = self.model.form_stall_s
+        failed = self._stage(Stage.FORM, unformed, formation_moved, stall, deadline)
+        if failed is not None:
+            return failed
+        self.go = self.clock() + START_LEAD_S
         for agent in self.pool.every:
-            self.pool.command(agent.worker, wire.Start(go))
+            self.pool.command(agent.worker, wire.Start(self.go))
         # the workload's clock starts once every initial world has served an op
         wanted = {(life.name, life.id.life) for life in initial}
 
-        def idle() -> str:
-            names = sorted(name for name, _ in wanted - self.served)
-            return f": {len(names)} world(s) formed but served no op ({', '.join(names[:8])})"
+        def unserved() -> list[str]:
+            return sorted(name for name, _ in wanted - self.served)
 
-        why = self._bring_up_until(lambda: wanted <= self.served, deadline, idle)
-        if why is None:
+        stall = self.model.serve_stall_s(progress_window(self.model, self.scenario))
+        failed = self._stage(Stage.SERVE, unserved, lambda: len(self.served), stall, deadline)
+        if failed is None:
             self.recorder.start(self.clock())
-        return why
+        return failed
 
-    def _bring_up_until(
-        self, done: Callable[[], bool], deadline: float, waiting: Callable[[], str]
-    ) -> str | None:
-        """Serve the agents until ``done``; else why bring-up failed: an agent exited, or
-        the deadline passed (``waiting`` says on what)."""
-        while not done():
+    def _stage(
+        self,
+        stage: Stage,
+        waiting: Callable[[], list[str]],
+        moved: Callable[[], int],
+        stall_s: float,
+        deadline: float,
+    ) -> BringUpFailed | None:
+        """Serve the agents until no world is ``waiting``; else the failure and whose
+        doing it was. The harness's: an error of mwsim's own (a fork server lost raises
+        ``ZygoteError`` from ``_pump``). The runtime's: an agent that exited (by SIGKILL,
+        which others send too: unclear), or nothing ``moved`` for ``stall_s`` (or the
+        deadline passed) after the runtime raised; a stall without an error is unclear.
+        The reference runtime decides what is unclear (``mwsim.runs.ask_reference``)."""
+        mark, moved_at = moved(), self.clock()
+        while names := waiting():
+            if self.harness_errors:
+                why = f"the harness failed: {self.harness_errors[0]}"
+                return self._failed(stage, Cause.HARNESS, why, names)
             dead = next((a for a in self.pool.every if not a.alive), None)
             if dead is not None:
-                return (
-                    f"agent {dead.worker} exited during bring-up (code {dead.code}):\n"
-                    + log_tail(dead.log)
+                killed = dead.code == -signal.SIGKILL and dead.worker not in self.runtime_errors
+                tail = log_tail(dead.log)
+                why = f"agent {dead.worker} exited during bring-up (code {dead.code})"
+                why += f":\n{tail}" if tail else ""
+                return self._failed(stage, Cause.UNCLEAR if killed else Cause.RUNTIME, why, names)
+            now = self.clock()
+            if moved() != mark:
+                mark, moved_at = moved(), now
+            stalled = now - moved_at >= stall_s
+            if stalled or now >= deadline:
+                what = "formed" if stage is Stage.FORM else "served an op"
+                why = (
+                    f"bring-up stalled: nothing moved for {stall_s:g} s"
+                    if stalled
+                    else f"bring-up did not finish within {self.bringup_timeout_s:g} s"
                 )
-            if self.clock() >= deadline:
-                return f"bring-up did not finish within {self.bringup_timeout_s:g} s" + waiting()
-            self._pump(deadline)
+                why += f": {len(names)} world(s) not {what} ({', '.join(names[:8])})"
+                cause = Cause.RUNTIME if self.runtime_errors else Cause.UNCLEAR
+                return self._failed(stage, cause, why, names, stall_s if stalled else None)
+            self._pump(min(deadline, moved_at + stall_s))
         return None
+
+    def _failed(
+        self,
+        stage: Stage,
+        cause: Cause,
+        reason: str,
+        waiting: list[str],
+        stalled_s: float | None = None,
+    ) -> BringUpFailed:
+        """Stop the clock where bring-up failed and record why (a ``bringup`` record): the
+        judged interval is the bring-up's (from the workload's start, at the serve stage)."""
+        now = self.clock()
+        if self.recorder.t0 is None:
+            self.recorder.start(self.go if self.go is not None else now)
+        fields: dict[str, Any] = {"waiting": waiting[:20]}
+        if stalled_s is not None:
+            fields["stalled_s"] = stalled_s
+        self.recorder.note(
+            "bringup",
+            mono=now,
+            ok=False,
+            stage=stage,
+            cause=cause,
+            reason=reason[:2000],
+            **fields,
+        )
+        self.recorder.note("phase", mono=now, name="stop")
+        return BringUpFailed(reason, cause)
 
     # -- playing the timeline --------------------------------------------------------------
 
@@ -463,6 +554,8 @@ class Controller:
             self.rendezvous = self.network.free_port(first_host)
             self.formation.ports.add(self.rendezvous)
         failure = failure or self._warm_up()
+        if failure is not None:
+            failure = f"the harness failed: {failure}"
         meta = versions(self.runtime_class)
         sites = self.pool.distinct_sites()
         meta["runtime_package"]["imported"] = sites[0].loaded if sites else {}  # agents inherit
@@ -476,10 +569,11 @@ class Controller:
             seed=self.scenario.seed,
             **meta,
         )
-        failure = failure or self._bring_up()
         if failure is not None:
-            self.recorder.note("error", message=failure[:2000])
-            raise BringUpFailed(failure)
+            raise self._failed(Stage.OPEN, Cause.HARNESS, failure, [])
+        failed = self._bring_up()
+        if failed is not None:
+            raise failed
         self._schedule(self.plan.steps)
         self.advance(0.0)  # return once the workload has started everywhere
 
@@ -536,15 +630,19 @@ class Controller:
         finally:
             self.trap.release()
 
-    def finish(self, status: RunStatus = RunStatus.COMPLETED, reason: str = "") -> RealRun:
-        """Wind down (if the run went well) and tear everything down; the outcome."""
+    def finish(
+        self, status: RunStatus = RunStatus.COMPLETED, reason: str = "", cause: str | None = None
+    ) -> RealRun:
+        """Wind down (if the run went well) and tear everything down; the outcome
+        (``cause``: whose doing a failed bring-up was)."""
         try:
             if status is RunStatus.COMPLETED:
                 self._wind_down()
         finally:
             leftovers = self._teardown(status)
         wall = self.clock() - self.started
-        return RealRun(self.out / "history.jsonl", self.logs, status, reason, leftovers, wall)
+        history = self.out / "history.jsonl"
+        return RealRun(history, self.logs, status, reason, leftovers, wall, cause)
 
     def run(self) -> RealRun:
         """Bring up, play the scenario, wind down; the teardown runs whatever ends the run."""
@@ -552,7 +650,7 @@ class Controller:
             self.start()
             self.advance(self.scenario.duration_s)
         except BringUpFailed as exc:
-            return self.finish(RunStatus.BRINGUP_FAILED, str(exc))
+            return self.finish(RunStatus.BRINGUP_FAILED, str(exc), exc.cause)
         except BaseException:
             self.finish(RunStatus.INTERRUPTED, "interrupted")
             raise

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+
+#: How often to look whether orphaned agents are gone (nobody reports their end).
+ORPHAN_POLL_S = 0.01
 
 
 def free_port(addr: str) -> int:
@@ -102,5 +106,11 @@ def listening(ports: Iterable[int]) -> list[int]:
     return sorted(found)
 
 
-def leftovers(pgids: Iterable[int], ports: Iterable[int]) -> Leftovers:
+def leftovers(pgids: Iterable[int], ports: Iterable[int], wait_s: float = 0.0) -> Leftovers:
+    """The groups and ports still there, after waiting up to ``wait_s`` for the groups to
+    go (orphans of a lost fork server are reaped by init, which tells nobody)."""
+    pgids = list(pgids)
+    deadline = time.monotonic() + wait_s
+    while any(map(group_alive, pgids)) and time.monotonic() < deadline:
+        time.sleep(ORPHAN_POLL_S)
     return Leftovers(tuple(g for g in pgids if group_alive(g)), tuple(listening(ports)))

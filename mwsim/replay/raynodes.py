@@ -294,7 +294,9 @@ class NodeLoop:
         os._exit(0)  # the actor ends with its run; Ray does not restart it
 
     def _turn(self) -> bool:
-        fds = [self.conn.fileno()] + ([self.zygote.fileno()] if self.zygote.alive else [])
+        if not self.zygote.alive:  # its agents died with it: the run cannot go on here
+            return False
+        fds = [self.conn.fileno(), self.zygote.fileno()]
         select.select(fds, [], [], 0.01 if self.watching else 1.0)
         for report in self.zygote.read():
             if "exit" in report:
@@ -417,6 +419,10 @@ class RaySite:
         except OSError as exc:
             self.gone = f"the host actor of {self.name} is gone ({exc})"
             raise ZygoteError(self.gone) from exc
+
+    def lost(self) -> str | None:
+        self._take()
+        return self.gone
 
     def wait_ready(self, timeout_s: float) -> None:
         if self._loaded:

@@ -49,6 +49,7 @@ class SignalTrap:
     def __init__(self, waker: Waker) -> None:
         self.waker = waker
         self.signum: int | None = None
+        self.raised = False  # ``Interrupted`` was raised for it
         self.holding = False  # a teardown is under way: signals wait for it to finish
         self._previous: dict[int, Any] = {}
 
@@ -65,9 +66,16 @@ class SignalTrap:
     def check(self) -> None:
         """Raise ``Interrupted`` if a signal came (and no teardown is under way)."""
         if self.signum is not None and not self.holding:
+            self.raised = True
             raise Interrupted(self.signum)
 
     def release(self) -> None:
+        """Give the signals back to their previous handlers; one that came while the
+        teardown held it (and was never raised) is passed on to them."""
+        trapped = bool(self._previous)
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous = {}
+        if trapped and self.signum is not None and not self.raised:
+            self.raised = True
+            signal.raise_signal(self.signum)

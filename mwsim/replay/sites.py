@@ -17,6 +17,9 @@ from mwsim.replay import processes
 from mwsim.replay.processes import Leftovers
 from mwsim.replay.zygote import Zygote
 
+#: How long agents orphaned by a lost fork server may take to be gone.
+ORPHANS_GONE_S = 5.0
+
 
 class Site(Protocol):
     """One place agents run; ``close`` ends it and says what it left behind."""
@@ -30,6 +33,7 @@ class Site(Protocol):
     def loaded(self) -> dict[str, str | None]: ...  # the runtime's modules agents inherit
     def fileno(self) -> int: ...  # readable when reports arrive
     def wait_ready(self, timeout_s: float) -> None: ...
+    def lost(self) -> str | None: ...  # why it can no longer fork or report (None: it can)
     def fork(self, boot: dict[str, Any], log: Path) -> int: ...
     def read(self) -> list[dict[str, Any]]: ...  # ``{"exit": pid, "code": code}`` reports
     def signal(self, pgid: int, signum: int) -> None: ...
@@ -62,6 +66,12 @@ class LocalSite:
     def wait_ready(self, timeout_s: float) -> None:
         self.zygote.wait_ready(timeout_s)
 
+    def lost(self) -> str | None:
+        if self.zygote.alive:
+            return None
+        code = self.zygote.proc.returncode
+        return f"the fork server (pid {self.zygote.pid}) exited (code {code})"
+
     def fork(self, boot: dict[str, Any], log: Path) -> int:
         return self.zygote.fork(boot, log)
 
@@ -76,13 +86,14 @@ class LocalSite:
 
     def close(self, groups: Iterable[int], ports: Iterable[int]) -> Leftovers:
         groups = list(groups)
+        orphans = not self.zygote.alive  # its agents died with it: init reaps them
         if self.owned:
             with contextlib.suppress(ZygoteError):
                 self.zygote.stop()
             groups.append(self.zygote.pid)
         ports = list(ports)
         self._checked = {"process_groups": len(groups), "ports": len(ports)}
-        return processes.leftovers(groups, ports)
+        return processes.leftovers(groups, ports, ORPHANS_GONE_S if orphans else 0.0)
 
     def checked(self) -> dict[str, Any]:
         return self._checked

@@ -3,7 +3,8 @@
 They are selectable like any runtime (``--runtime mutant-stop-all``) and exist to show
 that mwsim's checks and fuzzers find such bugs on live processes. Most stay quiet until the
 kind of event that exposes it happens, so finding it takes a fuzzer, not luck; the
-``TwoBugsMutant`` has one bug that shows in nearly every run, hiding nothing else.
+``TwoBugsMutant`` has one bug that shows in nearly every run, hiding nothing else. Two
+fail while the deployment comes up: ``NeverServesMutant`` and ``SlowJoinKillMutant``.
 """
 
 from __future__ import annotations
@@ -180,6 +181,53 @@ class StuckLeaveMutant(MultiWorldRuntime):
 
     def remove_world(self, world: str) -> None:
         threading.Event().wait()
+
+
+class NeverServesMutant(MultiWorldRuntime):
+    """Its worlds form, then no op ever completes (a communicator that waits for a
+    completion nobody signals): the deployment comes up and never serves."""
+
+    name = "mutant-never-serves"
+
+    async def send(self, world: str, tensor: Any, dst: int) -> None:
+        await asyncio.Event().wait()
+
+    async def recv(self, world: str, tensor: Any, src: int) -> None:
+        await asyncio.Event().wait()
+
+    async def all_reduce(self, world: str, tensor: Any) -> None:
+        await asyncio.Event().wait()
+
+
+class SlowJoinKillMutant(MultiWorldRuntime):
+    """Its members take half a second to join a world, and a rank 0 forming a world gives
+    them a quarter: its watchdog takes the slow join for a hung peer and SIGKILLs its own
+    process. A world's rank 0 dies while the world forms (at bring-up, and at every join)."""
+
+    name = "mutant-slow-join-kill"
+    join_s = 0.5
+    patience_s = 0.25
+
+    async def init_world(
+        self,
+        world: str,
+        rank: int,
+        size: int,
+        addr: str,
+        port: int,
+        device: str,
+        members: Sequence[str] = (),
+    ) -> None:
+        if rank > 0:
+            await asyncio.sleep(self.join_s)
+            await super().init_world(world, rank, size, addr, port, device, members)
+            return
+        loop = asyncio.get_running_loop()
+        doom = loop.call_later(self.patience_s, os.kill, os.getpid(), signal.SIGKILL)
+        try:
+            await super().init_world(world, rank, size, addr, port, device, members)
+        finally:
+            doom.cancel()
 
 
 class NoAllReduceMutant(MultiWorldRuntime):

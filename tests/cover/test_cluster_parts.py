@@ -96,13 +96,25 @@ def test_run_keys_differ_per_run_and_per_secret():
 
 RAW = [
     {"NodeID": "head", "NodeManagerAddress": "10.0.0.1", "Alive": True, "Resources": {}},
-    {"NodeID": "n1", "NodeManagerAddress": "10.0.0.11", "Alive": True,
-     "Resources": {"CPU": 1.0, "mwsim-host-h1": 1.0}},
-    {"NodeID": "n2", "NodeManagerAddress": "10.0.0.12", "Alive": True,
-     "Resources": {"CPU": 8.0, "GPU": 2.0}},
+    {
+        "NodeID": "n1",
+        "NodeManagerAddress": "10.0.0.11",
+        "Alive": True,
+        "Resources": {"CPU": 1.0, "mwsim-host-h1": 1.0},
+    },
+    {
+        "NodeID": "n2",
+        "NodeManagerAddress": "10.0.0.12",
+        "Alive": True,
+        "Resources": {"CPU": 8.0, "GPU": 2.0},
+    },
     {"NodeID": "n3", "NodeManagerAddress": "10.0.0.13", "Alive": True, "Resources": {"CPU": 4.0}},
-    {"NodeID": "dead", "NodeManagerAddress": "10.0.0.14", "Alive": False,
-     "Resources": {"CPU": 4.0, "mwsim-host-h0": 1.0}},
+    {
+        "NodeID": "dead",
+        "NodeManagerAddress": "10.0.0.14",
+        "Alive": False,
+        "Resources": {"CPU": 4.0, "mwsim-host-h0": 1.0},
+    },
 ]
 
 
@@ -151,7 +163,10 @@ def test_what_a_cluster_left_makes_a_run_unclean():
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "mwsim.cli", *args], capture_output=True, text=True, cwd=ROOT,
+        [sys.executable, "-m", "mwsim.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
         timeout=60,
     )
 

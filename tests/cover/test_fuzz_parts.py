@@ -1,9 +1,12 @@
-"""The fuzzers' decisions that need no processes: which live proposals are races, and
-what a violation that does not replay becomes."""
+"""The fuzzers' decisions that need no processes: which live proposals are races, what a
+violation that does not replay becomes, and how a budget and a signal end a session."""
 
 from __future__ import annotations
 
 import itertools
+import json
+import os
+import signal
 from pathlib import Path
 
 import hypothesis.strategies as st
@@ -12,8 +15,9 @@ from hypothesis import given, settings
 
 from mwsim import fuzz
 from mwsim.checks import FAIL, Verdict
-from mwsim.errors import BringUpFailed
+from mwsim.errors import BringUpFailed, Interrupted
 from mwsim.events import Kind
+from mwsim.replay.signals import SignalTrap, Waker
 from mwsim.testing import reproducible_only, scenario
 from mwsim.timing import model_for
 
@@ -47,7 +51,7 @@ def test_a_violation_that_does_not_replay_is_not_shrunk_but_flaky(tmp_path, monk
     violation = fuzz.Violation(found, [verdict], Path(tmp_path / "found.yaml"))
     replays = []
 
-    def replay_violates(candidate, wanted, out, zygote=None):
+    def replay_violates(candidate, wanted, out, zygote=None, reference=None):
         replays.append((candidate, wanted))
         return None  # the replay passes: what the live run saw does not come back
 
@@ -125,3 +129,100 @@ def test_a_bring_up_failure_is_found_inside_groups_and_causes():
     assert fuzz._bringup_failure(grouped) is failed
     assert fuzz._bringup_failure(caused) is failed
     assert fuzz._bringup_failure(ValueError("x")) is None
+
+
+# -- the budget bounds a session ---------------------------------------------------------
+
+BIG = scenario(
+    "topology: {generator: fan_in, workers: 3}\nduration_s: 9\nevents:\n"
+    "  - {at: 1.0, do: crash, target: w1}\n  - {at: 2.0, do: hang, target: w2, for_s: 1}\n"
+)
+
+
+def test_a_replay_is_started_only_if_the_budget_can_pay_for_it():
+    assert fuzz.Budget().fits(BIG) and not fuzz.Budget().spent()
+    almost = fuzz.Budget.of(BIG.duration_s + fuzz.REPLAY_OVERHEAD_S - 1)
+    assert not almost.fits(BIG) and not almost.spent()
+    assert fuzz.Budget.of(-1).spent()
+    with pytest.raises(fuzz.OutOfBudget):
+        fuzz.Budget.of(-1).check()
+
+
+def test_a_find_the_budget_cannot_replay_is_kept_unconfirmed_and_says_so(tmp_path, monkeypatch):
+    replays = []
+    monkeypatch.setattr(fuzz, "replay_violates", lambda *a, **k: replays.append(a) or None)
+    violation = fuzz.Violation(BIG, [STALL], tmp_path / "found.yaml")
+    kept = fuzz.minimize(violation, tmp_path, budget=fuzz.Budget.of(5))
+    assert kept is not None and kept.note == fuzz.UNCONFIRMED and not replays
+    assert kept.scenario is BIG  # as it was found
+
+
+def test_shrinking_stops_where_the_budget_does_and_says_so(tmp_path, monkeypatch):
+    clock = itertools.count(start=0.0, step=10.0)  # each replay takes 10 s
+    monkeypatch.setattr(fuzz.time, "monotonic", lambda: next(clock))
+
+    def replay_violates(candidate, wanted, out, zygote=None, reference=None):
+        return [STALL]  # every candidate still fails: it could shrink to nothing
+
+    monkeypatch.setattr(fuzz, "replay_violates", replay_violates)
+    violation = fuzz.Violation(BIG, [STALL], tmp_path / "found.yaml")
+    budget = fuzz.Budget(deadline=20.0)  # the first replay (12 s) and one more fit
+    shrunk = fuzz.minimize(violation, tmp_path, budget=budget)
+    assert shrunk is not None and shrunk.note == fuzz.UNSHRUNK
+    assert 0 < len(shrunk.scenario.events) < len(BIG.events)  # one step, then out of budget
+
+
+STALL = Verdict("progress", FAIL, "world1: no op", world="world1", evidence=("no op",))
+
+
+def test_a_session_stopped_by_a_signal_returns_and_keeps_its_summary(tmp_path, monkeypatch):
+    def interrupted(*_args, **_kwargs):
+        raise Interrupted(signal.SIGTERM)
+
+    monkeypatch.setattr(fuzz, "_run_model_batch", interrupted)
+    result = fuzz.fuzz(60, out=tmp_path, seed=0)
+    assert result.interrupted == signal.SIGTERM and result.batches == 1
+    kept = json.loads(result.summary.read_text())
+    assert kept["interrupted"] == "SIGTERM" and kept["budget_s"] == 60
+    assert kept["log"] == ["stopped by SIGTERM"]
+
+
+def test_a_spent_budget_ends_the_batch_under_way(tmp_path, monkeypatch):
+    def slow_batch(*args, **_kwargs):
+        raise fuzz.OutOfBudget
+
+    monkeypatch.setattr(fuzz, "_run_model_batch", slow_batch)
+    result = fuzz.fuzz(60, out=tmp_path, seed=0)
+    assert result.batches == 1 and result.interrupted is None and not result.failures
+    assert result.summary is not None and result.summary.exists()
+
+
+def test_a_signal_that_came_during_a_teardown_is_passed_on_when_the_trap_is_released():
+    heard = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, _frame: heard.append(signum))
+    try:
+        trap = SignalTrap(Waker())
+        trap.trap()
+        trap.holding = True  # a teardown is under way: the signal must wait for it
+        os.kill(os.getpid(), signal.SIGTERM)
+        trap.check()  # does not raise while holding
+        assert heard == []
+        trap.release()
+        assert heard == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_signal_raised_at_the_wait_is_not_passed_on_again():
+    heard = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, _frame: heard.append(signum))
+    try:
+        trap = SignalTrap(Waker())
+        trap.trap()
+        os.kill(os.getpid(), signal.SIGTERM)
+        with pytest.raises(Interrupted):
+            trap.check()
+        trap.release()
+        assert heard == []
+    finally:
+        signal.signal(signal.SIGTERM, previous)

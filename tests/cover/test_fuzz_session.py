@@ -89,7 +89,7 @@ def test_a_shrink_step_needs_the_same_signature_on_any_world_and_no_new_known_fi
 ):
     replays = []
 
-    def replay_violates(candidate, wanted, out, zygote=None):
+    def replay_violates(candidate, wanted, out, zygote=None, reference=None):
         replays.append(len(candidate.events))
         # the same kind of evidence, but on another world: still the same failure
         moved = Verdict("integrity", FAIL, "x: op lost", "x", evidence=LOST.evidence, at=2.5)
@@ -115,7 +115,7 @@ def test_a_shrink_step_needs_the_same_signature_on_any_world_and_no_new_known_fi
     assert fuzz.findings_in(without_removal, known_finding) == [3]
     tried = []
 
-    def needs_the_crash(candidate, wanted, out, zygote=None):
+    def needs_the_crash(candidate, wanted, out, zygote=None, reference=None):
         tried.append([e.kind for e in candidate.events])
         return [LOST] if any(e.kind is Kind.CRASH for e in candidate.events) else None
 

@@ -201,3 +201,13 @@ def test_agents_poll_less_often_in_big_deployments_and_the_model_knows():
     assert sized(base, big).op_window(0.02)[1] - base.op_window(0.02)[1] == pytest.approx(
         7 * base.poll_s
     )
+
+
+def test_a_world_cut_by_a_partition_as_it_forms_is_left_to_recovery_not_scale_out():
+    # swarm seed 13876110: world_j3 forms at 8.614 s, the instant a 1.4 s cut isolates it;
+    # TCP resumes 1.6 s after the heal and its member crashes before that: no first op, and
+    # none was owed by the join bound (recovery judges a cut world after the heal)
+    data = generate("swarm", 13876110)
+    s = parse_scenario(yaml.safe_dump(data, sort_keys=False), "swarm-13876110")
+    overall, verdicts = judge(check(simulate(s), s), set())
+    assert overall == "pass", [(v.name, v.detail) for v in verdicts if v.verdict != "pass"]

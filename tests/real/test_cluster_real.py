@@ -83,7 +83,9 @@ def test_the_tour_runs_each_host_on_its_node_with_the_verdicts_of_a_local_run(
     assert [r["confirmed"] for r in history.of_kind("resumed")] == [True]
     hygiene = history.of_kind("hygiene")[0]
     assert hygiene["ok"], hygiene["detail"]
-    assert {h: c["checked"] for h, c in hygiene["checked"].items()} == dict.fromkeys(placement, True)
+    assert {h: c["checked"] for h, c in hygiene["checked"].items()} == dict.fromkeys(
+        placement, True
+    )
     assert cluster_processes() == [] and cluster_processes("HostActor") == []
 
 
@@ -96,7 +98,9 @@ def test_network_faults_act_on_the_nodes_links_and_are_gone_after_the_run(ray_cl
     for namespace in cluster.namespaces():  # no table of the fault left on the switch or nodes
         rules = subprocess.run(
             ["ip", "netns", "exec", namespace, "nft", "list", "tables"],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
         assert "mwsim_" not in rules, (namespace, rules)
 
@@ -126,7 +130,9 @@ def test_no_packet_of_the_cluster_or_its_driver_goes_beyond_loopback_and_the_tes
     for namespace in cluster.namespaces():
         routes = subprocess.run(
             ["ip", "-n", namespace, "-o", "-4", "route", "show", "table", "all"],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
         assert "default" not in routes, (namespace, routes)  # nowhere else to send a packet
         sockets = namespace_sockets(namespace)
@@ -143,9 +149,22 @@ def test_no_packet_of_the_cluster_or_its_driver_goes_beyond_loopback_and_the_tes
 def _tour_in_a_process(out: Path) -> tuple[subprocess.Popen, Path]:
     """``mwsim run`` of the tour on the cluster, once its first fault is recorded."""
     run = subprocess.Popen(
-        [sys.executable, "-m", "mwsim.cli", "run", str(TOUR), "--real", "--cluster", "auto",
-         "--out", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ),
+        [
+            sys.executable,
+            "-m",
+            "mwsim.cli",
+            "run",
+            str(TOUR),
+            "--real",
+            "--cluster",
+            "auto",
+            "--out",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=dict(os.environ),
     )
     history = out / "cluster-tour" / "real" / "history.jsonl"
     deadline = time.monotonic() + 120
@@ -206,9 +225,22 @@ def test_the_core_library_passes_on_the_cluster_as_pytest_items(ray_cluster, tmp
     core = _core_library()
     assert len(core) >= 6
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", *core, "--mwsim-mode=real", "--mwsim-cluster=auto",
-         f"--mwsim-out={tmp_path}", "-p", "no:cacheprovider", "-q"],
-        cwd=LIBRARY.parent, capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            *core,
+            "--mwsim-mode=real",
+            "--mwsim-cluster=auto",
+            f"--mwsim-out={tmp_path}",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+        ],
+        cwd=LIBRARY.parent,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert done.returncode == 0, done.stdout[-3000:]
     assert f"{len(core)} passed" in done.stdout, done.stdout[-2000:]
