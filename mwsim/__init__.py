@@ -16,7 +16,8 @@ by ``tests/cover/test_layout.py``):
 6. ``checks`` (properties of a history), ``sim`` (the model executor), ``replay`` (the real
    executor), ``strategies``, ``generate``.
 7. ``runs`` (scenario -> verdicts), ``report``, ``timeline``, ``trace``, ``calibrate``,
-   ``bench`` (a runtime against a baseline, no faults).
+   ``bench`` (a runtime against a baseline, no faults), ``matrix`` (scenarios on several
+   runtimes or environments, side by side).
 8. ``fuzz``, ``testing``, ``cli``, ``pytest_plugin``.
 
 Library code never imports ``testing`` (it is for users' tests), and no module imports

@@ -239,7 +239,8 @@ def run(
             console.print(f"[yellow]{scenario.name}: interrupted; its processes were stopped[/]")
             sys.exit(_interrupted_status(exc))
         report.write_artifacts(outcome)
-        for line in _placement(outcome):
+        ran = report.runtime_line(outcome)
+        for line in ([ran] if ran else []) + _placement(outcome):
             console.print(line)
         console.print(report.verdict_table(outcome))
         for name, path in outcome.artifacts.items():
@@ -249,6 +250,94 @@ def run(
     if json_path and outcomes:
         report.write_json(outcomes, json_path)
     sys.exit(exit_status(statuses))
+
+
+@main.command(name="matrix")
+@click.argument("files", nargs=-1, required=True)
+@click.option(
+    "--target",
+    "targets",
+    multiple=True,
+    required=True,
+    help="A runtime in an environment (repeat): RUNTIME, RUNTIME@PYTHON (the mwsim installed "
+    "beside another torch) or LABEL=RUNTIME[@PYTHON].",
+)
+@click.option("--out", "out_dir", default="out/matrix", show_default=True, help="Runs go here.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the matrix.")
+def matrix_command(
+    files: tuple[str, ...], targets: tuple[str, ...], out_dir: str, json_path: str | None
+) -> None:
+    """Replay scenarios for real on several runtimes or environments, side by side.
+
+    Prints scenario x target with each verdict and the properties violated, and whether the
+    targets agree (the same verdicts, broken worlds and detection classes). Exit 0 when
+    every scenario agrees, 1 when one differs, 2 bad input, 3 when a target could not run.
+    """
+    from rich.table import Table
+
+    from mwsim import matrix
+    from mwsim.internal import jsonout
+    from mwsim.runtimes import names
+
+    scenarios = _load_all(files)
+    paths = expand(files)
+    try:
+        parsed = [matrix.parse_target(spec) for spec in targets]
+    except ProblemError as exc:
+        _refuse(exc)
+    for target in parsed:
+        if target.python is None and target.runtime not in names():
+            hint = f"{target.runtime}: choose one of {', '.join(names())}"
+            raise click.BadParameter(hint, param_hint="--target")
+    console = Console()
+    with console.status("replaying") as status:
+
+        def on_target(column: matrix.Column) -> None:
+            status.update(f"replayed on {column.target.label}")
+
+        result = matrix.run_matrix(
+            paths,
+            [s.name for s in scenarios],
+            [s.duration_s for s in scenarios],
+            [s.workload.interval_s for s in scenarios],
+            parsed,
+            Path(out_dir),
+            on_target,
+        )
+    table = Table(title="mwsim matrix (real runs)")
+    table.add_column("scenario", overflow="fold")
+    for column in result.columns:
+        table.add_column(escape(column.heading), overflow="fold")
+    table.add_column("agree")
+    for name in result.scenarios:
+        cells = [column.cells[name] for column in result.columns]
+        shown = [_cell_text(cell) for cell in cells]
+        agree = "[green]yes[/]" if not result.agree[name] else "[red]no[/]"
+        table.add_row(name, *shown, agree)
+    console.print(table)
+    for name in result.scenarios:
+        for line in result.agree[name]:
+            console.print(f"  {name}: {escape(line)}", soft_wrap=True)
+    for column in result.columns:
+        if column.error:
+            console.print(f"[yellow]{column.target.label}: {escape(column.error)}[/]")
+    if json_path:
+        Path(json_path).write_text(jsonout.dumps(result.to_dict(), indent=True) + "\n")
+    if any(column.error for column in result.columns):
+        sys.exit(EXIT_INCONCLUSIVE)
+    sys.exit(EXIT_VIOLATED if any(result.agree.values()) else EXIT_OK)
+
+
+def _cell_text(cell: Any) -> str:
+    colour = {"pass": "green", "fail": "red"}.get(cell.verdict, "yellow")
+    text = f"[{colour}]{cell.verdict}[/]"
+    if cell.failed:
+        text += ": " + ", ".join(cell.failed)
+    if cell.expected:
+        text += " (expected: " + ", ".join(cell.expected) + ")"
+    if cell.note:
+        text += f" ({escape(cell.note)})"
+    return text
 
 
 def _cluster(value: str | None) -> str | None:

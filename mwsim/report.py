@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mwsim.checks import FAIL, PASS, UNKNOWN, Verdict, bringup_failure
-from mwsim.history import Cause
+from mwsim.history import Cause, Mode
 from mwsim.internal import jsonout
 from mwsim.internal.alongside import alongside
 from mwsim.runs import ModeRun, Outcome
@@ -71,6 +71,11 @@ def _run_dict(run: ModeRun) -> dict[str, Any]:
     failed = _bringup(run)
     if failed is not None:
         out["bringup"] = failed
+    meta = run.history.meta
+    if run.mode == Mode.REAL and meta is not None:  # what ran: the runtime's build, torch's
+        for key in ("runtime_package", "torch"):
+            if key in meta.attrs:
+                out[key] = meta[key]
     if run.logs is not None:
         out["logs"] = str(run.logs)
     return out
@@ -130,6 +135,20 @@ def write_artifacts(outcome: Outcome) -> dict[str, Path]:
         timeline_png(outcome, paths["timeline"])
         write_json([outcome], outcome.artifacts["report"])
     return outcome.artifacts
+
+
+def runtime_line(outcome: Outcome) -> str | None:
+    """What the real run ran on, in words ("multiworld 0.2.3 on torch 2.13.0, mwsim worlds
+    layer"); None without a real run."""
+    real = outcome.run(Mode.REAL)
+    meta = real.history.meta if real is not None else None
+    if meta is None:
+        return None
+    pkg = meta.get("runtime_package") or {}
+    what = " ".join(str(pkg[k]) for k in ("package", "version") if k in pkg) or meta["runtime"]
+    torch = f" on torch {meta['torch']}" if meta.get("torch") else ""
+    path = f" ({pkg['path']})" if pkg.get("path") else ""
+    return f"runtime {meta.get('runtime')}: {what}{torch}{path}"
 
 
 def summary_line(outcome: Outcome) -> str:

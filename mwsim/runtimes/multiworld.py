@@ -39,6 +39,20 @@ def torch_fits(multiworld: Path) -> str | None:
     )
 
 
+def layer_unavailable() -> str | None:
+    """Why mwsim's worlds layer cannot carry MultiWorld on the installed torch (None: it
+    can), read without importing torch."""
+    try:
+        version = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        return "torch is not installed"
+    major, minor = (int(part) for part in re.findall(r"\d+", version)[:2])
+    if (major, minor) < LAYER_FROM:
+        wanted = ".".join(map(str, LAYER_FROM))
+        return f"torch {version} is older than the {wanted} the worlds layer needs"
+    return None
+
+
 def torch_patched() -> str | None:
     """Why the installed torch lacks MultiWorld's patch (None: it has it); read from its
     source, so nothing is imported."""
@@ -53,11 +67,20 @@ def torch_patched() -> str | None:
     return None if patched else "torch is not patched for MultiWorld (run: make install)"
 
 
+#: How MultiWorld runs on this machine's torch (the history's ``runtime_package.path``):
+#: on the torch release it patched itself, or on mwsim's worlds layer.
+PATCH, LAYER = "torch patch", "mwsim worlds layer"
+#: The oldest torch the worlds layer carries MultiWorld on (older ones have its patch).
+LAYER_FROM = (2, 4)
+
+
 class MultiWorldRuntime(Runtime):
     """Each world is a MultiWorld world; its watchdog and exceptions report failures.
 
     ``source``: a directory holding another build's ``multiworld`` package, imported
     instead of the installed one (the fork server then never sees the installed one).
+    On a torch the build has no patch for, MultiWorld runs on mwsim's worlds layer
+    (``mwsim.runtimes.worlds_layer``), installed before it is imported (``path``).
     """
 
     name = "multiworld"
@@ -73,28 +96,48 @@ class MultiWorldRuntime(Runtime):
         return [str(Path(cls.source).resolve())] if cls.source else None
 
     @classmethod
-    def unavailable(cls, backend: str, devices: int) -> str | None:
+    def _package(cls) -> Path | None:
+        """Where the ``multiworld`` package this adapter imports lies (None: nowhere)."""
         spec = PathFinder.find_spec("multiworld", cls._search())
         if spec is None or not spec.submodule_search_locations:
+            return None
+        return Path(next(iter(spec.submodule_search_locations)))
+
+    @classmethod
+    def path(cls) -> str:
+        """``PATCH`` where MultiWorld has a patch for the installed torch, else ``LAYER``."""
+        where = cls._package()
+        return PATCH if where is None or torch_fits(where) is None else LAYER
+
+    @classmethod
+    def unavailable(cls, backend: str, devices: int) -> str | None:
+        where = cls._package()
+        if where is None:
             if cls.source:
                 return f"no multiworld package in {cls.source}"
             return (
-                "the multiworld package is not installed (make install, or pip install "
-                "'mwsim[multiworld]' in an environment of its own: it needs torch 2.4.0)"
+                "the multiworld package is not installed (make install; or, beside the torch "
+                "a machine has: pip install --no-deps multiworld==0.2.3)"
             )
-        where = Path(next(iter(spec.submodule_search_locations)))
+        if cls.path() == LAYER:
+            return layer_unavailable() or super().unavailable(backend, devices)
         marker = where / "init.txt"  # an installed release patches torch at first import
         if not cls.source and marker.exists() and marker.read_text().strip() != "true":
             return "multiworld's one-time torch patch has not run (run: make install)"
-        return torch_fits(where) or torch_patched() or super().unavailable(backend, devices)
+        return torch_patched() or super().unavailable(backend, devices)
 
     @classmethod
     def image(cls) -> tuple[str, ...]:
-        return (*cls.preload, f"source={cls._search()}")
+        return (*cls.preload, f"source={cls._search()}", f"path={cls.path()}")
 
     @classmethod
     def prepare(cls) -> None:
-        """With ``source``: that build first on the path, and no other build imported."""
+        """On a torch MultiWorld has no patch for, mwsim's worlds layer first; with
+        ``source``: that build first on the path, and no other build imported."""
+        if cls.path() == LAYER:
+            from mwsim.runtimes import worlds_layer
+
+            worlds_layer.install()
         if not cls.source:
             return
         where = str(Path(cls.source).resolve())
@@ -108,6 +151,7 @@ class MultiWorldRuntime(Runtime):
     @classmethod
     def describe(cls) -> dict[str, Any]:
         info = package_info("multiworld", cls._search())
+        info["path"] = cls.path()
         if "version" not in info and "location" in info:  # a checkout: read version.py
             version = Path(info["location"]) / "version.py"
             with contextlib.suppress(OSError):

@@ -43,6 +43,7 @@ LAYERS = {
     "mwsim.trace": 7,
     "mwsim.calibrate": 7,
     "mwsim.bench": 7,
+    "mwsim.matrix": 7,
     "mwsim.fuzz": 8,
     "mwsim.testing": 8,
     "mwsim.cli": 8,
