@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from mwsim.fuzz import fuzz, signature
+from mwsim.fuzz import fuzz as session
+from mwsim.fuzz import signature
 from mwsim.history import Mode
 from mwsim.replay.controller import agent_env
 from mwsim.replay.zygote import Zygote
@@ -39,6 +40,14 @@ EXPECTED = {
     "mutant-no-watchdog": {"detection"},
     "mutant-drop-after-join": {"integrity", "progress"},
 }
+
+
+def fuzz(*args, **kwargs):
+    """A fuzzing session; one stopped by Ctrl-C (it returns what it found) stops the tests."""
+    result = session(*args, **kwargs)
+    if result.interrupted is not None:
+        raise KeyboardInterrupt
+    return result
 
 
 @pytest.fixture
