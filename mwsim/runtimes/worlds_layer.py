@@ -59,10 +59,6 @@ class World:
         self.size = -1
         self.store: Any = None
 
-    @property
-    def pg(self) -> Any:
-        return self.backend
-
 
 def installed() -> bool:
     """Is the layer in this process's ``torch.distributed``?"""
