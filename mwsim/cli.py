@@ -295,15 +295,7 @@ def matrix_command(
         def on_target(column: matrix.Column) -> None:
             status.update(f"replayed on {column.target.label}")
 
-        result = matrix.run_matrix(
-            paths,
-            [s.name for s in scenarios],
-            [s.duration_s for s in scenarios],
-            [s.workload.interval_s for s in scenarios],
-            parsed,
-            Path(out_dir),
-            on_target,
-        )
+        result = matrix.run_matrix(paths, scenarios, parsed, Path(out_dir), on_target)
     table = Table(title="mwsim matrix (real runs)")
     table.add_column("scenario", overflow="fold")
     for column in result.columns:

@@ -405,12 +405,7 @@ class LiveDeployment(RuleBasedStateMachine):
         verdicts = check(read_history(real.history), base)
         if not failures(verdicts):
             raise failed  # the harness's doing (or its lag): not a finding
-        self.violated = True
-        replay = base.model_copy(update={"duration_s": judged_end(base)})
-        scratch = self.out / "scratch" / f"stateful-{self.runtime}.yaml"
-        violation = Violation(replay, verdicts, save_failure(replay, verdicts, scratch, "stateful"))
-        self.seen.append(violation)
-        raise violation
+        self._violated(base, verdicts)
 
     # -- stepping ------------------------------------------------------------------------
 
@@ -489,6 +484,10 @@ class LiveDeployment(RuleBasedStateMachine):
         if sig and sig <= self.covered:  # only what is known: the example goes on
             self.known_seen |= sig
             return
+        self._violated(scenario, verdicts)
+
+    def _violated(self, scenario: Scenario, verdicts: list[Verdict]) -> NoReturn:
+        """Keep what the example saw (``seen``) and raise it, lasting until its bounds."""
         self.violated = True
         replay = scenario.model_copy(update={"duration_s": judged_end(scenario)})
         scratch = self.out / "scratch" / f"stateful-{self.runtime}.yaml"
@@ -889,11 +888,11 @@ class _Session:
         if not new:
             self.hit(violation.signature)
             return
-        unchecked = ""
+        checked = True  # against the reference, where there is one
         if real and self.reference:
             theirs = self._reference_shows(violation)
             if theirs is None:
-                unchecked = UNCHECKED
+                checked = False
             elif not new - theirs:
                 kept = self._name(f"{self.runtime}-upstream")
                 save_failure(violation.scenario, violation.verdicts, kept, "upstream")
@@ -908,15 +907,14 @@ class _Session:
                 violation = Violation(violation.scenario, verdicts, violation.path)
         wanted = min(new)
         found_after = time.monotonic() - self.started
-        if real and not unchecked:
-            reference = self.reference
+        if real and checked:
             try:
                 shrunk = minimize(
                     violation,
                     self.out,
                     self.zygote,
                     log,
-                    reference,
+                    self.reference,
                     wanted,
                     self.known,
                     self.budget,
@@ -934,8 +932,8 @@ class _Session:
                 log(f"seen once, not again on replay (flaky: {describe([wanted])}): {kept}")
                 return
             violation = shrunk
-        elif unchecked:
-            note = f"{UNCONFIRMED}; {unchecked}"
+        elif not checked:
+            note = f"{UNCONFIRMED}; {UNCHECKED}"
             violation = Violation(violation.scenario, violation.verdicts, violation.path, note)
         self._keep(violation, wanted, fuzzer, found_after, violation.note, real)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mwsim.errors import Problem, ProblemError
+from mwsim.scenario import Scenario
 from mwsim.timing import model_for
 
 #: How long one target may take to replay all its scenarios, beyond their durations.
@@ -200,22 +201,22 @@ def differences(cells: Sequence[Cell], labels: Sequence[str]) -> list[str]:
 
 def run_matrix(
     files: Sequence[Path],
-    names: Sequence[str],
-    durations: Sequence[float],
-    intervals: Sequence[float],
+    scenarios: Sequence[Scenario],
     targets: Sequence[Target],
     out: Path,
     on_target: Callable[[Column], None] | None = None,
 ) -> Matrix:
-    """Replay ``files`` (scenarios ``names``) on every target and compare them."""
-    timeout = sum(durations) * 2 + OVERHEAD_S * max(1, len(files))
+    """Replay ``files`` (their ``scenarios``, loaded) on every target and compare them."""
+    timeout = sum(s.duration_s for s in scenarios) * 2 + OVERHEAD_S * max(1, len(files))
+    names = [s.name for s in scenarios]
     columns = []
     for target in targets:
         column, found = run_target(target, files, out, timeout)
         reports = found.get("reports", {})
-        for name, interval in zip(names, intervals, strict=True):
+        for scenario in scenarios:
+            name = scenario.name
             if name in reports:
-                column.cells[name] = cell_of(reports[name], interval)
+                column.cells[name] = cell_of(reports[name], scenario.workload.interval_s)
                 if not column.runtime_package:
                     column.runtime_package, column.torch = _meta(reports[name])
             else:
@@ -228,7 +229,7 @@ def run_matrix(
         columns.append(column)
         if on_target is not None:
             on_target(column)
-    matrix = Matrix(list(names), columns)
+    matrix = Matrix(names, columns)
     labels = [c.target.label for c in columns]
     for name in names:
         matrix.agree[name] = differences([c.cells[name] for c in columns], labels)

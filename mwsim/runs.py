@@ -185,14 +185,15 @@ def ask_reference(
     served is added to the history as a ``reference`` record, which the checks weigh (it
     served: the runtime under test failed; it did not: the harness or this machine did).
     Nothing is asked when the runtime under test is the reference (or there is none)."""
-    meta = read_history(real.history).meta
+    history = read_history(real.history)
+    meta = history.meta
     runtime = meta.get("runtime", scenario.runtime) if meta is not None else scenario.runtime
     if reference is None or reference == runtime:
         return
     probe = scenario.model_copy(
         update={"runtime": reference, "events": [], "duration_s": PROBE_S, "name": "reference"}
     )
-    served: bool | None
+    served: bool | None = False
     try:
         where = real.history.parent / "reference"
         controller = Controller(probe, where, zygote=zygote, network=network, cluster=cluster)
@@ -204,12 +205,10 @@ def ask_reference(
             served = True
             detail = f"{reference} brought the same deployment up, and every world served"
         except BringUpFailed as exc:
-            served = False
-            first = str(exc).strip().splitlines()[0]
-            detail = f"{reference} did not come up either ({first})"
+            detail = f"{reference} did not come up either ({checks.headline(str(exc))})"
         finally:
             controller.finish(RunStatus.COMPLETED if served else RunStatus.BRINGUP_FAILED)
-    last = read_history(real.history).events[-1].t
+    last = history.events[-1].t
     record = event(last, "reference", runtime=reference, served=served, detail=detail)
     append_history(real.history, [record])
 

@@ -65,12 +65,11 @@ class Stage(StrEnum):
 
 
 class RunStatus(StrEnum):
-    """How a real run ended (``NOT_RUN``: in a report, a run that could not be judged)."""
+    """How a real run ended."""
 
     COMPLETED = "completed"
     BRINGUP_FAILED = "bringup_failed"
     INTERRUPTED = "interrupted"
-    NOT_RUN = "not_run"
 
 
 @dataclass
