@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mwsim.history import History, Mode
+from mwsim.history import History, Mode, Op
 from mwsim.internal import jsonout
 from mwsim.replay import Controller
 from mwsim.replay.zygote import Zygote
@@ -102,13 +102,12 @@ def measure(history: History, start: float, end: float) -> list[WorldSample]:
     """Per world (and ``all``), the ops that completed intact in ``[start, end)``."""
     latencies: dict[str, list[float]] = {}
     counts: dict[str, int] = {}
-    for e in history:
-        if e.kind != "op" or not e["ok"] or not start <= e.t < end:
+    for e in history.of(Op):
+        if not e.ok or not start <= e.t < end:
             continue
-        world = e["world"]
-        counts[world] = counts.get(world, 0) + 1
-        if e.get("latency_s") is not None:
-            latencies.setdefault(world, []).append(float(e["latency_s"]))
+        counts[e.world] = counts.get(e.world, 0) + 1
+        if e.latency_s is not None:
+            latencies.setdefault(e.world, []).append(e.latency_s)
     span = end - start
 
     def sample(world: str, ops: int, lat: list[float]) -> WorldSample:

@@ -15,11 +15,22 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from mwsim.errors import Inconclusive
 from mwsim.events import Kind
-from mwsim.history import Event, History, read_history
+from mwsim.history import (
+    Broken,
+    Exit,
+    Fault,
+    History,
+    Joined,
+    Op,
+    Record,
+    Resumed,
+    Scale,
+    read_history,
+)
 from mwsim.replay import Controller, RunStatus
 from mwsim.scenario import parse_inline
 from mwsim.timing import RuntimeModel, model_for
@@ -76,8 +87,11 @@ MICRO: dict[str, str] = {
 }
 
 
-def _first(history: History, kind: str, **match: str) -> Event | None:
-    for e in history.of_kind(kind):
+R = TypeVar("R", bound=Record)
+
+
+def _first(history: History, kind: type[R], **match: str) -> R | None:
+    for e in history.of(kind):
         if all(e.get(k) == v for k, v in match.items()):
             return e
     return None
@@ -85,10 +99,10 @@ def _first(history: History, kind: str, **match: str) -> Event | None:
 
 def _samples(history: History, name: str, model: RuntimeModel) -> dict[str, float]:
     out: dict[str, float] = {}
-    fault = _first(history, "fault")
-    report = _first(history, "broken", world="world1", worker="leader")
+    fault = _first(history, Fault)
+    report = _first(history, Broken, world="world1", worker="leader")
     if name in (Kind.CRASH, Kind.LEAVE):
-        died = _first(history, "exit", worker="w1")
+        died = _first(history, Exit, worker="w1")
         if fault and report:
             out["fail_s"] = max(0.0, report.t - fault.t - model.poll_s)
         if fault and died:
@@ -97,17 +111,17 @@ def _samples(history: History, name: str, model: RuntimeModel) -> dict[str, floa
         if fault and report:
             out[name] = report.t - fault.t
     elif name == HEAL:
-        healed = _first(history, "resumed")
+        healed = _first(history, Resumed)
         if healed is not None:
-            later = [e.t for e in history.of_kind("op") if e.t > healed.t]
+            later = [e.t for e in history.of(Op) if e.t > healed.t]
             if later:
                 out[name] = min(later) - healed.t
     elif name == Kind.ADD_WORLD:
-        asked, joined = _first(history, "scale"), _first(history, "joined", world="x")
+        asked, joined = _first(history, Scale), _first(history, Joined, world="x")
         if asked and joined:
             out["init_s"] = joined.t - asked.t
     elif name == Kind.JOIN:
-        asked, joined = _first(history, "scale"), _first(history, "joined", world="world2")
+        asked, joined = _first(history, Scale), _first(history, Joined, world="world2")
         if asked and joined:
             out["spawn_s"] = joined.t - asked.t - model.init_s
     return out

@@ -16,7 +16,30 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from mwsim.events import BREAKING, Degrade, GpuSlow, Kind, Slow, Target, subject_of
-from mwsim.history import Cause, Event, History, Mode
+from mwsim.history import (
+    Bringup,
+    Broken,
+    Cause,
+    Error,
+    Exit,
+    Fault,
+    History,
+    Hygiene,
+    Joined,
+    Left,
+    Mode,
+    Op,
+    Ops,
+    Phase,
+    PhaseName,
+    Record,
+    Reference,
+    Resumed,
+    Scale,
+    Source,
+    Stage,
+)
+from mwsim.history import Lag as LagRecord
 from mwsim.membership import Plan, Step, WorldId, WorldLife
 from mwsim.scenario import Property, Scenario
 from mwsim.timing import (
@@ -149,21 +172,21 @@ class Facts:
     faults: dict[int, Injected] = field(default_factory=dict)  # by step index
     scaled: dict[int, float] = field(default_factory=dict)  # step index -> when it was done
     ops: dict[WorldId, dict[tuple[str, str | None], list[Seg]]] = field(default_factory=dict)
-    reports: dict[WorldId, dict[str, Event]] = field(default_factory=dict)  # first per worker
+    reports: dict[WorldId, dict[str, Broken]] = field(default_factory=dict)  # first per worker
     joined: dict[WorldId, dict[str, float]] = field(default_factory=dict)
     died: dict[str, list[tuple[float, bool]]] = field(default_factory=dict)  # exits
     #: exits nobody asked for, each with the last record of that worker before it
-    unexpected: list[tuple[Event, Event | None]] = field(default_factory=list)
-    errors: list[Event] = field(default_factory=list)  # ``error`` records
-    raised: list[Event] = field(default_factory=list)  # reports from a failure signal
+    unexpected: list[tuple[Exit, Record | None]] = field(default_factory=list)
+    errors: list[Error] = field(default_factory=list)
+    raised: list[Broken] = field(default_factory=list)  # reports from a failure signal
     left: dict[WorldId, dict[str, float]] = field(default_factory=dict)
-    hygiene: Event | None = None
+    hygiene: Hygiene | None = None
     mode: str = Mode.REAL
     hangs: dict[str, list[Injected]] = field(default_factory=dict)  # by worker, in time order
     cuts: list[Injected] = field(default_factory=list)  # dropping partitions, in time order
     lags: list[Lag] = field(default_factory=list)  # where the harness fell behind
-    bringup: Event | None = None  # the deployment did not come up: why (a real run)
-    reference: Event | None = None  # ... and whether the reference runtime's did
+    bringup: Bringup | None = None  # the deployment did not come up: why (a real run)
+    reference: Reference | None = None  # ... and whether the reference runtime's did
 
 
 # -- reading a history --------------------------------------------------------------------
@@ -181,12 +204,12 @@ def facts(history: History, scenario: Scenario, model: RuntimeModel | None = Non
     """Read ``history`` against ``scenario`` (once: every property reads the same facts).
     A run whose bring-up failed played none of the scenario's events: it is read against
     the deployment alone."""
-    failed = next((e for e in history.of_kind("bringup") if not e.get("ok", True)), None)
+    failed = next((e for e in history.of(Bringup) if not e.ok), None)
     if failed is not None:
         scenario = scenario.model_copy(update={"events": []})
     p: Plan = scenario.plan
     model = sized(model or model_for(scenario.runtime), scenario)
-    stops = [e.t for e in history.of_kind("phase") if e.get("name") in ("stop", "interrupted")]
+    stops = [e.t for e in history.of(Phase) if e.name in (PhaseName.STOP, PhaseName.INTERRUPTED)]
     meta = history.meta
     f = Facts(
         scenario,
@@ -194,9 +217,9 @@ def facts(history: History, scenario: Scenario, model: RuntimeModel | None = Non
         model,
         Bounds.of(scenario, model),
         min(stops) if stops else scenario.duration_s,
-        mode=meta.get("mode", Mode.REAL) if meta else Mode.REAL,
+        mode=meta.mode if meta else Mode.REAL,
         bringup=failed,
-        reference=next(iter(history.of_kind("reference")), None),
+        reference=history.first(Reference),
     )
     taken: set[int] = set()
     steps = {s.index: s for s in p.steps}
@@ -205,67 +228,67 @@ def facts(history: History, scenario: Scenario, model: RuntimeModel | None = Non
     for step in p.steps:
         candidates[(step.kind, step.event.subject)].append(step)
     resumed: dict[tuple[str, str], list[float]] = defaultdict(list)
-    lags: list[Event] = []
-    last: dict[str, Event] = {}  # each worker's latest record
+    lags: list[LagRecord] = []
+    last: dict[str, Record] = {}  # each worker's latest record
     for e in history:
-        kind = e.kind
-        worker = e.get("worker")
-        if kind == "exit":
-            if not e.get("expected", True):
-                f.unexpected.append((e, last.get(worker)))
-            last.pop(worker, None)
-        elif worker is not None and kind != "lag":
+        worker = getattr(e, "worker", None)
+        if isinstance(e, Exit):
+            if e.expected is False:
+                f.unexpected.append((e, last.get(e.worker)))
+            last.pop(e.worker, None)
+        elif isinstance(worker, str) and not isinstance(e, LagRecord):
             last[worker] = e
-        if kind in ("op", "ops"):
-            life = p.resolve(e["world"], e.get("life"), e.t)
-            if life is None:
-                continue
-            key = (e["worker"], e.get("peer"))
-            if kind == "op":
-                seg = Seg(e.t, e.t, e["seq"], 1, bool(e["ok"]))
-            else:
-                seg = Seg(float(e["t0"]), e.t, e["first"], e["last"] - e["first"] + 1, True)
-            f.ops.setdefault(life.id, {}).setdefault(key, []).append(seg)
-        elif kind == "broken":
-            life = p.resolve(e["world"], e.get("life"), e.t)
-            if life is not None:
-                f.reports.setdefault(life.id, {}).setdefault(e["worker"], e)
-                if e.get("raised") is not None:
-                    f.raised.append(e)
-        elif kind == "joined":
-            life = p.resolve(e["world"], e.get("life"), e.t)
-            if life is not None:
-                f.joined.setdefault(life.id, {}).setdefault(e["worker"], e.t)
-        elif kind == "left":
-            life = p.resolve(e["world"], e.get("life"), e.t)
-            if life is not None:
-                f.left.setdefault(life.id, {}).setdefault(e["worker"], e.t)
-        elif kind == "error":
-            f.errors.append(e)
-        elif kind == "fault":
-            index = _nearest(candidates.get((e.get("do"), subject_of(e.attrs)), []), e.t, taken)
-            if index is not None:
-                taken.add(index)
-                f.faults[index] = Injected(
-                    steps[index],
-                    e.t,
-                    bool(e.get("confirmed", False)),
-                    delivered=bool(e.get("delivered", False)),
-                    code=e.get("code"),
-                )
-        elif kind == "resumed":
-            resumed[(e.get("do", Kind.HANG), e["target"])].append(e.t)
-        elif kind == "scale":
-            index = _nearest(candidates.get((e.get("do"), subject_of(e.attrs)), []), e.t, taken)
-            if index is not None:
-                taken.add(index)
-                f.scaled[index] = e.t
-        elif kind == "exit":
-            f.died.setdefault(e["worker"], []).append((e.t, bool(e.get("expected", True))))
-        elif kind == "hygiene":
-            f.hygiene = e
-        elif kind == "lag":
-            lags.append(e)
+        match e:
+            case Op() | Ops():
+                life = p.resolve(e.world, e.life, e.t)
+                if life is None:
+                    continue
+                key = (e.worker, e.peer)
+                if isinstance(e, Op):
+                    seg = Seg(e.t, e.t, e.seq, 1, e.ok)
+                else:
+                    seg = Seg(e.t0, e.t, e.first, e.last - e.first + 1, True)
+                f.ops.setdefault(life.id, {}).setdefault(key, []).append(seg)
+            case Broken():
+                life = p.resolve(e.world, e.life, e.t)
+                if life is not None:
+                    f.reports.setdefault(life.id, {}).setdefault(e.worker, e)
+                    if e.raised is not None:
+                        f.raised.append(e)
+            case Joined():
+                life = p.resolve(e.world, e.life, e.t)
+                if life is not None:
+                    f.joined.setdefault(life.id, {}).setdefault(e.worker, e.t)
+            case Left():
+                life = p.resolve(e.world, e.life, e.t)
+                if life is not None:
+                    f.left.setdefault(life.id, {}).setdefault(e.worker, e.t)
+            case Error():
+                f.errors.append(e)
+            case Fault():
+                index = _nearest(candidates.get((e.do, subject_of(e.attrs)), []), e.t, taken)
+                if index is not None:
+                    taken.add(index)
+                    f.faults[index] = Injected(
+                        steps[index],
+                        e.t,
+                        bool(e.confirmed),
+                        delivered=bool(e.get("delivered", False)),
+                        code=e.get("code"),
+                    )
+            case Resumed():
+                resumed[(e.do, e.target)].append(e.t)
+            case Scale():
+                index = _nearest(candidates.get((e.do, subject_of(e.attrs)), []), e.t, taken)
+                if index is not None:
+                    taken.add(index)
+                    f.scaled[index] = e.t
+            case Exit():
+                f.died.setdefault(e.worker, []).append((e.t, e.expected is not False))
+            case Hygiene():
+                f.hygiene = e
+            case LagRecord():
+                lags.append(e)
     for step in p.steps:  # faults the history does not record were never confirmed
         ev = step.event
         if ev.info.fault:
@@ -286,24 +309,24 @@ def facts(history: History, scenario: Scenario, model: RuntimeModel | None = Non
     return f
 
 
-def _lags(f: Facts, records: list[Event]) -> list[Lag]:
+def _lags(f: Facts, records: list[LagRecord]) -> list[Lag]:
     """Where the harness fell behind: the controller late, or an agent's event loop late
     while the machine's CPU was saturated (late otherwise, the runtime may have blocked
     its loop: that stays the system's doing) and the agent was not hung on purpose."""
     out: list[Lag] = []
-    busy = [(e.t - float(e["lag_s"]), e.t, e) for e in records if e.get("source") == "cpu"]
+    busy = [(e.t - e.lag_s, e.t, e) for e in records if e.source == Source.CPU]
     for e in records:
-        lag_s = float(e.get("lag_s", 0.0))
-        lo, source, worker = e.t - lag_s, e.get("source"), e.get("worker")
-        if source == "controller":
-            out.append(Lag(lo, e.t, None, f"the controller ran {lag_s:.2f} s late at {_fmt(e.t)}"))
-        elif source == "agent" and isinstance(worker, str):
+        lo, worker = e.t - e.lag_s, e.worker
+        if e.source == Source.CONTROLLER:
+            detail = f"the controller ran {e.lag_s:.2f} s late at {_fmt(e.t)}"
+            out.append(Lag(lo, e.t, None, detail))
+        elif e.source == Source.AGENT and worker is not None:
             if any(x.t <= e.t and (x.end is None or x.end >= lo) for x in f.hangs.get(worker, [])):
                 continue
             cpu = next((c for a, b, c in busy if a < e.t and lo < b), None)
             if cpu is not None:
                 detail = (
-                    f"agent {worker}'s event loop ran {lag_s:.2f} s late at {_fmt(e.t)} "
+                    f"agent {worker}'s event loop ran {e.lag_s:.2f} s late at {_fmt(e.t)} "
                     f"while the CPU was saturated ({cpu.get('detail', 'busy')})"
                 )
                 out.append(Lag(lo, e.t, worker, detail))
@@ -507,14 +530,14 @@ def _bringup_stalls(f: Facts, problems: list[Evidence], excused: list[str]) -> N
     """Worlds that did not form while bring-up stalled (nothing moved for ``stalled_s``):
     each a problem, unless the harness fell behind for that whole stall."""
     e = f.bringup
-    if e is None or e.get("stage") != "form" or e.get("stalled_s") is None:
+    if e is None or e.stage != Stage.FORM or e.stalled_s is None:
         return
-    stalled = float(e["stalled_s"])
-    for name in e.get("waiting", []):
+    stalled = e.stalled_s
+    for name in e.waiting or ():
         life = next((w for w in f.plan.worlds if w.name == name and w.origin is None), None)
         if life is None:
             continue
-        what = f"{name}: not formed at bring-up; nothing moved for {stalled:g} s ({e['reason']})"
+        what = f"{name}: not formed at bring-up; nothing moved for {stalled:g} s ({e.reason})"
         problem = Evidence(name, what, "not formed at bring-up", e.t)
         _judge_or_excuse(f, life, (e.t - stalled, e.t), stalled, problem, problems, excused)
 
@@ -525,7 +548,7 @@ def _never_served(
     """An initial world that formed and never served an op before bring-up gave up on it:
     a problem (or excused by the harness's lag); whether it was judged here."""
     e = f.bringup
-    if e is None or e.get("stage") != "serve" or life.name not in e.get("waiting", []):
+    if e is None or e.stage != Stage.SERVE or life.name not in (e.waiting or ()):
         return False
     healthy = healthy_segments(f, life)
     if life.origin is not None or not healthy or healthy[0][1] - healthy[0][0] <= window:
@@ -716,8 +739,8 @@ def check_no_false_alarm(f: Facts) -> Verdict:
             count += 1
             if first is None or report.t < first:
                 how = ""
-                if report.get("raised") is not None:  # the runtime's failure signal
-                    how = f" ({report.get('op', 'an op')} raised {report['raised']})"
+                if report.raised is not None:  # the runtime's failure signal
+                    how = f" ({report.op or 'an op'} raised {report.raised})"
                 problem = Evidence(
                     life.name,
                     f"{life.name}: {worker} reported it broken at {_fmt(report.t)} "
@@ -960,8 +983,8 @@ def check_recovery(f: Facts) -> Verdict:
 def check_hygiene(f: Facts) -> Verdict:
     if f.hygiene is None:
         return Verdict("hygiene", UNKNOWN, "the history has no hygiene record")
-    detail = str(f.hygiene.get("detail", ""))
-    if f.hygiene["ok"]:
+    detail = f.hygiene.detail or ""
+    if f.hygiene.ok:
         return Verdict("hygiene", PASS, detail or "clean")
     return Verdict("hygiene", FAIL, detail, evidence=("left behind",), at=f.hygiene.t)
 
@@ -981,10 +1004,10 @@ def check_survival(f: Facts) -> Verdict:
     """A worker no fault targeted does not exit or die while the run is judged."""
     problems: list[Evidence] = []
     for e, last in f.unexpected:
-        worker = e["worker"]
+        worker = e.worker
         if e.t > f.end or _targets(f, worker, e.t):
             continue
-        code = e.get("code")
+        code = e.code
         if code is None:
             how = "ended"
         elif code < 0:
@@ -994,7 +1017,8 @@ def check_survival(f: Facts) -> Verdict:
         if last is None:
             before = "it had recorded nothing"
         else:
-            what = last.kind + (f" on {last['world']}" if last.get("world") else "")
+            world = getattr(last, "world", None)
+            what = last.kind + (f" on {world}" if world else "")
             before = f"its last record: {what} at {_fmt(last.t)}"
         detail = f"{worker} {how} at {_fmt(e.t)} though no fault targeted it ({before})"
         problems.append(Evidence(None, detail, f"an untargeted worker {how}", e.t))
@@ -1012,16 +1036,16 @@ def check_errors(f: Facts) -> Verdict:
     for e in f.errors:
         if e.t > f.end:
             continue
-        life = f.plan.resolve(e["world"], e.get("life"), e.t) if e.get("world") else None
+        life = f.plan.resolve(e.world, e.life, e.t) if e.world else None
         world = life.name if life is not None else None
-        who = e.get("worker", "the controller")
-        if e.get("source") == "runtime":
-            kind = f"{e.get('op', 'a call')} raised {e.get('exception', 'an exception')}"
+        who = e.worker or "the controller"
+        if e.source == Source.RUNTIME:
+            kind = f"{e.op or 'a call'} raised {e.exception or 'an exception'}"
             where = f" on {world}" if world else ""
-            detail = f"{who}{where} at {_fmt(e.t)}: {e['message']}"
+            detail = f"{who}{where} at {_fmt(e.t)}: {e.message}"
             problems.append(Evidence(world, detail, kind, e.t))
-        elif e.get("source") == "harness":
-            doubts.append(f"the harness hit an error at {_fmt(e.t)} ({who}): {e['message']}")
+        elif e.source == Source.HARNESS:
+            doubts.append(f"the harness hit an error at {_fmt(e.t)} ({who}): {e.message}")
     ok = f"the runtime raised nothing but its failure signal ({len(f.raised)} time(s))"
     return _summary("errors", problems, ok, doubts)
 
@@ -1052,9 +1076,9 @@ def bringup_cause(f: Facts) -> Cause | None:
     the harness's only if the reference runtime did not come up either."""
     if f.bringup is None:
         return None
-    cause = Cause(f.bringup["cause"])
+    cause = Cause(f.bringup.cause)
     if cause is Cause.UNCLEAR:
-        served = f.reference.get("served") if f.reference is not None else None
+        served = f.reference.served if f.reference is not None else None
         return Cause.HARNESS if served is False else Cause.RUNTIME
     return cause
 
@@ -1070,21 +1094,19 @@ def bringup_failure(f: Facts) -> dict[str, Any] | None:
     cause = bringup_cause(f)
     if f.bringup is None or cause is None:
         return None
-    reason = str(f.bringup["reason"])
-    out = {"stage": f.bringup["stage"], "cause": str(cause), "reason": reason}
+    reason = f.bringup.reason
+    out = {"stage": f.bringup.stage, "cause": str(cause), "reason": reason}
     out["headline"] = headline(reason)
     if f.reference is not None:
-        out["reference"] = f.reference.get("detail", "")
+        out["reference"] = f.reference.detail or ""
     return out
 
 
 def _not_the_runtimes(f: Facts) -> str:
     assert f.bringup is not None
-    reason = headline(str(f.bringup["reason"]))
-    if f.reference is not None and f.reference.get("served") is False:
-        return (
-            f"bring-up failed, and on the reference runtime too: {reason}; {f.reference['detail']}"
-        )
+    reason = headline(f.bringup.reason)
+    if f.reference is not None and f.reference.served is False:
+        return f"bring-up failed, and on the reference runtime too: {reason}; {f.reference.detail}"
     return f"bring-up failed by the harness's doing, not the runtime's: {reason}"
 
 
@@ -1119,7 +1141,7 @@ def check_conformance(
 def conformance(obs: Facts, pre: Facts) -> Verdict:
     """``check_conformance`` on the facts of the two histories."""
     if obs.bringup is not None:
-        reason = headline(str(obs.bringup["reason"]))
+        reason = headline(obs.bringup.reason)
         why = f"not compared: the real deployment did not come up ({reason})"
         return Verdict("conformance", UNKNOWN, why)
     problems: list[Evidence] = []
@@ -1127,10 +1149,10 @@ def conformance(obs: Facts, pre: Facts) -> Verdict:
     for world_id, by_worker in pre.reports.items():
         life = pre.plan.world(world_id)
         for worker, e in by_worker.items():
-            lo, hi = e.get("window", [e.t, e.t])
+            lo, hi = e.window or (e.t, e.t)
             seen = obs.reports.get(world_id, {}).get(worker)
             if seen is None or seen.t > obs.end:
-                if not e.get("optional") and hi < obs.end:
+                if not e.optional and hi < obs.end:
                     problems.append(
                         Evidence(
                             life.name,

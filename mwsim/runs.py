@@ -17,7 +17,15 @@ import yaml
 from mwsim import checks
 from mwsim.checks import UNKNOWN, Facts, Result, Verdict
 from mwsim.errors import BringUpFailed, Inconclusive
-from mwsim.history import Cause, History, Mode, append_history, event, read_history, write_history
+from mwsim.history import (
+    Cause,
+    History,
+    Mode,
+    Reference,
+    append_history,
+    read_history,
+    write_history,
+)
 from mwsim.internal.alongside import alongside
 from mwsim.replay import Controller, RealRun, RunStatus
 from mwsim.replay.zygote import Zygote
@@ -187,7 +195,7 @@ def ask_reference(
     Nothing is asked when the runtime under test is the reference (or there is none)."""
     history = read_history(real.history)
     meta = history.meta
-    runtime = meta.get("runtime", scenario.runtime) if meta is not None else scenario.runtime
+    runtime = (meta.runtime if meta is not None else None) or scenario.runtime
     if reference is None or reference == runtime:
         return
     probe = scenario.model_copy(
@@ -209,7 +217,7 @@ def ask_reference(
         finally:
             controller.finish(RunStatus.COMPLETED if served else RunStatus.BRINGUP_FAILED)
     last = history.events[-1].t
-    record = event(last, "reference", runtime=reference, served=served, detail=detail)
+    record = Reference(t=last, runtime=reference, served=served, detail=detail)
     append_history(real.history, [record])
 
 
@@ -220,6 +228,6 @@ def recheck(
     path = Path(history_path)
     history = read_history(path)
     meta = history.meta
-    mode = Mode.SIM if meta is not None and meta.get("mode") == Mode.SIM else Mode.REAL
+    mode = Mode.SIM if meta is not None and meta.mode == Mode.SIM else Mode.REAL
     run = judge(history, scenario, mode, path, model)
     return Outcome(scenario, mode, run.verdict, run.verdicts, [run], path.parent)

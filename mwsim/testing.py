@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from itertools import pairwise
 from typing import Any
 
-from mwsim.history import Event, History
+from mwsim.history import Broken, Fault, History, Op, Resumed
 from mwsim.scenario import Scenario, parse_inline
 
 #: The environment variable a test sets (inherited by every process it starts) to find
@@ -41,11 +41,11 @@ def scenario(yaml_text: str, name: str = "inline") -> Scenario:
     return parse_inline(yaml_text, name)
 
 
-def ops_by_world(history: History) -> dict[str, list[Event]]:
-    """Op events per world, in time order."""
-    out: dict[str, list[Event]] = defaultdict(list)
-    for e in history.of_kind("op"):
-        out[e["world"]].append(e)
+def ops_by_world(history: History) -> dict[str, list[Op]]:
+    """Op records per world, in time order."""
+    out: dict[str, list[Op]] = defaultdict(list)
+    for e in history.of(Op):
+        out[e.world].append(e)
     return dict(out)
 
 
@@ -59,20 +59,20 @@ def largest_gap(times: list[float], start: float, end: float) -> float:
 def broken_reports(history: History) -> dict[str, dict[str, float]]:
     """``{world: {worker: first time it reported the world broken}}``."""
     out: dict[str, dict[str, float]] = defaultdict(dict)
-    for e in history.of_kind("broken"):
-        out[e["world"]].setdefault(e["worker"], e.t)
+    for e in history.of(Broken):
+        out[e.world].setdefault(e.worker, e.t)
     return dict(out)
 
 
-def faults(history: History, do: str | None = None) -> list[Event]:
-    return [e for e in history.of_kind("fault") if do is None or e["do"] == do]
+def faults(history: History, do: str | None = None) -> list[Fault]:
+    return [e for e in history.of(Fault) if do is None or e.do == do]
 
 
-def in_force(action: Event) -> float:
+def in_force(action: Fault | Resumed) -> float:
     """When a confirmed fault (or its end) was surely in effect: its start plus the time
     its confirmation took (the kernel's or the process's state read back as asked)."""
-    assert action["confirmed"], action
-    return action.t + float(action["confirm_s"])
+    assert action.confirmed and action.confirm_s is not None, action
+    return action.t + action.confirm_s
 
 
 # -- hypothesis ---------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from mwsim.checks import FAIL, bringup_failure
 from mwsim.events import FAULTS, Kind
-from mwsim.history import Cause, History, Mode
+from mwsim.history import Broken, Cause, Fault, History, Mode, Op, Ops, Scale
 from mwsim.membership import Plan, WorldLife
 
 if TYPE_CHECKING:
@@ -65,12 +65,12 @@ def op_counts(history: History, plan: Plan, bins: np.ndarray) -> Iterator[tuple[
     from op records and spans alike (a span's ops spread evenly over it, as they were
     issued). Computed one incarnation at a time, so memory holds one life's bins."""
     edges = bins.tolist()
-    by_row: dict[int, list[Any]] = defaultdict(list)
+    by_row: dict[int, list[Op | Ops]] = defaultdict(list)
     rows: dict[tuple[str, int], int] = {}  # (world, life) -> plan row, for records naming it
     for e in history:
-        if e.kind not in ("op", "ops"):
+        if not isinstance(e, Op | Ops):
             continue
-        world, life = e["world"], e.get("life")
+        world, life = e.world, e.life
         row = rows.get((world, life)) if life is not None else None
         if row is None:
             found = plan.resolve(world, life, e.t)
@@ -84,22 +84,22 @@ def op_counts(history: History, plan: Plan, bins: np.ndarray) -> Iterator[tuple[
         yield row, _life_counts(by_row[row], bins, edges)
 
 
-def _life_counts(records: list[Any], bins: np.ndarray, edges: list[float]) -> Counts:
+def _life_counts(records: list[Op | Ops], bins: np.ndarray, edges: list[float]) -> Counts:
     """One incarnation's op records and spans counted over the bins they reach."""
     import numpy as np
 
     size = len(edges) - 1
-    lo = min(float(e["t0"]) if e.kind == "ops" else e.t for e in records)
+    lo = min(e.t0 if isinstance(e, Ops) else e.t for e in records)
     hi = max(e.t for e in records)
     # a bin of margin each side (rounding at edges)
     first = max(bisect_right(edges, lo) - 2, 0)
     counts = np.zeros(max(min(bisect_right(edges, hi) + 1, size) - first, 0))
     for e in records:
-        if e.kind == "op" or e["last"] == e["first"]:
+        if isinstance(e, Op) or e.last == e.first:
             _count_at(counts, first, edges, e.t, 1)
             continue
-        n = e["last"] - e["first"] + 1
-        t0 = float(e["t0"])
+        n = e.last - e.first + 1
+        t0 = e.t0
         step = (e.t - t0) / (n - 1)
         if step <= 0:
             _count_at(counts, first, edges, t0, n)
@@ -184,13 +184,13 @@ def _marker(ax: Any, t: float, label: str, colour: str, rows: int, solid: bool) 
     ax.text(t, top, f" {label}", color=colour, fontsize=7, rotation=90, va="top", ha="right")
 
 
-def _density(ax: Any, records: list[Any], bins: np.ndarray, row: int) -> None:
+def _density(ax: Any, records: list[Fault | Scale], bins: np.ndarray, row: int) -> None:
     """Fault and scale events as counts per bin, one step line per kind, in ``row``."""
     import numpy as np
 
     by_kind: dict[str, list[float]] = defaultdict(list)
     for e in records:
-        by_kind[e.get("do", "?")].append(e.t)
+        by_kind[e.do].append(e.t)
     top = max((np.histogram(ts, bins=bins)[0].max() for ts in by_kind.values()), default=1) or 1
     for do, ts in sorted(by_kind.items()):
         counts, _ = np.histogram(ts, bins=bins)
@@ -229,23 +229,23 @@ def _draw(ax: Any, outcome: Outcome, run: ModeRun, rows: Layout, bins: np.ndarra
                 colour = step.event.info.colour
                 ax.fill_between([injected.t, end], at, at + 1, color=colour, alpha=0.22, lw=0)
     n = len(rows.labels)
-    markers = [e for e in run.history if e.kind in ("fault", "scale")]
+    markers = [e for e in run.history if isinstance(e, Fault | Scale)]
     if len(markers) > MAX_MARKERS:
         _density(ax, markers, bins, n)
     else:
-        for e in markers:
-            name = e.get("target") or e.get("world") or e.get("worker")
-            _marker(ax, e.t, f"{e['do']} {name}", _colour(e["do"]), n, solid=e.kind == "fault")
+        for m in markers:
+            name = m.target or m.get("world") or m.get("worker")
+            _marker(ax, m.t, f"{m.do} {name}", _colour(m.do), n, solid=isinstance(m, Fault))
     xs, ys, windows = [], [], []
-    for e in run.history.of_kind("broken"):
-        broken = plan.resolve(e["world"], e.get("life"), e.t)
-        if e.t > duration or broken is None:
+    for b in run.history.of(Broken):
+        broken = plan.resolve(b.world, b.life, b.t)
+        if b.t > duration or broken is None:
             continue
         at = rows.row_of[plan.row(broken.id)]
-        xs.append(e.t)
+        xs.append(b.t)
         ys.append(at + 0.4)
-        if "window" in e.attrs and at in rows.alone:
-            windows.append((at + 0.9, *e["window"]))
+        if b.window is not None and at in rows.alone:
+            windows.append((at + 0.9, *b.window))
     if windows:
         y, lo, hi = zip(*windows, strict=True)
         ax.hlines(y, lo, hi, color="black", linewidth=1)
@@ -312,7 +312,7 @@ def timeline_png(outcome: Outcome, path: str | Path) -> Path:
     fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=7, frameon=False)
     title = f"{outcome.scenario.name}: {outcome.verdict.upper()}"
     notes = [rows.note] if rows.note else []
-    most = max(sum(e.kind in ("fault", "scale") for e in run.history) for run in runs)
+    most = max(len(run.history.of(Fault, Scale)) for run in runs)
     if most > MAX_MARKERS:
         notes.append(f"{most} fault and scale events drawn as counts per bin")
     fig.suptitle(

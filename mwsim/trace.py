@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mwsim.history import Broken, Fault, Joined, Left, Phase, Resumed, Scale
 from mwsim.internal import jsonout
 from mwsim.timeline import op_counts
 
@@ -68,8 +69,8 @@ def trace_events(outcome: Outcome, origin: float | None = None) -> Iterator[dict
                 ts = us(float(bins[lo + i]))
                 yield {"ph": "C", "pid": pid, "name": name, "ts": ts, "args": {"ops": rates[i]}}
         for e in run.history:
-            if e.kind in ("fault", "resumed", "scale", "phase"):
-                name = e.get("do") or e.get("name")
+            if isinstance(e, Fault | Resumed | Scale | Phase):
+                name = e.name if isinstance(e, Phase) else e.do
                 target = e.get("target") or e.get("worker") or e.get("world") or ""
                 yield {
                     "ph": "i",
@@ -79,8 +80,8 @@ def trace_events(outcome: Outcome, origin: float | None = None) -> Iterator[dict
                     "name": f"{e.kind} {name} {target}".strip(),
                     "args": dict(e.attrs),
                 }
-            elif e.kind in ("broken", "joined", "left"):
-                life = plan.resolve(e["world"], e.get("life"), e.t)
+            elif isinstance(e, Broken | Joined | Left):
+                life = plan.resolve(e.world, e.life, e.t)
                 if life is None:
                     continue
                 yield {
@@ -89,7 +90,7 @@ def trace_events(outcome: Outcome, origin: float | None = None) -> Iterator[dict
                     "pid": pid,
                     "tid": plan.row(life.id) + 1,
                     "ts": us(e.t),
-                    "name": f"{e.kind} by {e['worker']}",
+                    "name": f"{e.kind} by {e.worker}",
                     "args": dict(e.attrs),
                 }
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from mwsim import runtimes
 from mwsim.events import Kind
+from mwsim.history import Broken, Error, Joined, Lag, Left, Op, Record, Source
 from mwsim.hosts.emulated import setns
 from mwsim.membership import WorldId
 from mwsim.replay import channel
@@ -121,7 +122,7 @@ class Agent:
         self.t0: float | None = None
         self.recording = True
         self.outbox: list[wire.Message] = []
-        self.records: list[dict[str, Any]] = []  # history records, sent as one batch
+        self.records: list[Record] = []  # history records, sent as one batch
         self.inbox: asyncio.Queue[wire.Message | None] = asyncio.Queue()
         self.tasks: set[asyncio.Task[None]] = set()
         self.commands: dict[type[wire.Message], Callable[[Any], None]] = {
@@ -159,17 +160,15 @@ class Agent:
         for message in batch:
             wire.send(self.conn, message)
         if records:
-            wire.send(self.conn, wire.Events(records))
+            wire.send(self.conn, wire.Events(tuple(records)))
 
-    def emit(self, kind: str, run: WorldRun | None = None, **fields: Any) -> None:
-        """Record a history event now (sent by the end of this loop iteration)."""
+    def emit(self, kind: type[Record], run: WorldRun | None = None, **fields: Any) -> None:
+        """Record a history record now, stamped with this host's monotonic clock (sent by
+        the end of this loop iteration)."""
         if not self.recording:
             return
-        record: dict[str, Any] = {"kind": kind, "mono": time.monotonic()}
-        if run is not None:
-            record.update(WorldId(run.world, run.life).attrs())
-        record["worker"] = self.boot.worker
-        record.update(fields)
+        where = WorldId(run.world, run.life).attrs() if run is not None else {}
+        record = kind.of(time.monotonic(), **where, worker=self.boot.worker, **fields)
         self._later()
         self.records.append(record)
 
@@ -196,7 +195,7 @@ class Agent:
                 self.commands[type(message)](message)
             else:
                 unexpected = f"unexpected control message {message.TYPE}"
-                self.emit("error", message=unexpected, source="harness")
+                self.emit(Error, message=unexpected, source=Source.HARNESS)
 
     def finish(self, code: int) -> None:
         """End the process now, as MultiWorld's cleanup() does (threads may be stuck)."""
@@ -226,21 +225,21 @@ class Agent:
             now = time.monotonic()
             late = now - last - self.boot.watch_s
             if late >= LAG_S and self.t0 is not None:
-                self.emit("lag", source="agent", lag_s=round(late, 3))
+                self.emit(Lag, source=Source.AGENT, lag_s=round(late, 3))
             last = now
 
     def _broken(self, run: WorldRun, reason: str, **how: Any) -> None:
         if run.reported or run.removed:
             return
         run.reported = True
-        self.emit("broken", run, reason=reason[:300], **how)
+        self.emit(Broken, run, reason=reason[:300], **how)
 
     def _runtime_error(self, run: WorldRun | None, op: str, exc: BaseException) -> None:
         """The runtime raised something that is not its failure signal (or raised while
         not in a world op): an ``error`` record the ``errors`` property judges."""
         kind = type(exc).__name__
         message = f"{op} raised {kind}: {exc}"[:300]
-        self.emit("error", run, message=message, source="runtime", op=op, exception=kind)
+        self.emit(Error, run, message=message, source=Source.RUNTIME, op=op, exception=kind)
         traceback.print_exception(exc)
 
     # -- commands ------------------------------------------------------------------------
@@ -258,7 +257,7 @@ class Agent:
             try:
                 port = free_port(self.boot.store_addr)
             except OSError as exc:  # the harness's failure, not the runtime's
-                self.emit("error", run, message=f"no free port: {exc!r}"[:300], source="harness")
+                self.emit(Error, run, message=f"no free port: {exc!r}"[:300], source=Source.HARNESS)
                 return
             self.send(wire.Port(message.world, message.life, port, self.boot.store_addr))
         try:
@@ -275,7 +274,7 @@ class Agent:
             self._runtime_error(run, "init_world", exc)
             return
         self.worlds[(run.world, run.life)] = run
-        self.emit("joined", run)
+        self.emit(Joined, run)
         if self.t0 is not None:
             self._launch(run, time.monotonic())
 
@@ -298,9 +297,9 @@ class Agent:
         def record(seq: int, ok: bool, peer: int | None, latency_s: float) -> None:
             latency = round(latency_s, 6)
             if peer is None:
-                self.emit("op", run, seq=seq, ok=ok, latency_s=latency)
+                self.emit(Op, run, seq=seq, ok=ok, latency_s=latency)
             else:
-                self.emit("op", run, seq=seq, ok=ok, peer=members[peer], latency_s=latency)
+                self.emit(Op, run, seq=seq, ok=ok, peer=members[peer], latency_s=latency)
 
         try:
             await role(_Link(self.runtime, run, self.gpu), payload, pace, run.ctl, record)
@@ -313,7 +312,7 @@ class Agent:
                 self._runtime_error(run, raised.op, exc)
         except Exception as exc:  # mwsim's own workload code failed: the harness's fault
             message = f"workload failed: {exc!r}"[:300]
-            self.emit("error", run, message=message, source="harness")
+            self.emit(Error, run, message=message, source=Source.HARNESS)
             traceback.print_exc()
         finally:
             run.done.set()
@@ -340,10 +339,10 @@ class Agent:
             # the stop markers end the workload on every member; a broken world ends too
             ended = await _until(lambda: run.done.is_set() or run.reported, REMOVE_GRACE_S)
             if not ended:
-                self.emit("error", run, message="remove_world: the workload did not wind down")
+                self.emit(Error, run, message="remove_world: the workload did not wind down")
         run.removed = True
         if self._remove_world(run):
-            self.emit("left", run)
+            self.emit(Left, run)
 
     def _remove_world(self, run: WorldRun) -> bool:
         """Ask the runtime to remove the world; False (recorded) if it raised."""
@@ -371,7 +370,7 @@ class Agent:
         for run in runs:
             run.removed = True
             if self._remove_world(run):
-                self.emit("left", run)
+                self.emit(Left, run)
         self.finish(0)
 
     def _on_gpu_fault(self, message: wire.GpuFault) -> None:
@@ -384,7 +383,7 @@ class Agent:
                 Kind(message.do), message.ending, message.for_s, message.factor
             )
         except Exception as exc:  # the harness could not inject it: unconfirmed, and why
-            self.emit("error", message=f"{message.do}: {exc!r}"[:300], source="harness")
+            self.emit(Error, message=f"{message.do}: {exc!r}"[:300], source=Source.HARNESS)
             traceback.print_exc()
             return
         if shown:
@@ -439,16 +438,15 @@ class StartRaised(Exception):
 def _start_error(boot: Boot, error: Exception) -> wire.Events:
     """The ``error`` record of a runtime that could not start (judged by ``errors``)."""
     kind = type(error).__name__
-    record = {
-        "kind": "error",
-        "mono": time.monotonic(),
-        "worker": boot.worker,
-        "message": f"start raised {kind}: {error}"[:300],
-        "source": "runtime",
-        "op": "start",
-        "exception": kind,
-    }
-    return wire.Events([record])
+    record = Error(
+        t=time.monotonic(),
+        worker=boot.worker,
+        message=f"start raised {kind}: {error}"[:300],
+        source=Source.RUNTIME,
+        op="start",
+        exception=kind,
+    )
+    return wire.Events((record,))
 
 
 def serve(boot: Boot) -> None:

@@ -26,7 +26,22 @@ from typing import Any
 from mwsim import hosts, runtimes
 from mwsim.errors import BringUpFailed, Inconclusive, ZygoteError
 from mwsim.events import parse_event
-from mwsim.history import Cause, Mode
+from mwsim.history import (
+    Agent,
+    Bringup,
+    Cause,
+    Error,
+    Exit,
+    Hygiene,
+    Lag,
+    Mode,
+    Op,
+    Phase,
+    PhaseName,
+    Run,
+    Source,
+    Stage,
+)
 from mwsim.hosts.netfaults import NetFaults, unavailable_for
 from mwsim.membership import Plan, Step
 from mwsim.playback import actions, dispatch
@@ -53,15 +68,6 @@ EXIT_GRACE_S = 5.0
 PROGRESS_EVERY_S = 0.25
 
 Progress = Callable[[float, float, dict[str, int]], None]
-
-
-class Stage(StrEnum):
-    """The stages of bring-up (a ``bringup`` record's ``stage``): the sites opened (fork
-    servers up), every initial world formed, every initial world served an op."""
-
-    OPEN = "open"
-    FORM = "form"
-    SERVE = "serve"
 
 
 class RunStatus(StrEnum):
@@ -262,24 +268,23 @@ class Controller:
     # -- what agents report ----------------------------------------------------------------
 
     def _on_events(self, agent: AgentProc, message: wire.Events) -> None:
-        for record in message.events:
+        for record in message.records:
             self.formation.saw(agent, record)
             self.recorder.record(record)
             if self.recorder.t0 is not None:
                 continue
-            kind = record.get("kind")
-            if kind == "op":
-                self.served.add((str(record.get("world")), int(record.get("life", 0))))
-            elif kind == "error" and record.get("source") == "harness":
-                self.harness_errors.append(f"{agent.worker}: {record.get('message')}")
-            elif kind == "error" and record.get("source") == "runtime":
+            if isinstance(record, Op):
+                self.served.add((record.world, record.life or 0))
+            elif isinstance(record, Error) and record.source == Source.HARNESS:
+                self.harness_errors.append(f"{agent.worker}: {record.message}")
+            elif isinstance(record, Error) and record.source == Source.RUNTIME:
                 self.runtime_errors.add(agent.worker)
 
     def _on_hello(self, agent: AgentProc, message: wire.Hello) -> None:
         if message.node is not None:  # where a cluster's agent says it runs
             host = self.plan.worker(agent.worker, self._now_or_zero()).host
             self.recorder.note(
-                "agent",
+                Agent,
                 worker=agent.worker,
                 incarnation=agent.incarnation,
                 pid=message.pid,
@@ -293,7 +298,7 @@ class Controller:
 
     def _on_fatal(self, agent: AgentProc, message: wire.Fatal) -> None:
         self.recorder.note(
-            "error", worker=agent.worker, message=message.message[-500:], source="harness"
+            Error, worker=agent.worker, message=message.message[-500:], source=Source.HARNESS
         )
         last = (message.message.strip().splitlines() or ["?"])[-1]
         self.harness_errors.append(f"agent {agent.worker} failed: {last}")
@@ -303,7 +308,7 @@ class Controller:
         attrs["expected"] = agent.expect_exit is not None
         if agent.expect_exit is None:
             attrs["detail"] = log_tail(agent.log, 6)[-500:]
-        self.recorder.note("exit", **attrs)
+        self.recorder.note(Exit, **attrs)
 
     # -- waiting -------------------------------------------------------------------------
 
@@ -320,10 +325,10 @@ class Controller:
             raise ZygoteError(lost)
         woke = self.clock()
         if woke - horizon >= LAG_S:
-            self.recorder.note("lag", source="controller", lag_s=round(woke - horizon, 3))
+            self.recorder.note(Lag, source=Source.CONTROLLER, lag_s=round(woke - horizon, 3))
         cpu = self.cpu.sample(woke)
         if cpu is not None:
-            self.recorder.note("lag", mono=woke, **cpu)
+            self.recorder.note(Lag, mono=woke, **cpu)
         self.confirmations.settle()
         self.recorder.flush()
         self._report_progress(now)
@@ -480,7 +485,7 @@ class Controller:
         if stalled_s is not None:
             fields["stalled_s"] = stalled_s
         self.recorder.note(
-            "bringup",
+            Bringup,
             mono=now,
             ok=False,
             stage=stage,
@@ -488,7 +493,7 @@ class Controller:
             reason=reason[:2000],
             **fields,
         )
-        self.recorder.note("phase", mono=now, name="stop")
+        self.recorder.note(Phase, mono=now, name=PhaseName.STOP)
         return BringUpFailed(reason, cause)
 
     # -- playing the timeline --------------------------------------------------------------
@@ -510,7 +515,7 @@ class Controller:
             while (action := self.schedule.pop_due(now - t0)) is not None:
                 if now - t0 - action.at >= LAG_S:
                     late = round(now - t0 - action.at, 3)
-                    self.recorder.note("lag", source="controller", lag_s=late, due=action.at)
+                    self.recorder.note(Lag, source=Source.CONTROLLER, lag_s=late, due=action.at)
                 dispatch(action, self.injector)
             if now >= t0 + until:
                 self.recorder.flush(now=True)  # a reader of the history sees it all
@@ -559,7 +564,7 @@ class Controller:
         sites = self.pool.distinct_sites()
         meta["runtime_package"]["imported"] = sites[0].loaded if sites else {}  # agents inherit
         self.recorder.note(
-            "run",
+            Run,
             scenario=self.scenario.name,
             mode=Mode.REAL,
             runtime=self.runtime,
@@ -578,7 +583,7 @@ class Controller:
 
     def _wind_down(self) -> None:
         """Stop recording everywhere, settle confirmations, then ask every agent to exit."""
-        self.recorder.note("phase", name="stop")
+        self.recorder.note(Phase, name=PhaseName.STOP)
         live = [a for a in self.pool.every if a.alive]
         for agent in live:
             self.pool.command(agent.worker, wire.Stop())
@@ -614,9 +619,9 @@ class Controller:
             if self.recorder.t0 is None:  # never started: stamp what we have relative to now
                 self.recorder.start(self.clock())
             if status is RunStatus.INTERRUPTED:
-                self.recorder.note("phase", name="interrupted")
+                self.recorder.note(Phase, name=PhaseName.INTERRUPTED)
             self.recorder.note(
-                "hygiene",
+                Hygiene,
                 ok=found.clean,
                 detail=found.describe(),
                 processes=len(self.pool.every),

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from mwsim.events import Confirm, Degrade, GpuSlow, Partition, Slow
+from mwsim.history import Fault, Resumed, Scale
 from mwsim.hosts.netfaults import NetFaults
 from mwsim.membership import Plan, Step
 from mwsim.replay import protocol as wire
@@ -62,7 +63,7 @@ class Injector:
         victims = self.pool.alive(step.workers)
         if not victims:
             detail = "the process was no longer running"
-            self.recorder.note("fault", **step.record(), confirmed=False, detail=detail)
+            self.recorder.note(Fault, **step.record(), confirmed=False, detail=detail)
             return None
         return victims
 
@@ -103,11 +104,9 @@ class Injector:
         info = step.event.info
         check = self._check(info.confirm, agents, ending, ack)
         if ending:
-            record = {"kind": "resumed", "do": step.kind.value, "target": step.event.subject}
-            self.confirmations.expect(record, began, check, HEAL_WITHIN_S)
+            self.confirmations.expect(_resumed(step), began, check, HEAL_WITHIN_S)
         else:
-            record = {"kind": "fault", **step.record()}
-            self.confirmations.expect(record, began, check, info.confirm_within_s)
+            self.confirmations.expect(_fault(step), began, check, info.confirm_within_s)
 
     def _kernel(
         self,
@@ -122,11 +121,8 @@ class Injector:
         net = self.net
         assert net is not None, "network faults need emulated hosts"
         key = _key(step)
-        record: dict[str, object]
-        if ending:
-            record = {"kind": "resumed", "do": step.kind.value, "target": step.event.subject}
-        else:
-            record = {"kind": "fault", **step.record()}
+        record = _resumed(step) if ending else _fault(step)
+        failed: list[str] = []  # why a tool failed (written from the kernel's thread)
         start = self.applying.get(key) if ending else None
 
         def work() -> bool:
@@ -135,7 +131,7 @@ class Injector:
             try:
                 return apply(net)
             except RuntimeError as exc:  # a tool failed: recorded unconfirmed, with why
-                record["detail"] = str(exc)[-300:]
+                failed.append(str(exc)[-300:])
                 return False
 
         done = self.kernel.submit(work)
@@ -145,8 +141,11 @@ class Injector:
         def confirmed() -> bool:
             return done.done() and done.exception() is None and done.result() and then()
 
+        def why_not() -> dict[str, object]:
+            return {"detail": failed[0]} if failed else {}
+
         within = step.event.info.confirm_within_s  # an undo is the same kernel work
-        self.confirmations.expect(record, began, confirmed, within)
+        self.confirmations.expect(record, began, confirmed, within, why_not)
 
     def close(self) -> None:
         """Wait for kernel work under way (the teardown removes what it did)."""
@@ -196,8 +195,8 @@ class Injector:
             return {"delivered": delivered, "code": next((a.code for a in victims), None)}
 
         check = self._check(Confirm.EXITED, victims, ending=False)
-        record = {"kind": "fault", **step.record()}
-        self.confirmations.expect(record, began, check, step.event.info.confirm_within_s, why_not)
+        within = step.event.info.confirm_within_s
+        self.confirmations.expect(_fault(step), began, check, within, why_not)
 
     def slow(self, step: Step) -> None:
         began, event, t0 = self.clock(), step.event, self.recorder.t0
@@ -222,7 +221,7 @@ class Injector:
     def join(self, step: Step) -> None:
         t0 = self.recorder.t0
         assert t0 is not None
-        self.recorder.note("scale", **step.record())
+        self.recorder.note(Scale, **step.record())
         host = self.plan.worker(step.event.subject, step.event.at).host
         agent = self.pool.spawn(self.boot(step.event.subject, step.event.at), host)
         self.pool.command(agent.worker, wire.Start(t0))
@@ -236,12 +235,12 @@ class Injector:
         agent.on_ready.append(form)
 
     def add_world(self, step: Step) -> None:
-        self.recorder.note("scale", **step.record())
+        self.recorder.note(Scale, **step.record())
         for life in self.plan.formed_by(step):
             self.formation.form(life)
 
     def remove_world(self, step: Step) -> None:
-        self.recorder.note("scale", **step.record())
+        self.recorder.note(Scale, **step.record())
         for member in step.workers:
             self.pool.command(member, wire.RemoveWorld(step.event.subject))
 
@@ -323,3 +322,13 @@ class Injector:
 def _key(step: Step) -> str:
     """The name a network fault's rules carry in the kernel (unique in a run)."""
     return f"e{step.index}"
+
+
+def _fault(step: Step) -> Fault:
+    """The record of a step's fault (stamped and confirmed when decided)."""
+    return Fault.of(0.0, **step.record())
+
+
+def _resumed(step: Step) -> Resumed:
+    """The record of a lasting fault's end (stamped and confirmed when decided)."""
+    return Resumed(t=0.0, do=step.kind.value, target=step.event.subject)

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mwsim.history import Source
+
 #: A loop this late (seconds) is reported.
 LAG_S = 0.2
 #: The machine's CPU is sampled this often (seconds).
@@ -72,7 +74,7 @@ class CpuWatch:
             return None
         what = "some task waited for a CPU" if psi is not None else "the CPUs were busy"
         return {
-            "source": "cpu",
+            "source": Source.CPU,
             "lag_s": round(over, 3),
             "share": round(min(share, 1.0), 2),
             "detail": f"{what} {min(share, 1.0):.0%} of the time",

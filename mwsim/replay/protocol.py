@@ -13,13 +13,14 @@ every process on a host); the controller turns it into ``t``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from multiprocessing.connection import Connection
 from typing import Any, ClassVar
 
 import orjson
 
 from mwsim.events import Kind
+from mwsim.history import Record, from_dict
 from mwsim.internal import jsonout
 
 MAX_MESSAGE = 16 * 1024 * 1024
@@ -169,10 +170,11 @@ class Port(Message):
 
 @dataclass(frozen=True)
 class Events(Message):
-    """History records, each with ``kind`` and ``mono`` (one batch per loop iteration)."""
+    """History records stamped with the agent's monotonic clock (one batch per loop
+    iteration); on the wire each is its history line's JSON object."""
 
     TYPE = "events"
-    events: list[dict[str, Any]] = field(default_factory=list)
+    records: tuple[Record, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -229,6 +231,8 @@ TYPES: dict[str, type[Message]] = {
 
 
 def encode(message: Message) -> dict[str, Any]:
+    if isinstance(message, Events):
+        return {"type": message.TYPE, "records": [r.to_dict() for r in message.records]}
     return {"type": message.TYPE, **{f.name: getattr(message, f.name) for f in fields(message)}}
 
 
@@ -241,8 +245,11 @@ def decode(data: Any) -> Message:
     given = set(data) - {"type"}
     if not given <= names:
         raise ValueError(f"{cls.TYPE} message with unknown fields: {sorted(given - names)}")
+    values = {k: v for k, v in data.items() if k != "type"}
+    if cls is Events:  # each record checked as a history line is
+        values["records"] = tuple(from_dict(r) for r in values.get("records", ()))
     try:
-        return cls(**{k: v for k, v in data.items() if k != "type"})
+        return cls(**values)
     except TypeError as exc:  # a required field is missing
         raise ValueError(f"malformed {cls.TYPE} message: {exc}") from None
 

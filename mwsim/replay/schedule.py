@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from mwsim.history import Fault, Resumed
 from mwsim.playback import Action
 
 Clock = Callable[[], float]
@@ -47,7 +48,7 @@ class Schedule:
 class Pending:
     """An action waiting for its confirmation."""
 
-    record: dict[str, Any]  # the history record to write (``kind`` and its fields)
+    record: Fault | Resumed  # the history record to write (stamped when decided)
     began: float  # the clock when the action began: the record's instant
     check: Callable[[], bool]
     deadline: float
@@ -57,14 +58,14 @@ class Pending:
 class Confirmations:
     """Actions whose effect is not yet confirmed; ``settle`` writes those that are decided."""
 
-    def __init__(self, clock: Clock, write: Callable[[dict[str, Any]], None]) -> None:
+    def __init__(self, clock: Clock, write: Callable[[Fault | Resumed], None]) -> None:
         self.clock = clock
         self.write = write
         self.pending: list[Pending] = []
 
     def expect(
         self,
-        record: dict[str, Any],
+        record: Fault | Resumed,
         began: float,
         check: Callable[[], bool],
         within_s: float,
@@ -81,11 +82,11 @@ class Confirmations:
             ok = item.check()
             if ok or now >= item.deadline:
                 self.pending.remove(item)
-                record = dict(item.record, mono=item.began, confirmed=ok)
-                record["confirm_s"] = round(now - item.began, 4) if ok else None
+                fields = dict(item.record.attrs, confirmed=ok)
+                fields["confirm_s"] = round(now - item.began, 4) if ok else None
                 if not ok and item.why_not is not None:
-                    record.update(item.why_not())
-                self.write(record)
+                    fields.update(item.why_not())
+                self.write(type(item.record).of(item.began, **fields))
 
     def deadline(self) -> float | None:
         """When the last pending decision falls due (None: nothing pending)."""

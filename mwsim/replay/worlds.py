@@ -7,8 +7,7 @@ world is formed once every member has reported ``joined`` for it.
 
 from __future__ import annotations
 
-from typing import Any
-
+from mwsim.history import Joined, Record
 from mwsim.membership import WorldId, WorldLife
 from mwsim.replay.agents import AgentPool, AgentProc
 from mwsim.replay.protocol import InitWorld, Port
@@ -43,7 +42,7 @@ class Formation:
             )
             self.pool.command(member, init)
 
-    def saw(self, agent: AgentProc, record: dict[str, Any]) -> None:
-        """Take note of a history record (a ``joined`` one advances formation)."""
-        if record.get("kind") == "joined":
-            self.joined.add((WorldId(record["world"], record.get("life", 0)), agent.worker))
+    def saw(self, agent: AgentProc, record: Record) -> None:
+        """Take note of a history record (a ``Joined`` one advances formation)."""
+        if isinstance(record, Joined):
+            self.joined.add((WorldId(record.world, record.life or 0), agent.worker))

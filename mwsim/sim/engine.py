@@ -22,7 +22,24 @@ from typing import Any
 import simpy
 
 from mwsim.events import AnyEvent, Degrade, GpuSlow, Partition, Slow
-from mwsim.history import Event, History, Mode, event
+from mwsim.history import (
+    Broken,
+    Exit,
+    Fault,
+    History,
+    Hygiene,
+    Joined,
+    Left,
+    Mode,
+    Op,
+    Ops,
+    Phase,
+    PhaseName,
+    Record,
+    Resumed,
+    Run,
+    Scale,
+)
 from mwsim.internal.rng import seeded
 from mwsim.membership import Plan, Step, WorldLife
 from mwsim.playback import Action, actions, dispatch
@@ -102,7 +119,7 @@ class Simulation:
         self.env = simpy.Environment()
         self.kind = scenario.workload.kind
         self.interval = scenario.workload.interval_s
-        self.events: list[Event] = []
+        self.events: list[Record] = []
         self.worlds: list[_World] = [self._world(life) for life in self.plan.worlds]
         self.by_member: dict[str, list[_World]] = {}
         self.by_origin: dict[int, list[_World]] = {}
@@ -144,8 +161,8 @@ class Simulation:
             total += max(0.0, end - life.start) / period * len(life.members)
         return total
 
-    def _emit(self, t: float, kind: str, **attrs: Any) -> None:
-        self.events.append(event(round(t, 6), kind, **attrs))
+    def _emit(self, kind: type[Record], t: float, **attrs: Any) -> None:
+        self.events.append(kind.of(round(t, 6), **attrs))
 
     # -- op streams ----------------------------------------------------------------------
 
@@ -163,8 +180,8 @@ class Simulation:
                 if stream.peer is not None:
                     attrs["peer"] = stream.peer
                 self._emit(
+                    Ops,
                     last_t,
-                    "ops",
                     **attrs,
                     first=stream.seq,
                     last=stream.seq + count - 1,
@@ -175,7 +192,7 @@ class Simulation:
                     attrs = dict(world.attrs(), worker=stream.recorder, seq=stream.seq + k, ok=True)
                     if stream.peer is not None:
                         attrs["peer"] = stream.peer
-                    self._emit(arrive + k * world.period, "op", **attrs)
+                    self._emit(Op, arrive + k * world.period, **attrs)
             stream.seq += count
         world.next_op = first + count * world.period
 
@@ -282,10 +299,8 @@ class Simulation:
             return
         world.reported.add(survivor)
         attrs = dict(world.attrs(), worker=survivor, reason=f"model: {how}")
-        attrs["window"] = [round(window[0], 6), round(window[1], 6)]
-        if optional:
-            attrs["optional"] = True
-        self._emit(at, "broken", **attrs)
+        attrs["window"] = (round(window[0], 6), round(window[1], 6))
+        self._emit(Broken, at, **attrs, optional=optional)
         self._end(world, at)
 
     # -- the executor's verbs --------------------------------------------------------------
@@ -293,7 +308,7 @@ class Simulation:
     def _fault(self, step: Step) -> float:
         """Record a fault as injected now (the model's faults always take)."""
         t = float(self.env.now)
-        self._emit(t, "fault", **step.record(), confirmed=True)
+        self._emit(Fault, t, **step.record(), confirmed=True)
         return t
 
     def _kill(self, step: Step, t: float, code: int) -> None:
@@ -316,7 +331,7 @@ class Simulation:
                 self._detect(world, peers, step.event, t, None, lambda: True)
         gone = t + (self.model.kill_s if code else self.model.leave_s)
         for worker in workers:
-            self._emit(gone, "exit", worker=worker, code=code, expected=True)
+            self._emit(Exit, gone, worker=worker, code=code, expected=True)
 
     def _exit_code(self, step: Step) -> int:
         code = step.event.info.exit_code
@@ -334,7 +349,7 @@ class Simulation:
         t = self._fault(step)
         target = step.event.subject
         for world in self._worlds_of(target, t):
-            self._emit(t + self.model.leave_s / 2, "left", **world.attrs(), worker=target)
+            self._emit(Left, t + self.model.leave_s / 2, **world.attrs(), worker=target)
         self._kill(step, t, self._exit_code(step))
 
     def hang(self, step: Step) -> None:
@@ -359,7 +374,7 @@ class Simulation:
         if worker not in self.hung or self.hung_by.get(worker) != step.index:
             return  # it died meanwhile
         del self.hung[worker]  # also when it was still starting up: SIGCONT reaches it anyway
-        self._emit(at, "resumed", do=step.kind.value, target=worker, confirmed=True)
+        self._emit(Resumed, at, do=step.kind.value, target=worker, confirmed=True)
         for world in self._worlds_of(worker, at):
             world.paused.discard(worker)
             if world.serving:
@@ -379,7 +394,7 @@ class Simulation:
         if worker not in self.alive or self.slowed_by.get(worker) != step.index:
             return
         self.delays.pop(worker, None)
-        self._emit(at, "resumed", do=step.kind.value, target=worker, confirmed=True)
+        self._emit(Resumed, at, do=step.kind.value, target=worker, confirmed=True)
         for world in self._worlds_of(worker, at):
             self._set_period(world, at)
 
@@ -406,7 +421,7 @@ class Simulation:
         if worker not in self.alive or self.gpu_stopped.get(worker) != step.index:
             return
         del self.gpu_stopped[worker]
-        self._emit(at, "resumed", do=step.kind.value, target=worker, confirmed=True)
+        self._emit(Resumed, at, do=step.kind.value, target=worker, confirmed=True)
         for world in self._worlds_of(worker, at):
             world.paused.discard(f"gpu:{worker}")
             if world.serving:
@@ -440,26 +455,26 @@ class Simulation:
 
     def join(self, step: Step) -> None:
         t = self.env.now
-        self._emit(t, "scale", **step.record())
+        self._emit(Scale, t, **step.record())
         worker = step.event.subject
         self.ready_at[worker] = t + self.model.spawn_s
         self.env.process(self._join(step, worker, t))
 
     def add_world(self, step: Step) -> None:
         t = self.env.now
-        self._emit(t, "scale", **step.record())
+        self._emit(Scale, t, **step.record())
         for world in self.by_origin.get(step.index, []):
             self.env.process(self._form(world, t))
 
     def remove_world(self, step: Step) -> None:
         t = self.env.now
-        self._emit(t, "scale", **step.record())
+        self._emit(Scale, t, **step.record())
         for world in self.by_member.get(step.workers[0], []):
             if world.life.end_event == step.index:
                 self._close(world, t)
                 for member in world.life.members:
                     left = t + self.interval + self.model.op_latency_s
-                    self._emit(left, "left", **world.attrs(), worker=member)
+                    self._emit(Left, left, **world.attrs(), worker=member)
 
     def _cut_worlds(self, step: Step, t: float) -> list[_World]:
         return [w for name in step.worlds for w in self._live_world(name, t)]
@@ -496,7 +511,7 @@ class Simulation:
         retransmissions get through (they back off for about as long as the outage)."""
         at = self.env.now
         self.cuts.discard(step.index)
-        self._emit(at, "resumed", do=step.kind.value, target=step.event.subject, confirmed=True)
+        self._emit(Resumed, at, do=step.kind.value, target=step.event.subject, confirmed=True)
         outage = at - step.event.at
         for world in self._cut_worlds(step, at):
             world.paused.discard(f"cut:{step.index}")
@@ -525,7 +540,7 @@ class Simulation:
 
     def repair(self, step: Step) -> None:
         at = self.env.now
-        self._emit(at, "resumed", do=step.kind.value, target=step.event.subject, confirmed=True)
+        self._emit(Resumed, at, do=step.kind.value, target=step.event.subject, confirmed=True)
         for name in step.worlds:
             for world in self._live_world(name, at):
                 self._flush(world, at)
@@ -557,7 +572,7 @@ class Simulation:
         if world.closed or any(m not in self.alive for m in members):
             return
         for member in members:
-            self._emit(at, "joined", **world.attrs(), worker=member)
+            self._emit(Joined, at, **world.attrs(), worker=member)
         world.formed = True
         world.next_op = at
         self._set_period(world, at)
@@ -571,8 +586,8 @@ class Simulation:
     def run(self) -> History:
         s, m = self.scenario, self.model
         self._emit(
+            Run,
             -(m.spawn_s + m.init_s),
-            "run",
             scenario=s.name,
             mode=Mode.SIM,
             runtime=s.runtime,
@@ -584,7 +599,7 @@ class Simulation:
         for world in self.worlds:
             if world.life.origin is None:
                 for member in world.life.members:
-                    self._emit(-m.init_s, "joined", **world.attrs(), worker=member)
+                    self._emit(Joined, -m.init_s, **world.attrs(), worker=member)
                 world.formed, world.next_op = True, 0.0
         for action in actions(self.plan.steps):
             self.env.process(self._act(action))
@@ -592,12 +607,12 @@ class Simulation:
         end = s.duration_s
         for world in self.worlds:
             self._end(world, end)
-        self._emit(end, "phase", name="stop")
+        self._emit(Phase, end, name=PhaseName.STOP)
         for worker in sorted(self.alive):
             code = -9 if worker in self.hung else 0
-            self._emit(end + m.leave_s, "exit", worker=worker, code=code, expected=True)
+            self._emit(Exit, end + m.leave_s, worker=worker, code=code, expected=True)
         self._emit(
-            end + 2 * m.leave_s, "hygiene", ok=True, detail="simulated: no process to leave behind"
+            Hygiene, end + 2 * m.leave_s, ok=True, detail="simulated: no process to leave behind"
         )
         return History(self.events)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mwsim.events import Kind
-from mwsim.history import History, read_history
+from mwsim.history import Fault, History, Joined, Op, Run, read_history
 from mwsim.playback import END, START, Phase, actions, dispatch
 from mwsim.replay import protocol as wire
 from mwsim.replay.agents import AgentPool, AgentProc
@@ -188,29 +188,34 @@ def test_a_confirmation_carries_the_instant_the_action_began_and_how_long_it_too
     clock, written_ = FakeClock(10.0), []
     confirmations = Confirmations(clock, written_.append)
     done = [False]
-    confirmations.expect({"kind": "fault", "do": "x"}, 10.0, lambda: done[0], 2.0)
+    confirmations.expect(Fault(t=0.0, do="x", target="a"), 10.0, lambda: done[0], 2.0)
     clock.now = 10.5
     confirmations.settle()
     assert not written_ and confirmations and confirmations.deadline() == 12.0
     done[0] = True
     clock.now = 10.75
     confirmations.settle()
-    assert written_ == [
-        {"kind": "fault", "do": "x", "mono": 10.0, "confirmed": True, "confirm_s": 0.75}
-    ]
+    assert written_ == [Fault(t=10.0, do="x", target="a", confirmed=True, confirm_s=0.75)]
     assert not confirmations and confirmations.deadline() is None
 
 
 def test_no_confirmation_by_the_deadline_is_recorded_as_unconfirmed():
     clock, written_ = FakeClock(0.0), []
     confirmations = Confirmations(clock, written_.append)
-    confirmations.expect({"kind": "fault"}, 0.0, lambda: False, 2.0)
+    confirmations.expect(Fault(t=5.0, do="x", target="a"), 0.0, lambda: False, 2.0)
     clock.now = 1.99
     confirmations.settle()
     assert not written_
     clock.now = 2.0
     confirmations.settle()
-    assert written_ == [{"kind": "fault", "mono": 0.0, "confirmed": False, "confirm_s": None}]
+    assert written_ == [Fault(t=0.0, do="x", target="a", confirmed=False)]
+    assert written_[0].to_dict() == {
+        "t": 0.0,
+        "kind": "fault",
+        "do": "x",
+        "target": "a",
+        "confirmed": False,
+    }
 
 
 # -- the injector's verbs -----------------------------------------------------------------
@@ -371,13 +376,11 @@ def test_the_recorder_holds_bring_up_until_t0_and_stamps_relative_to_it(tmp_path
     clock = FakeClock(50.0)
     recorder = Recorder(tmp_path / "h.jsonl", clock)
     recorder.open()
-    recorder.note("run", scenario="x", mode="real")
-    recorder.record({"kind": "joined", "mono": 50.5, "world": "w", "worker": "a"})
+    recorder.note(Run, scenario="x", mode="real")
+    recorder.record(Joined(t=50.5, world="w", worker="a"))
     assert recorder.held and not (tmp_path / "h.jsonl").read_text()
     recorder.start(51.0)
-    recorder.record(
-        {"kind": "op", "mono": 52.25, "world": "w", "worker": "a", "seq": 0, "ok": True}
-    )
+    recorder.record(Op(t=52.25, world="w", worker="a", seq=0, ok=True))
     recorder.close()
     events = read_history(tmp_path / "h.jsonl")
     assert [(e.kind, e.t) for e in events] == [("run", -1.0), ("joined", -0.5), ("op", 1.25)]
@@ -398,7 +401,7 @@ def test_the_recorder_holds_bring_up_until_t0_and_stamps_relative_to_it(tmp_path
         wire.Hello("a", 7),
         wire.Ready(),
         wire.Port("w", 0, 4000, "198.18.0.1"),
-        wire.Events([{"kind": "op", "mono": 1.0}]),
+        wire.Events((Op(t=1.0, world="w", worker="a", seq=0, ok=True),)),
         wire.Ack("set_delay"),
         wire.Stopped(),
         wire.Fatal("boom"),
