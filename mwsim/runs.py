@@ -171,7 +171,7 @@ def _outcome(
         return Outcome(scenario, mode, runs[0].verdict, runs[0].verdicts, runs, out)
     real = next(r for r in runs if r.mode is Mode.REAL)
     if real.facts is not None and predicted is not None and predicted.facts is not None:
-        conformance = checks.conformance(real.facts, predicted.facts)
+        conformance = checks.conformance_of(real.facts, predicted.facts)
     else:
         conformance = Verdict("conformance", UNKNOWN, real.reason or "no real history")
     overall, marked = checks.judge(

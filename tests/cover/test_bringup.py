@@ -8,7 +8,7 @@ import json
 
 from mwsim import report
 from mwsim.checks import bringup_cause, bringup_failure, check, facts, judge
-from mwsim.checks import conformance as conform
+from mwsim.checks import conformance_of as conform
 from mwsim.history import Cause, History, event
 from mwsim.runs import recheck
 from mwsim.sim import simulate

@@ -651,3 +651,30 @@ def test_a_removal_is_judged_after_a_members_hang_has_ended():
     h = edit(simulate(s), keep=lambda e: not (e.kind == "left" and e["worker"] == "w2"))
     v = verdicts(h, s)["scale_out"]
     assert v.verdict == "fail" and "w2 did not complete remove_world" in v.detail
+
+
+# -- a check that raises ------------------------------------------------------------------
+
+
+def test_a_check_that_raises_is_unknown_with_its_traceback_and_the_others_still_judge(
+    monkeypatch,
+):
+    from mwsim.checks import judging
+
+    history = simulate(CRASH)
+    normal = verdicts(history, CRASH)
+
+    def broken_check(f):
+        raise ZeroDivisionError("a bug in the check")
+
+    monkeypatch.setitem(judging.CHECKS, "detection", broken_check)
+    result = verdicts(history, CRASH)
+    raised = result["detection"]
+    assert raised.verdict == "unknown"
+    assert "ZeroDivisionError: a bug in the check" in raised.detail
+    assert "broken_check" in raised.traceback and raised.to_dict()["traceback"]
+    others = {name: v for name, v in result.items() if name != "detection"}
+    assert others == {name: v for name, v in normal.items() if name != "detection"}
+    assert {v.verdict for v in others.values()} == {"pass"}
+    # the overall verdict is unknown (in doubt), never a pass
+    assert judge(list(result.values()), set())[0] == "unknown"
