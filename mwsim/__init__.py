@@ -24,13 +24,50 @@ Library code never imports ``testing`` (it is for users' tests), and no module i
 another's private (underscored) names.
 """
 
-from mwsim.errors import MwsimError, Problem, ProblemError
-from mwsim.history import Event, History, HistoryWriter, event, read_history, write_history
-from mwsim.membership import Plan
-from mwsim.scenario import Scenario, dump_scenario, load_scenario, parse_scenario
-from mwsim.topology import Topology, explicit, fan_in, pipeline
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mwsim.errors import MwsimError, Problem, ProblemError
+    from mwsim.history import (
+        Event,
+        History,
+        HistoryWriter,
+        Record,
+        event,
+        read_history,
+        record,
+        write_history,
+    )
+    from mwsim.membership import Plan
+    from mwsim.scenario import Scenario, dump_scenario, load_scenario, parse_scenario
+    from mwsim.topology import Topology, explicit, fan_in, pipeline
 
 __version__ = "0.1.0"
+
+#: Where each public name lives; imported on first use, so that importing a submodule
+#: (the pytest plugin, an agent) does not load pydantic and networkx.
+_HOMES = {
+    "MwsimError": "mwsim.errors",
+    "Problem": "mwsim.errors",
+    "ProblemError": "mwsim.errors",
+    "Event": "mwsim.history",
+    "History": "mwsim.history",
+    "HistoryWriter": "mwsim.history",
+    "Record": "mwsim.history",
+    "event": "mwsim.history",
+    "read_history": "mwsim.history",
+    "record": "mwsim.history",
+    "write_history": "mwsim.history",
+    "Plan": "mwsim.membership",
+    "Scenario": "mwsim.scenario",
+    "dump_scenario": "mwsim.scenario",
+    "load_scenario": "mwsim.scenario",
+    "parse_scenario": "mwsim.scenario",
+    "Topology": "mwsim.topology",
+    "explicit": "mwsim.topology",
+    "fan_in": "mwsim.topology",
+    "pipeline": "mwsim.topology",
+}
 
 __all__ = [
     "Event",
@@ -40,6 +77,7 @@ __all__ = [
     "Plan",
     "Problem",
     "ProblemError",
+    "Record",
     "Scenario",
     "Topology",
     "dump_scenario",
@@ -50,5 +88,21 @@ __all__ = [
     "parse_scenario",
     "pipeline",
     "read_history",
+    "record",
     "write_history",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'mwsim' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOMES])

@@ -292,9 +292,8 @@ class AgentPool:
                     self._busy_at = time.monotonic()
                     self._drain(key.data, everything=False)
         for site in self.distinct_sites():
-            for message in site.read():
-                if "exit" in message:
-                    self._exited(site, int(message["exit"]), int(message["code"]))
+            for reaped in site.read():
+                self._exited(site, reaped.pid, reaped.code)
 
     # -- the end -------------------------------------------------------------------------
 

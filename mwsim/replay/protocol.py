@@ -237,10 +237,16 @@ def encode(message: Message) -> dict[str, Any]:
 
 
 def decode(data: Any) -> Message:
-    """A record from its JSON object; ``ValueError`` for anything else."""
-    if not isinstance(data, dict) or data.get("type") not in TYPES:
+    """An agent's or the controller's message from its JSON object; ``ValueError`` for
+    anything else."""
+    return decode_as(data, TYPES)
+
+
+def decode_as(data: Any, types: dict[str, type[Message]]) -> Message:
+    """One of ``types`` from its JSON object (by its ``type``, with exactly its fields)."""
+    if not isinstance(data, dict) or data.get("type") not in types:
         raise ValueError(f"malformed control message: {str(data)[:200]}")
-    cls = TYPES[data["type"]]
+    cls = types[data["type"]]
     names = {f.name for f in fields(cls)}
     given = set(data) - {"type"}
     if not given <= names:

@@ -3,7 +3,8 @@
 With ``--cluster``, a run's network is ``RayNodes``: it connects to the cluster, places
 each topology host on one alive node (a node that claims it with the custom resource
 ``mwsim-host-<name>`` first, the others on the remaining nodes with a CPU, respecting
-``gpus:`` on NCCL runs), and starts one ``HostActor`` pinned to each placed node. The
+``gpus:`` on NCCL runs), and starts one ``HostActor`` (:mod:`mwsim.replay.hostactor`, the
+side that runs on the node) pinned to each placed node. The
 actor runs that node's warm fork server, forks the node's agents, signals them, reaps them
 and checks what they left on the node; the controller drives it as a ``RaySite`` over the
 authenticated JSON channel (:mod:`mwsim.replay.channel`), keyed by a run key both ends
@@ -15,42 +16,29 @@ only here, and only when a cluster is asked for.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import itertools
 import logging
 import os
 import secrets
-import select
-import shutil
-import signal
 import socket
 import sys
-import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-
-import psutil
 
 from mwsim.errors import BringUpFailed, Inconclusive, ZygoteError
 from mwsim.events import AnyEvent, PowerOff
 from mwsim.hosts import cluster
 from mwsim.hosts.cluster import RESOURCE_PREFIX, SECRET_ENV, read_state
 from mwsim.hosts.netfaults import NetFaults
-from mwsim.replay import channel, processes
+from mwsim.replay import channel
+from mwsim.replay import sitewire as wire
+from mwsim.replay.hostactor import REPLY_S, HostActor, run_key
 from mwsim.replay.processes import Leftovers
-from mwsim.replay.protocol import NODE_ENV
-from mwsim.replay.zygote import Zygote
+from mwsim.replay.protocol import Message
 
-LOG_TAIL_BYTES = 256 * 1024
-WATCH_S = 2.0  # how long a host actor watches a stopped or continued agent's state
-REPLY_S = 30.0
-_STATE_SIGNALS = {int(signal.SIGSTOP): True, int(signal.SIGCONT): False}
-_IFNAME_ENVS = {"GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME"}  # a node's own choice wins
 _connected: list[str] = []  # the cluster this process's Ray client is connected to
 
 
@@ -149,11 +137,6 @@ def resolve(spec: str) -> tuple[str, bytes]:
     return address, secret.encode()
 
 
-def run_key(secret: bytes, nonce: str) -> bytes:
-    """The run's channel key: both ends derive it, only ``nonce`` travels."""
-    return hmac.new(secret, b"mwsim-run:" + nonce.encode(), hashlib.sha256).digest()
-
-
 def _head_host(address: str) -> str | None:
     rest = address.removeprefix("ray://")
     host = rest.rpartition(":")[0] if ":" in rest else rest
@@ -200,159 +183,6 @@ def disconnect() -> None:
     _connected.clear()
 
 
-# -- on the node -----------------------------------------------------------------------------
-
-
-def _ifname(address: str) -> str | None:
-    for name, addrs in psutil.net_if_addrs().items():
-        if any(a.family == socket.AF_INET and a.address == address for a in addrs):
-            return str(name)
-    return None
-
-
-def _tail(path: Path) -> str:
-    try:
-        with path.open("rb") as f:
-            f.seek(max(0, path.stat().st_size - LOG_TAIL_BYTES))
-            return f.read().decode(errors="replace")
-    except OSError:
-        return ""
-
-
-class HostActor:
-    """One node's part of a run, as a Ray actor: the fork server, the agents' signals,
-    exits and hygiene there. ``start`` returns where the controller reaches it."""
-
-    def __init__(self, host: str, runtime: str, nonce: str) -> None:
-        self.host, self.runtime, self.nonce = host, runtime, nonce
-
-    def start(self, bringup_s: float) -> dict[str, Any]:
-        import ray
-
-        node = str(ray.get_runtime_context().get_node_id())
-        address = str(ray.util.get_node_ip_address())  # type: ignore[no-untyped-call]
-        secret = os.environ.get(SECRET_ENV, "")
-        if not secret:
-            return {"error": f"node {address} was started without {SECRET_ENV}"}
-        key = run_key(secret.encode(), self.nonce)
-        home = Path(tempfile.mkdtemp(prefix="mwsim-node-"))
-        env = {k: v for k, v in os.environ.items() if k != SECRET_ENV}
-        root = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-        env.update({"PYTHONUNBUFFERED": "1", NODE_ENV: node, "NCCL_HOSTID": node})
-        zygote = Zygote(self.runtime, home / "zygote.log", env)
-        listener = channel.listen((address, 0))
-        port = int(listener.address[1])
-        node_loop = NodeLoop(zygote, key, home, address, bringup_s)
-        threading.Thread(target=node_loop.serve, args=(listener,), daemon=True).start()
-        return {
-            "node": node,
-            "address": address,
-            "port": port,
-            "pid": os.getpid(),
-            "zygote": zygote.pid,
-            "ifname": None if _IFNAME_ENVS & set(env) else _ifname(address),
-            "hostname": socket.gethostname(),
-        }
-
-    def ping(self) -> int:
-        return os.getpid()
-
-
-class NodeLoop:
-    """The host actor's side of the channel: do what the controller asks, report exits."""
-
-    def __init__(self, zygote: Zygote, key: bytes, home: Path, address: str, bringup_s: float):
-        self.zygote, self.key, self.home, self.address = zygote, key, home, address
-        self.bringup_s = bringup_s
-        self.logs: dict[int, Path] = {}
-        self.watching: dict[int, tuple[bool, float]] = {}  # pgid -> (stopped?, until)
-        self.conn: Any = None
-
-    def send(self, message: dict[str, Any]) -> None:
-        channel.send_json(self.conn, message)
-
-    def serve(self, listener: Any) -> None:
-        try:
-            self.conn = channel.accept(listener, self.key, REPLY_S)
-        finally:
-            listener.close()
-        try:
-            try:
-                self.zygote.wait_ready(self.bringup_s)
-                self.send({"ready": self.zygote.pid, "loaded": self.zygote.loaded})
-            except ZygoteError as exc:
-                self.send({"error": f"{exc}\n{_tail(self.zygote.log)[-2000:]}"})
-            while self._turn():
-                pass
-        except (EOFError, OSError, ValueError, ZygoteError):
-            pass  # the controller is gone (or spoke nonsense), or the fork server: end
-        finally:
-            with contextlib.suppress(ZygoteError, OSError):
-                self.zygote.stop()
-            shutil.rmtree(self.home, ignore_errors=True)
-        os._exit(0)  # the actor ends with its run; Ray does not restart it
-
-    def _turn(self) -> bool:
-        if not self.zygote.alive:  # its agents died with it: the run cannot go on here
-            return False
-        fds = [self.conn.fileno(), self.zygote.fileno()]
-        select.select(fds, [], [], 0.01 if self.watching else 1.0)
-        for report in self.zygote.read():
-            if "exit" in report:
-                pid = int(report["exit"])
-                self.send({**report, "log": _tail(self.logs.get(pid, self.home / "none"))})
-        self._watch()
-        while self.conn.poll():
-            if not self._handle(channel.recv_json(self.conn)):
-                return False
-        return True
-
-    def _watch(self) -> None:
-        now = time.monotonic()
-        for pgid, (wanted, until) in list(self.watching.items()):
-            state = processes.is_stopped(pgid)
-            if state == wanted or now >= until:
-                del self.watching[pgid]
-                self.send({"state": pgid, "stopped": state})
-
-    def _handle(self, message: dict[str, Any]) -> bool:
-        if "fork" in message:
-            boot = {**message["boot"], "authkey": self.key.hex(), "parent_pid": self.zygote.pid}
-            log = self.home / Path(str(message["log"])).name
-            try:
-                pid = self.zygote.fork(boot, log)
-            except ZygoteError as exc:
-                self.send({"forked": message["fork"], "error": str(exc)})
-                raise
-            self.logs[pid] = log
-            self.send({"forked": message["fork"], "pid": pid})
-        elif "signal" in message:
-            pgid, signum = int(message["signal"]), int(message["sig"])
-            processes.signal_group(pgid, signum)
-            if signum in _STATE_SIGNALS:
-                self.watching[pgid] = (_STATE_SIGNALS[signum], time.monotonic() + WATCH_S)
-        elif "port" in message:
-            self.send({"port": message["port"], "value": processes.free_port(self.address)})
-        elif "close" in message:
-            with contextlib.suppress(ZygoteError):
-                self.zygote.stop()
-            groups = [*map(int, message["groups"]), self.zygote.pid]
-            ports = [int(p) for p in message["ports"]]
-            found = processes.leftovers(groups, ports)
-            logs = {p.name: _tail(p) for p in self.home.glob("*.log")}
-            checked = {"process_groups": len(groups), "ports": len(ports)}
-            left = {"groups": list(found.groups), "ports": list(found.ports)}
-            self.send({"closed": checked, "left": left, "logs": logs})
-            return False
-        else:
-            raise ValueError(f"unknown request {sorted(message)[:4]}")
-        return True
-
-
-# -- on the controller -----------------------------------------------------------------------
-
-
 class RaySite:
     """The controller's handle on one node's host actor (a ``Site``)."""
 
@@ -363,8 +193,8 @@ class RaySite:
         self.logs = logs
         self.log = logs / f"zygote-{host}.log"
         self._loaded: dict[str, str | None] = {}
-        self._exits: list[dict[str, Any]] = []
-        self._replies: list[dict[str, Any]] = []
+        self._exits: list[wire.Reaped] = []
+        self._replies: list[Message] = []
         self._stopped: dict[int, bool] = {}
         self._log_of: dict[int, Path] = {}
         self._ids = itertools.count()
@@ -385,20 +215,20 @@ class RaySite:
     def _take(self) -> None:
         try:
             while self.gone is None and self.conn.poll():
-                message = channel.recv_json(self.conn)
-                if "exit" in message:
-                    path = self._log_of.get(int(message["exit"]))
+                message = wire.decode(channel.recv_json(self.conn))
+                if isinstance(message, wire.Reaped):
+                    path = self._log_of.get(message.pid)
                     if path is not None:
-                        path.write_text(str(message.get("log", "")))
-                    self._exits.append({"exit": message["exit"], "code": message["code"]})
-                elif "state" in message:
-                    self._stopped[int(message["state"])] = bool(message["stopped"])
+                        path.write_text(message.log or "")
+                    self._exits.append(replace(message, log=None))
+                elif isinstance(message, wire.State):
+                    self._stopped[message.pgid] = message.stopped
                 else:
                     self._replies.append(message)
         except (EOFError, OSError, ValueError) as exc:
             self.gone = f"the host actor of {self.name} is gone ({exc or type(exc).__name__})"
 
-    def _until(self, match: Callable[[dict[str, Any]], bool], timeout_s: float) -> dict[str, Any]:
+    def _until(self, match: Callable[[Message], bool], timeout_s: float) -> Message:
         deadline = time.monotonic() + timeout_s
         while True:
             self._take()
@@ -413,9 +243,9 @@ class RaySite:
                 raise ZygoteError(f"the host actor of {self.name} did not answer in time")
             self.conn.poll(left)
 
-    def _send(self, message: dict[str, Any]) -> None:
+    def _send(self, message: Message) -> None:
         try:
-            channel.send_json(self.conn, message)
+            channel.send_json(self.conn, wire.encode(message))
         except OSError as exc:
             self.gone = f"the host actor of {self.name} is gone ({exc})"
             raise ZygoteError(self.gone) from exc
@@ -427,30 +257,31 @@ class RaySite:
     def wait_ready(self, timeout_s: float) -> None:
         if self._loaded:
             return
-        message = self._until(lambda m: "ready" in m or "error" in m, timeout_s)
-        if "error" in message:
-            raise ZygoteError(f"on {self.name}: {message['error']}")
-        self._loaded = dict(message.get("loaded") or {}) or {"": None}
+        message = self._until(lambda m: isinstance(m, wire.SiteReady | wire.SiteFailed), timeout_s)
+        if isinstance(message, wire.SiteFailed):
+            raise ZygoteError(f"on {self.name}: {message.why}")
+        assert isinstance(message, wire.SiteReady)
+        self._loaded = dict(message.loaded) or {"": None}
 
     def fork(self, boot: dict[str, Any], log: Path) -> int:
         ident = next(self._ids)
         request = {k: v for k, v in boot.items() if k != "authkey"}  # the node derives it
-        self._send({"fork": ident, "boot": request, "log": log.name})
-        reply = self._until(lambda m: m.get("forked") == ident, REPLY_S)
-        if "error" in reply:
-            raise ZygoteError(f"on {self.name}: {reply['error']}")
-        pid = int(reply["pid"])
-        self._log_of[pid] = log
-        return pid
+        self._send(wire.Fork(ident, request, log.name))
+        reply = self._until(lambda m: isinstance(m, wire.Forked) and m.ident == ident, REPLY_S)
+        assert isinstance(reply, wire.Forked)
+        if reply.pid is None:
+            raise ZygoteError(f"on {self.name}: {reply.error}")
+        self._log_of[reply.pid] = log
+        return reply.pid
 
-    def read(self) -> list[dict[str, Any]]:
+    def read(self) -> list[wire.Reaped]:
         self._take()
         out, self._exits = self._exits, []
         return out
 
     def signal(self, pgid: int, signum: int) -> None:
         with contextlib.suppress(ZygoteError):
-            self._send({"signal": pgid, "sig": int(signum)})
+            self._send(wire.Signal(pgid, int(signum)))
 
     def is_stopped(self, pid: int) -> bool:
         self._take()
@@ -458,14 +289,17 @@ class RaySite:
 
     def free_port(self) -> int:
         ident = next(self._ids)
-        self._send({"port": ident})
-        return int(self._until(lambda m: m.get("port") == ident, REPLY_S)["value"])
+        self._send(wire.WantPort(ident))
+        reply = self._until(lambda m: isinstance(m, wire.FreePort) and m.ident == ident, REPLY_S)
+        assert isinstance(reply, wire.FreePort)
+        return reply.port
 
     def close(self, groups: Iterable[int], ports: Iterable[int]) -> Leftovers:
         """Have the node stop its fork server and check its agents and ports are gone."""
         try:
-            self._send({"close": True, "groups": list(groups), "ports": list(ports)})
-            reply = self._until(lambda m: "closed" in m, REPLY_S)
+            self._send(wire.Close(list(groups), list(ports)))
+            reply = self._until(lambda m: isinstance(m, wire.Closed), REPLY_S)
+            assert isinstance(reply, wire.Closed)
         except ZygoteError as exc:
             self._checked["checked"] = False
             self._checked["why"] = str(exc)
@@ -473,12 +307,12 @@ class RaySite:
         finally:
             with contextlib.suppress(OSError):
                 self.conn.close()
-        for name, text in reply.get("logs", {}).items():
+        for name, text in reply.logs.items():
             target = self.log if name == "zygote.log" else self.logs / Path(name).name
-            target.write_text(str(text))
-        left = reply.get("left", {})
-        self._checked.update(reply["closed"], checked=True, left=left)
-        return Leftovers(tuple(left.get("groups", ())), tuple(left.get("ports", ())))
+            target.write_text(text)
+        left = {"groups": reply.groups, "ports": reply.ports}
+        self._checked.update(reply.checked, checked=True, left=left)
+        return Leftovers(tuple(reply.groups), tuple(reply.ports))
 
     def checked(self) -> dict[str, Any]:
         return self._checked

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from mwsim.errors import ZygoteError
 from mwsim.replay import processes
 from mwsim.replay.processes import Leftovers
+from mwsim.replay.sitewire import Reaped
 from mwsim.replay.zygote import Zygote
 
 #: How long agents orphaned by a lost fork server may take to be gone.
@@ -35,7 +36,7 @@ class Site(Protocol):
     def wait_ready(self, timeout_s: float) -> None: ...
     def lost(self) -> str | None: ...  # why it can no longer fork or report (None: it can)
     def fork(self, boot: dict[str, Any], log: Path) -> int: ...
-    def read(self) -> list[dict[str, Any]]: ...  # ``{"exit": pid, "code": code}`` reports
+    def read(self) -> list[Reaped]: ...  # agents that ended since the last read
     def signal(self, pgid: int, signum: int) -> None: ...
     def is_stopped(self, pid: int) -> bool: ...
     def close(self, groups: Iterable[int], ports: Iterable[int]) -> Leftovers: ...
@@ -75,7 +76,7 @@ class LocalSite:
     def fork(self, boot: dict[str, Any], log: Path) -> int:
         return self.zygote.fork(boot, log)
 
-    def read(self) -> list[dict[str, Any]]:
+    def read(self) -> list[Reaped]:
         return self.zygote.read()
 
     def signal(self, pgid: int, signum: int) -> None:

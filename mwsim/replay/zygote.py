@@ -4,16 +4,16 @@ from that warm image.
 A deployment then comes up in milliseconds instead of one torch import per worker, and a
 joining worker is up about as fast as its world can form. Each agent is still a real
 process: it leads its own session, receives real signals, and its exit status is the
-kernel's (the zygote reaps it and reports ``{"exit": pid, "code": code}``). The zygote
+kernel's (the zygote reaps it and reports it ``Reaped``). The zygote
 imports with single-threaded BLAS so that the image it forks from has no other threads.
 What it imports is the runtime's to say (``Runtime.prepare`` and ``Runtime.preload``):
 a fork server serves the runtimes of one image (``Runtime.image``) only.
 
-Protocol (JSON lines) on a pipe pair of its own, never on stdout or stderr (which go to
-its log: a runtime that prints at import cannot disturb it): controller -> zygote
-``{"fork": id, "boot": {...}, "log": path}``; zygote -> controller ``{"ready": pid}`` or
-``{"error": why}``, ``{"forked": id, "pid": pid}``, ``{"exit": pid, "code": code}``. End
-of input: the zygote kills its agents and exits.
+Protocol: the typed messages of :mod:`mwsim.replay.sitewire`, as JSON lines on a pipe
+pair of its own, never on stdout or stderr (which go to its log: a runtime that prints at
+import cannot disturb it): controller -> zygote ``Fork``; zygote -> controller
+``SiteReady`` or ``SiteFailed``, ``Forked``, ``Reaped``. End of input: the zygote kills
+its agents and exits.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from mwsim.errors import ZygoteError
+from mwsim.replay import sitewire as wire
+from mwsim.replay.protocol import Message
 
 PRELOAD = ("numpy", "torch", "torch.distributed", "mwsim.workloads", "mwsim.replay.agent")
 THREAD_LIMITS = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -61,11 +63,11 @@ def image(runtime: str) -> tuple[str, ...]:
     return runtimes.load(runtime).image()
 
 
-def _write(message: dict[str, Any]) -> None:
-    os.write(_replies, (json.dumps(message) + "\n").encode())
+def _write(message: Message) -> None:
+    os.write(_replies, (json.dumps(wire.encode(message)) + "\n").encode())
 
 
-def _child(request: dict[str, Any], keep: tuple[int, ...]) -> None:
+def _child(request: wire.Fork, keep: tuple[int, ...]) -> None:
     """In the forked agent: own session, own output, then be the agent."""
     from mwsim.replay.agent import serve
     from mwsim.replay.protocol import Boot
@@ -73,7 +75,7 @@ def _child(request: dict[str, Any], keep: tuple[int, ...]) -> None:
     os.setsid()
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    log = os.open(request.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.dup2(log, 1)
@@ -82,7 +84,7 @@ def _child(request: dict[str, Any], keep: tuple[int, ...]) -> None:
         with contextlib.suppress(OSError):
             os.close(fd)
     try:
-        serve(Boot.from_dict(request["boot"]))
+        serve(Boot.from_dict(request.boot))
     finally:
         os._exit(1)
 
@@ -96,7 +98,7 @@ def _reap(children: set[int]) -> None:
         if pid == 0:
             return
         children.discard(pid)
-        _write({"exit": pid, "code": os.waitstatus_to_exitcode(status)})
+        _write(wire.Reaped(pid, os.waitstatus_to_exitcode(status)))
 
 
 def serve(runtime: str, requests: int, replies: int) -> None:
@@ -110,14 +112,14 @@ def serve(runtime: str, requests: int, replies: int) -> None:
         loaded = preload(runtime)
     except Exception as exc:  # say why on the channel, the traceback in the log
         traceback.print_exc()
-        _write({"error": f"preloading runtime {runtime} failed: {exc!r}"[:1000]})
+        _write(wire.SiteFailed(f"preloading runtime {runtime} failed: {exc!r}"[:1000]))
         os._exit(1)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     children: set[int] = set()
-    _write({"ready": os.getpid(), "loaded": loaded})
+    _write(wire.SiteReady(os.getpid(), loaded))
     pending = b""
     while True:
         ready, _, _ = select.select([requests, wake_r], [], [])
@@ -135,12 +137,14 @@ def serve(runtime: str, requests: int, replies: int) -> None:
         pending += chunk
         while b"\n" in pending:
             line, pending = pending.split(b"\n", 1)
-            request = json.loads(line)
+            request = wire.decode(json.loads(line))
+            if not isinstance(request, wire.Fork):
+                raise ValueError(f"a fork server only forks, not {request.TYPE}")
             pid = os.fork()
             if pid == 0:
                 _child(request, (requests, replies, wake_r, wake_w))
             children.add(pid)
-            _write({"forked": request["fork"], "pid": pid})
+            _write(wire.Forked(request.ident, pid))
 
 
 class Zygote:
@@ -178,7 +182,7 @@ class Zygote:
         self._closed = False
         os.set_blocking(self._out, False)
         self._buffer = b""
-        self._backlog: list[dict[str, Any]] = []
+        self._backlog: list[Message] = []
         self._ids = count()
         self.ready = False
         self.loaded: dict[str, str | None] = {}  # the runtime's modules, and their files
@@ -195,7 +199,7 @@ class Zygote:
     def fileno(self) -> int:
         return self._out
 
-    def _lines(self) -> list[dict[str, Any]]:
+    def _lines(self) -> list[Message]:
         try:
             chunk = os.read(self._out, 65536)
         except BlockingIOError:
@@ -204,20 +208,20 @@ class Zygote:
             raise ZygoteError(f"the fork server exited (code {self.proc.poll()})")
         self._buffer += chunk
         *lines, self._buffer = self._buffer.split(b"\n")
-        messages = [json.loads(line) for line in lines if line.strip()]
+        messages = [wire.decode(json.loads(line)) for line in lines if line.strip()]
         for message in messages:
-            if "error" in message:
-                raise ZygoteError(f"{message['error']} (traceback in {self.log})")
+            if isinstance(message, wire.SiteFailed):
+                raise ZygoteError(f"{message.why} (traceback in {self.log})")
         return messages
 
-    def read(self) -> list[dict[str, Any]]:
-        """Reports that arrived (``exit`` records), without blocking."""
+    def read(self) -> list[wire.Reaped]:
+        """Agents reaped since the last read, without blocking."""
         out, self._backlog = self._backlog, []
         with contextlib.suppress(ZygoteError):
             out += self._lines()
-        return out
+        return [m for m in out if isinstance(m, wire.Reaped)]
 
-    def _until(self, match: Callable[[dict[str, Any]], bool], deadline: float) -> dict[str, Any]:
+    def _until(self, match: Callable[[Message], bool], deadline: float) -> Message:
         while True:
             for message in self._lines():
                 if match(message):
@@ -230,21 +234,26 @@ class Zygote:
 
     def wait_ready(self, timeout_s: float) -> None:
         if not self.ready:
-            ready = self._until(lambda m: "ready" in m, time.monotonic() + timeout_s)
-            self.loaded = dict(ready.get("loaded") or {})
+            ready = self._until(
+                lambda m: isinstance(m, wire.SiteReady), time.monotonic() + timeout_s
+            )
+            assert isinstance(ready, wire.SiteReady)
+            self.loaded = dict(ready.loaded)
             self.ready = True
 
     def fork(self, boot: dict[str, Any], log: Path, timeout_s: float = 30.0) -> int:
         """Start an agent; its pid."""
         ident = next(self._ids)
-        request = {"fork": ident, "boot": boot, "log": str(log)}
+        request = wire.encode(wire.Fork(ident, boot, str(log)))
         try:
             self._in.write((json.dumps(request) + "\n").encode())
             self._in.flush()
         except OSError as exc:
             raise ZygoteError(f"the fork server is gone ({exc})") from exc
-        reply = self._until(lambda m: m.get("forked") == ident, time.monotonic() + timeout_s)
-        return int(reply["pid"])
+        deadline = time.monotonic() + timeout_s
+        reply = self._until(lambda m: isinstance(m, wire.Forked) and m.ident == ident, deadline)
+        assert isinstance(reply, wire.Forked) and reply.pid is not None
+        return reply.pid
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """End the fork server (it kills any agent still alive) and reap it."""

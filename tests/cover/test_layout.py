@@ -154,3 +154,17 @@ def test_kind_names_are_spelled_out_only_in_the_vocabulary():
             ):
                 found.append(f"{relative}:{node.lineno}: {node.value!r}")
     assert not found, found
+
+
+def test_the_pytest_plugin_loads_neither_pydantic_nor_networkx():
+    """Loaded into every pytest session of an environment with mwsim installed, it imports
+    mwsim's heavy modules only once an item is collected."""
+    import subprocess
+    import sys
+
+    code = "import sys, mwsim.pytest_plugin; print(sorted(sys.modules))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    heavy = [m for m in ("pydantic", "networkx", "simpy", "mwsim.scenario") if f"'{m}'" in loaded]
+    assert not heavy, heavy
