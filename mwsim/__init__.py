@@ -7,14 +7,15 @@ A module imports only from its own layer or the layers above it in this list (ch
 by ``tests/cover/test_layout.py``):
 
 1. ``errors``, ``internal``: errors, YAML positions, shared field types, the RNG.
-2. ``events`` (the vocabulary of event kinds), ``topology``, ``history``.
+2. ``events`` (the vocabulary of event kinds), ``topology``, ``history`` (the vocabulary of
+   history records: one dataclass per kind).
 3. ``membership``: the timeline of a scenario and its ``Plan``.
 4. ``scenario``: the file format; a loaded scenario carries its plan.
 5. ``timing`` (the runtime model), ``playback`` (the executor protocol and dispatch),
    ``findings``, ``workloads``, ``runtimes``, ``hosts`` (loopback or emulated hosts, and
    the network faults on them).
-6. ``checks`` (properties of a history), ``sim`` (the model executor), ``replay`` (the real
-   executor), ``strategies``, ``generate``.
+6. ``checks`` (a package: the facts index, one module per property, judging), ``sim`` (the
+   model executor), ``replay`` (the real executor), ``strategies``, ``generate``.
 7. ``runs`` (scenario -> verdicts), ``report``, ``timeline``, ``trace``, ``calibrate``,
    ``bench`` (a runtime against a baseline, no faults), ``matrix`` (scenarios on several
    runtimes or environments, side by side).
@@ -29,7 +30,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from mwsim.errors import MwsimError, Problem, ProblemError
     from mwsim.history import (
-        Event,
         History,
         HistoryWriter,
         Record,
@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     from mwsim.membership import Plan
     from mwsim.scenario import Scenario, dump_scenario, load_scenario, parse_scenario
     from mwsim.topology import Topology, explicit, fan_in, pipeline
+
+    Event = Record  # the name of earlier versions
 
 __version__ = "0.1.0"
 
@@ -99,7 +101,7 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'mwsim' has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(home), name)
+    value = getattr(importlib.import_module(home), "Record" if name == "Event" else name)
     globals()[name] = value
     return value
 

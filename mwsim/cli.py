@@ -534,7 +534,7 @@ def clean() -> None:
     links, rules and helpers; the controller's socket directory); live runs are left
     alone."""
     from mwsim.hosts import emulated
-    from mwsim.replay.agents import clean_dead_homes
+    from mwsim.replay.pool import clean_dead_homes
 
     for home in clean_dead_homes():
         click.echo(f"removed {home}")

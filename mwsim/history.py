@@ -409,8 +409,7 @@ def record(t: float, kind: str, **values: Any) -> Record:
     return cls.of(t, **values)
 
 
-#: The names of earlier versions, kept for users' code.
-Event = Record
+#: The name of earlier versions, kept for users' code (``mwsim.Event`` is ``Record``).
 event = record
 
 

@@ -93,7 +93,7 @@ def with_overrides(
     return parse_scenario(yaml.safe_dump(data, sort_keys=False), f"<{scenario.name} {update}>")
 
 
-def judge(
+def judge_history(
     history: History, scenario: Scenario, mode: Mode, path: Path, model: RuntimeModel | None = None
 ) -> ModeRun:
     """Judge one history (mode sim or real) by every property but conformance."""
@@ -143,7 +143,7 @@ def run_scenario(
         history = simulate(scenario, seed=seed, model=model)
         path = out / Mode.SIM / "history.jsonl"
         with alongside(lambda: write_history(path, history), len(history)):  # while judged
-            predicted = judge(history, scenario, Mode.SIM, path, model)
+            predicted = judge_history(history, scenario, Mode.SIM, path, model)
         runs.append(predicted)
     if mode in (Mode.REAL, Mode.BOTH):
         controller = Controller(
@@ -158,7 +158,7 @@ def run_scenario(
         real = controller.run()
         if real.cause == Cause.UNCLEAR:
             ask_reference(real, scenario, reference, zygote, network, cluster)
-        run = judge(read_history(real.history), scenario, Mode.REAL, real.history, model)
+        run = judge_history(read_history(real.history), scenario, Mode.REAL, real.history, model)
         run.status, run.reason, run.logs = real.status, real.reason, real.logs
         runs.append(run)
     return _outcome(scenario, mode, runs, out, predicted)
@@ -229,5 +229,5 @@ def recheck(
     history = read_history(path)
     meta = history.meta
     mode = Mode.SIM if meta is not None and meta.mode == Mode.SIM else Mode.REAL
-    run = judge(history, scenario, mode, path, model)
+    run = judge_history(history, scenario, mode, path, model)
     return Outcome(scenario, mode, run.verdict, run.verdicts, [run], path.parent)

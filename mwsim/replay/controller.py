@@ -46,9 +46,9 @@ from mwsim.hosts.netfaults import NetFaults, unavailable_for
 from mwsim.membership import Plan, Step
 from mwsim.playback import actions, dispatch
 from mwsim.replay import protocol as wire
-from mwsim.replay.agents import AgentPool, AgentProc, Handler, log_tail
 from mwsim.replay.injector import Injector
 from mwsim.replay.lag import LAG_S, CpuWatch
+from mwsim.replay.pool import AgentPool, AgentProc, Handler, log_tail
 from mwsim.replay.processes import Leftovers
 from mwsim.replay.raynodes import RayNodes
 from mwsim.replay.recorder import Clock, Recorder

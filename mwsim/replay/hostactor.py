@@ -75,7 +75,7 @@ class HostActor:
         address = str(ray.util.get_node_ip_address())  # type: ignore[no-untyped-call]
         secret = os.environ.get(SECRET_ENV, "")
         if not secret:
-            return {"error": f"node {address} was started without {SECRET_ENV}"}
+            raise ZygoteError(f"node {address} was started without {SECRET_ENV}")
         key = run_key(secret.encode(), self.nonce)
         home = Path(tempfile.mkdtemp(prefix="mwsim-node-"))
         env = {k: v for k, v in os.environ.items() if k != SECRET_ENV}

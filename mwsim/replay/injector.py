@@ -23,7 +23,7 @@ from mwsim.history import Fault, Resumed, Scale
 from mwsim.hosts.netfaults import NetFaults
 from mwsim.membership import Plan, Step
 from mwsim.replay import protocol as wire
-from mwsim.replay.agents import AgentPool, AgentProc
+from mwsim.replay.pool import AgentPool, AgentProc
 from mwsim.replay.recorder import Clock, Recorder
 from mwsim.replay.schedule import Confirmations
 from mwsim.replay.worlds import Formation

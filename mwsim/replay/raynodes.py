@@ -415,8 +415,6 @@ class RayNodes:
         except Exception as exc:
             raise BringUpFailed(f"the host actors did not start: {exc}") from exc
         for host, info in infos.items():
-            if "error" in info:
-                raise BringUpFailed(f"the host actor of {host} could not start: {info['error']}")
             conn = channel.connect(f"{channel.TCP}{info['address']}:{info['port']}", self.key)
             self.sites[host] = RaySite(host, info, conn, logs)
         return self.sites

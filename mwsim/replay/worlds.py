@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from mwsim.history import Joined, Record
 from mwsim.membership import WorldId, WorldLife
-from mwsim.replay.agents import AgentPool, AgentProc
+from mwsim.replay.pool import AgentPool, AgentProc
 from mwsim.replay.protocol import InitWorld, Port
 
 

@@ -13,6 +13,7 @@ import networkx as nx
 import pytest
 
 from mwsim.events import Kind
+from mwsim.history import KINDS
 
 ROOT = Path(__file__).resolve().parents[2] / "mwsim"
 
@@ -128,6 +129,92 @@ NOT_KINDS = {
     ("mwsim/replay/agent.py", "remove_world"),
     ("mwsim/runtimes/mutants.py", "remove_world"),
 }
+
+
+#: String constants equal to a history record kind's name that are not record kinds.
+NOT_RECORD_KINDS = {
+    ("mwsim/bench.py", "left"),  # a column's justification
+    ("mwsim/timeline.py", "left"),  # the title's place
+    ("mwsim/checks/bringup.py", "reference"),  # keys of the JSON report
+    ("mwsim/checks/judging.py", "fault"),
+    ("mwsim/report.py", "reference"),
+    ("mwsim/report.py", "bringup"),
+    ("mwsim/matrix.py", "op"),
+    ("mwsim/matrix.py", "error"),
+    ("mwsim/matrix.py", "bringup"),
+    ("mwsim/matrix.py", "broken"),
+    ("mwsim/matrix.py", "run"),  # the ``mwsim run`` command
+    ("mwsim/cli.py", "ops"),  # the progress counters of a real run
+    ("mwsim/cli.py", "broken"),
+    ("mwsim/replay/recorder.py", "ops"),
+    ("mwsim/replay/recorder.py", "broken"),
+    ("mwsim/trace.py", "ops"),  # a trace counter's argument
+    ("mwsim/replay/protocol.py", "exit"),  # the agent's ``Exit`` command
+    ("mwsim/runs.py", "reference"),  # where the reference runtime's run goes
+    ("mwsim/fuzz.py", "reference"),
+    ("mwsim/fuzz.py", "hygiene"),  # the property
+    ("mwsim/scenario.py", "hygiene"),
+}
+
+
+def _constants(path: Path, values: set[str]) -> list[tuple[int, str]]:
+    """String constants among ``values`` in a file, docstrings left out."""
+    tree = ast.parse(path.read_text())
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+    }
+    return [
+        (node.lineno, node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and node.value in values and id(node) not in docstrings
+    ]
+
+
+def test_record_kinds_are_spelled_out_only_in_the_history_module():
+    """Producers and consumers of history records use the record types (``Op``,
+    ``Broken`` ...), never the kind's name as a string."""
+    found = []
+    for module, path in MODULES.items():
+        if module == "mwsim.history":
+            continue
+        relative = str(path.relative_to(ROOT.parent))
+        found += [
+            f"{relative}:{line}: {value!r}"
+            for line, value in _constants(path, set(KINDS))
+            if (relative, value) not in NOT_RECORD_KINDS
+        ]
+    assert not found, found
+
+
+def test_no_wire_message_is_dispatched_on_the_keys_it_has():
+    """The three channels of a replay (agents, fork servers, host actors) speak typed
+    messages: no ``"key" in message`` or ``message.get("key")`` decides what one is."""
+    messages = ("message", "reply", "report", "request", "info", "m")
+    found = []
+    for path in sorted((ROOT / "replay").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            keyed = (
+                isinstance(node, ast.Compare)
+                and isinstance(node.left, ast.Constant)
+                and isinstance(node.left.value, str)
+                and isinstance(node.ops[0], ast.In | ast.NotIn)
+                and isinstance(node.comparators[0], ast.Name)
+                and node.comparators[0].id in messages
+            )
+            got = (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "get"
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id in messages
+            )
+            if keyed or got:
+                found.append(f"{path.relative_to(ROOT.parent)}:{node.lineno}")
+    assert not found, found
 
 
 def test_kind_names_are_spelled_out_only_in_the_vocabulary():

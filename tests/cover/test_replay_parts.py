@@ -17,8 +17,8 @@ from mwsim.events import Kind
 from mwsim.history import Fault, History, Joined, Op, Run, read_history
 from mwsim.playback import END, START, Phase, actions, dispatch
 from mwsim.replay import protocol as wire
-from mwsim.replay.agents import AgentPool, AgentProc
 from mwsim.replay.injector import HEAL_WITHIN_S, Injector
+from mwsim.replay.pool import AgentPool, AgentProc
 from mwsim.replay.recorder import Recorder
 from mwsim.replay.schedule import Confirmations, Schedule
 from mwsim.replay.signals import Waker
@@ -529,7 +529,7 @@ def test_the_socket_directory_of_a_dead_controller_is_cleaned_and_live_ones_are_
     import subprocess
     import sys
 
-    from mwsim.replay.agents import HOME_PREFIX, clean_dead_homes
+    from mwsim.replay.pool import HOME_PREFIX, clean_dead_homes
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()  # its pid now belongs to nobody (or to a newer process)
