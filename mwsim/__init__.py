@@ -19,7 +19,8 @@ by ``tests/cover/test_layout.py``):
 7. ``runs`` (scenario -> verdicts), ``report``, ``timeline``, ``trace``, ``calibrate``,
    ``bench`` (a runtime against a baseline, no faults), ``matrix`` (scenarios on several
    runtimes or environments, side by side).
-8. ``fuzz``, ``testing``, ``cli``, ``pytest_plugin``.
+8. ``fuzz`` (a package: the fuzzers behind one protocol, shrinking, sessions), ``testing``,
+   ``cli``, ``pytest_plugin``.
 
 Library code never imports ``testing`` (it is for users' tests), and no module imports
 another's private (underscored) names.

@@ -704,6 +704,7 @@ def fuzz(
     and either way the summary is printed and kept in OUT.
     """
     from mwsim.fuzz import fuzz as explore
+    from mwsim.fuzz.summary import print_summary
     from mwsim.runtimes import load, names
 
     for option, value in (("--runtime", runtime), ("--reference", reference)):
@@ -713,13 +714,9 @@ def fuzz(
         raise click.BadParameter("the model fuzzer does not run with --real", param_hint="--fuzzer")
     if not real and set(fuzzers) - {"model"}:
         raise click.BadParameter("stateful and differential need --real", param_hint="--fuzzer")
-    if cluster is not None:
-        if not real:
-            hint = "a cluster runs live deployments: add --real"
-            raise click.BadParameter(hint, param_hint="--cluster")
-        from mwsim.replay.controller import CLUSTER_ENV
-
-        os.environ[CLUSTER_ENV] = cluster  # every replay of this process
+    if cluster is not None and not real:
+        hint = "a cluster runs live deployments: add --real"
+        raise click.BadParameter(hint, param_hint="--cluster")
     if real:
         why = load(runtime).unavailable("gloo", 0)
         if why:
@@ -757,8 +754,9 @@ def fuzz(
             on_batch=on_batch,
             kinds=tuple(map(Kind, kinds)) if kinds else tuple(Kind),
             stop_after=stop_after,
+            cluster=cluster,
         )
-    _fuzz_summary(console, result, runtime, reference)
+    print_summary(console, result, runtime, reference)
     if result.interrupted is not None:
         console.print(
             "[yellow]interrupted; every process it started was stopped; the summary so far "
@@ -768,55 +766,6 @@ def fuzz(
         sys.exit(128 + result.interrupted)
     console.print(f"summary: {result.summary}", soft_wrap=True)
     sys.exit(EXIT_VIOLATED if result.failures else EXIT_OK)
-
-
-def _fuzz_summary(console: Console, result: FuzzResult, runtime: str, reference: str) -> None:
-    """Print what a fuzzing session did and found: its log, then each distinct failure."""
-    from mwsim.fuzz import describe
-    from mwsim.runtimes import load
-
-    for line in result.log:  # whole lines: they end in paths to copy
-        console.print(f"  {escape(line)}", soft_wrap=True)
-    for found in result.upstream:
-        console.print(
-            f"[yellow]{reference} violates it too (not the runtime's):[/] {found.path}",
-            soft_wrap=True,
-        )
-    for found in result.flaky:
-        console.print(
-            f"[yellow]seen once, not again on replay (flaky):[/] {found.path}", soft_wrap=True
-        )
-    for known in result.known:
-        what = load(runtime).known_findings.get(known.finding or "", "")
-        console.print(
-            f"[yellow]known finding {known.finding} ({escape(what)}):[/] {known.path}",
-            soft_wrap=True,
-        )
-    summary = f"{result.examples} examples in {result.batches} batches, {result.elapsed_s:.0f} s"
-    if result.bringup_failures:
-        summary += f", {len(result.bringup_failures)} skipped: the deployment did not come up"
-    if result.interrupted is not None:
-        summary += ", stopped early"
-    if not result.failures:
-        so_far = " so far" if result.interrupted is not None else ""
-        console.print(f"[green]no violation found{so_far}[/] ({summary})")
-        return
-    console.print(f"[red]{len(result.failures)} distinct failure(s)[/] ({summary})")
-    for number, failure in enumerate(result.failures, 1):
-        console.print(
-            f"[bold]{number}. {escape(describe(failure.signature))}[/]: found by "
-            f"{failure.found_by} after {failure.found_after_s:.0f} s, "
-            f"{len(failure.violation.scenario.events)} event(s), hit by {failure.hits} example(s)"
-        )
-        if failure.note:
-            console.print(f"     [yellow]{escape(failure.note)}[/]")
-        for v in failure.violation.verdicts:
-            if v.verdict == Result.FAIL:
-                console.print(f"     {v.name}: {escape(v.detail)}")
-        console.print(f"     scenario: {failure.path}", soft_wrap=True)
-        console.print(f"     report: {failure.report}", soft_wrap=True)
-        for line in failure.reproduce:  # whole lines, to copy and paste
-            console.print(f"     reproduce: {escape(line)}", soft_wrap=True)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mwsim.events import ENDING, Kind, Target
-from mwsim.membership import Timeline
+from mwsim.membership import Membership
 from mwsim.timing import RuntimeModel
 
 FINDINGS: dict[int | str, str] = {
@@ -44,7 +44,7 @@ REPRODUCERS = {
 #: What ``known_finding`` is, for any runtime (``Runtime.known_finding``): the known
 #: finding an event (its fields, at its time, given the membership state just before it
 #: and the workload's kind) would run into; None: none.
-KnownFinding = Callable[[Timeline, dict[str, Any], float, str], "int | str | None"]
+KnownFinding = Callable[[Membership, dict[str, Any], float, str], "int | str | None"]
 
 #: A world's members have written their first watchdog heartbeat by then: MultiWorld
 #: ticks every 0.3 s, a joiner takes up to about 0.4 s more to form its worlds.
@@ -55,7 +55,7 @@ MANY_WORLDS = 16
 
 
 def known_finding(
-    timeline: Timeline, fields: dict[str, Any], at: float, workload: str
+    timeline: Membership, fields: dict[str, Any], at: float, workload: str
 ) -> int | None:
     """The number of the known finding the event ``fields`` at ``at`` would run into,
     given the membership state ``timeline`` just before it and the scenario's workload
@@ -95,7 +95,7 @@ def known_finding(
     return None
 
 
-def _partition_finding(timeline: Timeline, fields: dict[str, Any]) -> int | None:
+def _partition_finding(timeline: Membership, fields: dict[str, Any]) -> int | None:
     """Findings 5 and 6: a silent cut long enough for the watchdog to matter."""
     if fields.get("mode", "drop") != "drop":
         return None

@@ -2,7 +2,7 @@
 
 Each family is a set of simpy processes (failure clocks, load curves, preemption waves)
 that propose events as simulated time advances. Every proposal goes through the same
-membership ``Timeline`` the validator uses, and only possible events are kept, so every
+membership ``Membership`` the validator uses, and only possible events are kept, so every
 generated scenario validates by construction. Randomness comes from the one registered
 RNG, seeded from the seed: the same family and seed always give the same file.
 """
@@ -20,7 +20,7 @@ import simpy
 
 from mwsim.events import Kind, parse_event
 from mwsim.internal.rng import seeded
-from mwsim.membership import Timeline
+from mwsim.membership import Membership
 from mwsim.scenario import Scenario
 
 QUIET_TAIL_S = 10.0
@@ -57,7 +57,7 @@ class _Gen:
             "workload": {"kind": params.workload, "interval_ms": params.interval_ms},
             "duration_s": params.duration_s,
         }
-        self.timeline: Timeline = Scenario.model_validate(self.base).timeline()
+        self.timeline: Membership = Scenario.model_validate(self.base).membership()
         self.events: list[dict[str, Any]] = []
         self.joined = 0  # joins so far, for fresh names
 

@@ -1,6 +1,6 @@
 """The membership timeline of a scenario: which workers and worlds exist, and when.
 
-A ``Timeline`` applies events in time order to an evolving ``Topology`` and records the
+A ``Membership`` applies events in time order to an evolving ``Topology`` and records the
 life of every worker and every world incarnation (a name may be used again once its
 earlier bearer is gone); an impossible event is recorded as a problem with the data path
 it is about, so the loader can point at a line. A walk over a whole scenario gives its
@@ -221,7 +221,7 @@ def members_problems(
     return problems
 
 
-class Timeline:
+class Membership:
     """The membership state of a scenario as its events are applied in time order.
 
     ``apply`` records what is wrong with an impossible event and leaves the state as it

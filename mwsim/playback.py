@@ -112,7 +112,7 @@ END: Mapping[Kind, Verb] = {
 }
 
 
-class Phase(IntEnum):
+class Edge(IntEnum):
     """Whether an action ends or starts its step (ends sort first at one instant)."""
 
     END = 0
@@ -124,7 +124,7 @@ class Action:
     """One thing to do at one time: start a step, or end a lasting one."""
 
     at: float
-    phase: Phase
+    edge: Edge
     order: int  # the step's position in the plan
     step: Step = field(compare=False)
 
@@ -134,14 +134,14 @@ def actions(steps: Iterable[Step], first: int = 0) -> list[Action]:
     first step, for steps added to a running plan)."""
     out = []
     for order, step in enumerate(steps, start=first):
-        out.append(Action(step.event.at, Phase.START, order, step))
+        out.append(Action(step.event.at, Edge.START, order, step))
         lasts = step.event.lasts()
         if lasts is not None:
-            out.append(Action(step.event.at + lasts, Phase.END, order, step))
+            out.append(Action(step.event.at + lasts, Edge.END, order, step))
     return sorted(out)
 
 
 def dispatch(action: Action, executor: Executor) -> None:
     """Do one action on an executor."""
-    table = START if action.phase is Phase.START else END
+    table = START if action.edge is Edge.START else END
     table[action.step.kind](executor, action.step)

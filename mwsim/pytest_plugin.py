@@ -71,8 +71,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 def _zygote(config: pytest.Config, runtime: str) -> Any:
     """One warm fork server per runtime for the whole session (a torch import each)."""
-    from mwsim.replay.controller import agent_env
-    from mwsim.replay.zygote import Zygote
+    from mwsim.replay.zygote import Zygote, agent_env
 
     zygotes = config.stash[ZYGOTES]
     if runtime not in zygotes or not zygotes[runtime].alive:

@@ -26,7 +26,7 @@ from mwsim.errors import Loc, PlanError, Problem, ProblemError
 from mwsim.events import DETECTABLE, SCHEMAS, AnyEvent, Event
 from mwsim.internal.fields import Count, Duration, Name, Strict
 from mwsim.internal.yamlsource import Source, load_source
-from mwsim.membership import Plan, Timeline, members_problems
+from mwsim.membership import Membership, Plan, members_problems
 
 FORMAT_VERSION = 1
 
@@ -167,7 +167,7 @@ class Scenario(Strict):
             problems = _spec_problems(self)
             if problems:
                 raise PlanError(problems)
-            timeline = self.timeline()
+            timeline = self.membership()
             for index, event in self.ordered_events():
                 timeline.apply(index, event)
             self._plan = timeline.plan()
@@ -181,14 +181,18 @@ class Scenario(Strict):
         """``(index in file, event)`` in time order (file order breaks ties)."""
         return sorted(enumerate(self.events), key=lambda pair: (pair[1].at, pair[0]))
 
-    def timeline(self) -> Timeline:
+    def membership(self) -> Membership:
         """The membership state at the start, ready to apply events to."""
-        return Timeline(
+        return Membership(
             self.build_topology(),
             duration_s=self.duration_s,
             backend=self.backend,
             upcoming=self.events,
         )
+
+    def timeline(self) -> Membership:
+        """The old name of ``membership`` (kept for users' code)."""
+        return self.membership()
 
 
 def build_topology(spec: FanInSpec | PipelineSpec | ExplicitSpec) -> topo.Topology:

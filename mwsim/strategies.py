@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from mwsim import topology as topo
 from mwsim.events import Kind, parse_event
 from mwsim.findings import KnownFinding, known_finding
-from mwsim.membership import Timeline
+from mwsim.membership import Membership
 from mwsim.scenario import Scenario, parse_scenario
 from mwsim.timing import judged_end
 
@@ -78,7 +78,7 @@ class Proposer:
     nothing fits). ``allowed(kind, fields)`` may veto proposals (say, known findings):
     targets are vetted before one is drawn, other events once drawn."""
 
-    def __init__(self, draw: Draw, timeline: Timeline, allowed: Allowed | None = None) -> None:
+    def __init__(self, draw: Draw, timeline: Membership, allowed: Allowed | None = None) -> None:
         self.draw, self.timeline, self.fresh = draw, timeline, 0
         self.allowed: Allowed = allowed or (lambda kind, fields: True)
         self.kinds: dict[Kind, Callable[[Kind], dict[str, Any] | None]] = {
@@ -258,7 +258,7 @@ def scenarios(
         "duration_s": 3600.0,
     }
     skeleton = Scenario.model_validate(data)
-    timeline = skeleton.timeline()
+    timeline = skeleton.membership()
     propose = Proposer(draw, timeline)
     enabled = sorted(draw(st.sets(st.sampled_from(kinds), min_size=1)))
     workload = skeleton.workload.kind

@@ -37,7 +37,7 @@ def test_simulation_is_deterministic(scenario):
 
 @given(scenarios(kinds=FUZZ_KINDS, avoid_known=True))
 def test_avoid_known_draws_no_known_finding(scenario):
-    timeline = scenario.timeline()
+    timeline = scenario.membership()
     workload = scenario.workload.kind
     for _, event in scenario.ordered_events():
         assert known_finding(timeline, event.model_dump(), event.at, workload) is None

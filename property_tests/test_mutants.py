@@ -25,8 +25,7 @@ import pytest
 from mwsim.fuzz import fuzz as session
 from mwsim.fuzz import signature
 from mwsim.history import Mode
-from mwsim.replay.controller import agent_env
-from mwsim.replay.zygote import Zygote
+from mwsim.replay.zygote import Zygote, agent_env
 from mwsim.runs import run_scenario
 from mwsim.scenario import load_scenario
 

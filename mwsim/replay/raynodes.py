@@ -395,7 +395,18 @@ class RayNodes:
             "placement": placement,
         }
 
-    def start_sites(self, runtime: str, logs: Path, timeout_s: float) -> dict[str, RaySite]:
+    @property
+    def listen_on(self) -> str:
+        """Agents on the nodes connect to the controller here (TCP)."""
+        return self.controller
+
+    def started(self) -> Mapping[str, RaySite]:
+        return self.sites
+
+    def with_down(self, found: Leftovers, down: tuple[str, ...]) -> Leftovers:
+        return replace(found, cluster=down)
+
+    def open_sites(self, runtime: str, logs: Path, timeout_s: float) -> dict[str, RaySite]:
         """One host actor per placed node, each with its fork server started; ``BringUpFailed``
         when one cannot start."""
         ray = connect(self.cluster)

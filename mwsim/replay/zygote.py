@@ -63,6 +63,15 @@ def image(runtime: str) -> tuple[str, ...]:
     return runtimes.load(runtime).image()
 
 
+def agent_env() -> dict[str, str]:
+    """The environment of the fork server (and so of every agent)."""
+    env = dict(os.environ)
+    package_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
 def _write(message: Message) -> None:
     os.write(_replies, (json.dumps(wire.encode(message)) + "\n").encode())
 

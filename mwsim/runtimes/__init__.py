@@ -30,7 +30,7 @@ from mwsim.errors import RuntimeNotFound
 from mwsim.events import Kind
 
 if TYPE_CHECKING:
-    from mwsim.membership import Timeline
+    from mwsim.membership import Membership
 
 GROUP = "mwsim.runtimes"
 
@@ -115,7 +115,7 @@ class Runtime(abc.ABC):
 
     @classmethod
     def known_finding(
-        cls, timeline: Timeline, fields: dict[str, Any], at: float, workload: str
+        cls, timeline: Membership, fields: dict[str, Any], at: float, workload: str
     ) -> int | str | None:
         """The known finding (a key of ``known_findings``) that the event ``fields`` at
         ``at`` would run into, given the membership state ``timeline`` just before it and

@@ -16,7 +16,7 @@ from mwsim import findings
 from mwsim.runtimes import INTERFACE, Runtime, package_info
 
 if TYPE_CHECKING:
-    from mwsim.membership import Timeline
+    from mwsim.membership import Membership
 
 
 def torch_fits(multiworld: Path) -> str | None:
@@ -162,7 +162,7 @@ class MultiWorldRuntime(Runtime):
 
     @classmethod
     def known_finding(
-        cls, timeline: Timeline, fields: dict[str, Any], at: float, workload: str
+        cls, timeline: Membership, fields: dict[str, Any], at: float, workload: str
     ) -> int | str | None:
         return findings.known_finding(timeline, fields, at, workload)
 

@@ -190,13 +190,10 @@ def test_fuzzing_on_a_cluster_never_proposes_power_off_and_network_kinds_only_lo
     from mwsim.events import Kind
     from mwsim.fuzz import FUZZ_KINDS, real_kinds
 
-    monkeypatch.setattr("mwsim.fuzz.emulated.unavailable", lambda: None)
+    monkeypatch.setattr("mwsim.fuzz.options.emulated.unavailable", lambda: None)
     network = {k for k in FUZZ_KINDS if k.info.network}
     assert Kind.POWER_OFF in FUZZ_KINDS and network
-    monkeypatch.setenv("MWSIM_CLUSTER", "auto")
-    local = set(real_kinds())
+    local = set(real_kinds(cluster="auto"))
     assert Kind.POWER_OFF not in local and network - {Kind.POWER_OFF} <= local
-    monkeypatch.setenv("MWSIM_CLUSTER", "ray://10.0.0.1:10001")
-    assert not set(real_kinds()) & network
-    monkeypatch.delenv("MWSIM_CLUSTER")
+    assert not set(real_kinds(cluster="ray://10.0.0.1:10001")) & network
     assert set(real_kinds()) == set(FUZZ_KINDS)

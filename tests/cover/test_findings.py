@@ -17,7 +17,7 @@ def timeline(workload: str = "stream", workers: int = 3):
         workload: {{kind: {workload}}}
         duration_s: 60
     """)
-    return s.timeline()
+    return s.membership()
 
 
 @pytest.mark.parametrize(
@@ -75,7 +75,7 @@ def test_known_network_findings(fields, expected):
     tl = inline("""
         topology: {generator: fan_in, workers: 3, hosts: 2}
         duration_s: 60
-    """).timeline()
+    """).membership()
     assert known_finding(tl, fields, 5.0, "stream") == expected
 
 
@@ -87,7 +87,7 @@ def test_members_cut_apart_while_both_reach_the_store_is_finding_6():
           workers: {a: {host: h0}, b: {host: h1}, c: {host: h2}}
           worlds: {trio: [a, b, c]}
         duration_s: 60
-    """).timeline()
+    """).membership()
     assert known_finding(tl, {"do": "partition", "groups": [["h1"], ["h2"]]}, 5.0, "x") == 6
     assert known_finding(tl, {"do": "partition", "groups": [["h0"], ["h2"]]}, 5.0, "x") == 5
 

@@ -7,6 +7,7 @@ import itertools
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import hypothesis.strategies as st
@@ -17,6 +18,7 @@ from mwsim import fuzz
 from mwsim.checks import FAIL, Verdict
 from mwsim.errors import BringUpFailed, Interrupted
 from mwsim.events import Kind
+from mwsim.fuzz import live, session, shrinking
 from mwsim.replay.signals import SignalTrap, Waker
 from mwsim.testing import reproducible_only, scenario
 from mwsim.timing import model_for
@@ -51,11 +53,11 @@ def test_a_violation_that_does_not_replay_is_not_shrunk_but_flaky(tmp_path, monk
     violation = fuzz.Violation(found, [verdict], Path(tmp_path / "found.yaml"))
     replays = []
 
-    def replay_violates(candidate, wanted, out, zygote=None, reference=None):
+    def replay_violates(candidate, wanted, out, zygote=None, reference=None, cluster=None):
         replays.append((candidate, wanted))
         return None  # the replay passes: what the live run saw does not come back
 
-    monkeypatch.setattr(fuzz, "replay_violates", replay_violates)
+    monkeypatch.setattr(shrinking, "replay_violates", replay_violates)
     assert fuzz.minimize(violation, tmp_path) is None
     assert replays == [(found, {("progress", "no op")})]  # one replay, nothing dropped
 
@@ -102,8 +104,8 @@ def test_a_live_deployment_that_does_not_come_up_is_skipped_three_times_then_rai
         def stop(self):
             return None
 
-    monkeypatch.setattr(fuzz, "Controller", NoBringUp)
-    monkeypatch.setattr(fuzz, "Zygote", NoZygote)
+    monkeypatch.setattr(live, "Controller", NoBringUp)
+    monkeypatch.setattr(session, "Zygote", NoZygote)
     batches = []
     with pytest.raises(BringUpFailed, match="exited during bring-up"):
         fuzz.fuzz(
@@ -126,9 +128,9 @@ def test_a_bring_up_failure_is_found_inside_groups_and_causes():
         raise RuntimeError("wrapped") from failed
     except RuntimeError as exc:
         caused = exc
-    assert fuzz._bringup_failure(grouped) is failed
-    assert fuzz._bringup_failure(caused) is failed
-    assert fuzz._bringup_failure(ValueError("x")) is None
+    assert session._bringup_failure(grouped) is failed
+    assert session._bringup_failure(caused) is failed
+    assert session._bringup_failure(ValueError("x")) is None
 
 
 # -- the budget bounds a session ---------------------------------------------------------
@@ -150,7 +152,7 @@ def test_a_replay_is_started_only_if_the_budget_can_pay_for_it():
 
 def test_a_find_the_budget_cannot_replay_is_kept_unconfirmed_and_says_so(tmp_path, monkeypatch):
     replays = []
-    monkeypatch.setattr(fuzz, "replay_violates", lambda *a, **k: replays.append(a) or None)
+    monkeypatch.setattr(shrinking, "replay_violates", lambda *a, **k: replays.append(a) or None)
     violation = fuzz.Violation(BIG, [STALL], tmp_path / "found.yaml")
     kept = fuzz.minimize(violation, tmp_path, budget=fuzz.Budget.of(5))
     assert kept is not None and kept.note == fuzz.UNCONFIRMED and not replays
@@ -159,12 +161,12 @@ def test_a_find_the_budget_cannot_replay_is_kept_unconfirmed_and_says_so(tmp_pat
 
 def test_shrinking_stops_where_the_budget_does_and_says_so(tmp_path, monkeypatch):
     clock = itertools.count(start=0.0, step=10.0)  # each replay takes 10 s
-    monkeypatch.setattr(fuzz.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(time, "monotonic", lambda: next(clock))
 
-    def replay_violates(candidate, wanted, out, zygote=None, reference=None):
+    def replay_violates(candidate, wanted, out, zygote=None, reference=None, cluster=None):
         return [STALL]  # every candidate still fails: it could shrink to nothing
 
-    monkeypatch.setattr(fuzz, "replay_violates", replay_violates)
+    monkeypatch.setattr(shrinking, "replay_violates", replay_violates)
     violation = fuzz.Violation(BIG, [STALL], tmp_path / "found.yaml")
     budget = fuzz.Budget(deadline=20.0)  # the first replay (12 s) and one more fit
     shrunk = fuzz.minimize(violation, tmp_path, budget=budget)
@@ -175,11 +177,23 @@ def test_shrinking_stops_where_the_budget_does_and_says_so(tmp_path, monkeypatch
 STALL = Verdict("progress", FAIL, "world1: no op", world="world1", evidence=("no op",))
 
 
+class Raises:
+    """A fuzzer whose every batch calls ``fail`` (which raises)."""
+
+    name, real = "model", False
+
+    def __init__(self, fail):
+        self.fail = fail
+
+    def run(self, batch, options):
+        self.fail(batch, options)
+
+
 def test_a_session_stopped_by_a_signal_returns_and_keeps_its_summary(tmp_path, monkeypatch):
     def interrupted(*_args, **_kwargs):
         raise Interrupted(signal.SIGTERM)
 
-    monkeypatch.setattr(fuzz, "_run_model_batch", interrupted)
+    monkeypatch.setitem(session.FUZZERS, "model", Raises(interrupted))
     result = fuzz.fuzz(60, out=tmp_path, seed=0)
     assert result.interrupted == signal.SIGTERM and result.batches == 1
     kept = json.loads(result.summary.read_text())
@@ -191,7 +205,7 @@ def test_a_spent_budget_ends_the_batch_under_way(tmp_path, monkeypatch):
     def slow_batch(*args, **_kwargs):
         raise fuzz.OutOfBudget
 
-    monkeypatch.setattr(fuzz, "_run_model_batch", slow_batch)
+    monkeypatch.setitem(session.FUZZERS, "model", Raises(slow_batch))
     result = fuzz.fuzz(60, out=tmp_path, seed=0)
     assert result.batches == 1 and result.interrupted is None and not result.failures
     assert result.summary is not None and result.summary.exists()

@@ -11,6 +11,8 @@ from mwsim.checks import FAIL, PASS, Verdict
 from mwsim.errors import RuntimeNotFound
 from mwsim.events import Kind
 from mwsim.findings import known_finding
+from mwsim.fuzz import oneshot, shrinking
+from mwsim.fuzz import session as sessions
 from mwsim.testing import scenario
 
 STALL = Verdict("progress", FAIL, "world1: no op", "world1", evidence=("no op while healthy",))
@@ -43,9 +45,9 @@ def test_a_signature_has_no_names_and_leaves_out_expected_and_passing_verdicts()
 def test_an_example_showing_only_covered_signatures_goes_on_and_is_counted():
     heard = []
     covered = fuzz.signature([STALL, LOST])
-    assert fuzz._new_or_known([STALL], covered, heard.append) is False
+    assert oneshot.new_or_known([STALL], covered, heard.append) is False
     assert heard == [fuzz.signature([STALL])]
-    assert fuzz._new_or_known(
+    assert oneshot.new_or_known(
         [STALL, Verdict("errors", FAIL, "e", evidence=("boom",))], covered, heard.append
     )
 
@@ -78,10 +80,10 @@ def test_shrinking_keeps_the_run_as_long_as_the_failure_needs():
     violation = fuzz.Violation(BASE, [LOST], Path("x.yaml"))
     until = fuzz.failure_time(violation, ("integrity", "lost while healthy"))
     assert until == 2.0 + fuzz.FAILURE_TAIL_S
-    shorter = fuzz._without(BASE, 1, until)
+    shorter = shrinking._without(BASE, 1, until)
     assert shorter is not None and len(shorter.events) == 1 and shorter.duration_s >= until
-    assert fuzz._without(BASE, 1, 8.5).duration_s == 8.5  # the failure came late
-    assert fuzz._without(BASE, 1, 20).duration_s == 9  # never longer than it was
+    assert shrinking._without(BASE, 1, 8.5).duration_s == 8.5  # the failure came late
+    assert shrinking._without(BASE, 1, 20).duration_s == 9  # never longer than it was
 
 
 def test_a_shrink_step_needs_the_same_signature_on_any_world_and_no_new_known_finding(
@@ -89,13 +91,13 @@ def test_a_shrink_step_needs_the_same_signature_on_any_world_and_no_new_known_fi
 ):
     replays = []
 
-    def replay_violates(candidate, wanted, out, zygote=None, reference=None):
+    def replay_violates(candidate, wanted, out, zygote=None, reference=None, cluster=None):
         replays.append(len(candidate.events))
         # the same kind of evidence, but on another world: still the same failure
         moved = Verdict("integrity", FAIL, "x: op lost", "x", evidence=LOST.evidence, at=2.5)
         return [moved] if wanted == {("integrity", "lost while healthy")} else None
 
-    monkeypatch.setattr(fuzz, "replay_violates", replay_violates)
+    monkeypatch.setattr(shrinking, "replay_violates", replay_violates)
     violation = fuzz.Violation(BASE, [LOST], tmp_path / "found.yaml")
     shrunk = fuzz.minimize(violation, tmp_path, wanted=("integrity", "lost while healthy"))
     assert shrunk is not None and shrunk.scenario.events == []
@@ -115,11 +117,11 @@ def test_a_shrink_step_needs_the_same_signature_on_any_world_and_no_new_known_fi
     assert fuzz.findings_in(without_removal, known_finding) == [3]
     tried = []
 
-    def needs_the_crash(candidate, wanted, out, zygote=None, reference=None):
+    def needs_the_crash(candidate, wanted, out, zygote=None, reference=None, cluster=None):
         tried.append([e.kind for e in candidate.events])
         return [LOST] if any(e.kind is Kind.CRASH for e in candidate.events) else None
 
-    monkeypatch.setattr(fuzz, "replay_violates", needs_the_crash)
+    monkeypatch.setattr(shrinking, "replay_violates", needs_the_crash)
     violation = fuzz.Violation(slide, [LOST], tmp_path / "f2.yaml")
     shrunk = fuzz.minimize(violation, tmp_path, known=known_finding)
     assert shrunk is not None and len(shrunk.scenario.events) == 3
@@ -128,21 +130,22 @@ def test_a_shrink_step_needs_the_same_signature_on_any_world_and_no_new_known_fi
 
 def test_the_reference_restricts_a_failure_to_the_runtimes_own_evidence():
     both = Verdict("integrity", FAIL, "d", "w", evidence=("lost while healthy", "wrong data"))
-    mine = fuzz._only(both, frozenset({("integrity", "wrong data")}))
+    mine = shrinking.only(both, frozenset({("integrity", "wrong data")}))
     assert mine.verdict == FAIL and mine.evidence == ("wrong data",)
-    theirs = fuzz._only(both, frozenset())
+    theirs = shrinking.only(both, frozenset())
     assert theirs.verdict == PASS and "reference runtime fails it too" in theirs.detail
 
 
 def session(tmp_path, known=None, reference=None):
     result = fuzz.FuzzResult()
-    return result, fuzz._Session(result, tmp_path, "mutant-two-bugs", reference, None, known, 0.0)
+    options = fuzz.Options(tmp_path, "mutant-two-bugs", reference, known=known)
+    return result, fuzz.Session(result, options, 0.0)
 
 
 def test_each_new_failure_gets_a_unique_file_its_report_and_full_reproduce_lines(
     tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(fuzz, "minimize", lambda v, *a, **k: v)
+    monkeypatch.setattr(sessions, "minimize", lambda v, *a, **k: v)
     result, s = session(tmp_path, reference="multiworld")
     monkeypatch.setattr(s, "_reference_shows", lambda v: frozenset())
     s.record(fuzz.Violation(BASE, [STALL], tmp_path / "scratch.yaml"), "stateful", real=True)
@@ -179,14 +182,14 @@ def test_a_shrunk_failure_that_is_a_known_finding_is_reported_as_that_finding(
         "runtime: mutant-two-bugs\ntopology: {generator: fan_in, workers: 3}\n"
         "duration_s: 9\nevents: [{at: 0.2, do: crash, target: w2}]\n"
     )
-    monkeypatch.setattr(fuzz, "minimize", lambda v, *a, **k: v)
+    monkeypatch.setattr(sessions, "minimize", lambda v, *a, **k: v)
     result, s = session(tmp_path, known=known_finding)
     s.record(fuzz.Violation(early, [STALL], tmp_path / "scratch.yaml"), "stateful", real=True)
     assert not result.failures and [k.finding for k in result.known] == [3]
 
 
 def test_a_failure_found_flaky_twice_is_no_longer_pursued(tmp_path, monkeypatch):
-    monkeypatch.setattr(fuzz, "minimize", lambda *a, **k: None)
+    monkeypatch.setattr(sessions, "minimize", lambda *a, **k: None)
     result, s = session(tmp_path)
     for _ in range(fuzz.MAX_FLAKY):
         s.record(fuzz.Violation(BASE, [STALL], tmp_path / "scratch.yaml"), "stateful", real=True)
@@ -236,8 +239,8 @@ def test_gpu_faults_are_proposed_only_where_workers_have_gpus():
     from mwsim.strategies import FUZZ_KINDS, Proposer
 
     assert not any(k.info.gpu for k in FUZZ_KINDS)  # the fuzzers draw gloo deployments
-    gloo = scenario("topology: {generator: fan_in, workers: 2}").timeline()
-    nccl = scenario("topology: {generator: fan_in, workers: 2}\nbackend: nccl").timeline()
+    gloo = scenario("topology: {generator: fan_in, workers: 2}").membership()
+    nccl = scenario("topology: {generator: fan_in, workers: 2}\nbackend: nccl").membership()
 
     @settings(max_examples=20, database=None, derandomize=True)
     @given(st.data())

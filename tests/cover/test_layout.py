@@ -151,8 +151,7 @@ NOT_RECORD_KINDS = {
     ("mwsim/trace.py", "ops"),  # a trace counter's argument
     ("mwsim/replay/protocol.py", "exit"),  # the agent's ``Exit`` command
     ("mwsim/runs.py", "reference"),  # where the reference runtime's run goes
-    ("mwsim/fuzz.py", "reference"),
-    ("mwsim/fuzz.py", "hygiene"),  # the property
+    ("mwsim/fuzz/session.py", "reference"),
     ("mwsim/scenario.py", "hygiene"),
 }
 
@@ -255,3 +254,29 @@ def test_the_pytest_plugin_loads_neither_pydantic_nor_networkx():
     ).stdout
     heavy = [m for m in ("pydantic", "networkx", "simpy", "mwsim.scenario") if f"'{m}'" in loaded]
     assert not heavy, heavy
+
+
+#: The most lines a class of the replay may have: a class that grows past it holds
+#: several jobs, and one of them wants a module of its own.
+LARGEST_REPLAY_CLASS = 300
+
+
+def test_no_class_of_the_replay_is_larger_than_one_job():
+    found = []
+    for path in sorted((ROOT / "replay").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                size = node.end_lineno - node.lineno + 1
+                if size > LARGEST_REPLAY_CLASS:
+                    found.append(f"{path.relative_to(ROOT.parent)}:{node.lineno}: {size} lines")
+    assert not found, found
+
+
+def test_the_controller_never_asks_which_placement_it_has():
+    """Where agents live is a ``Placement`` (this machine, or Ray nodes): the controller
+    uses its protocol and names none of its classes."""
+    text = (ROOT / "replay" / "controller.py").read_text()
+    named = [
+        name for name in ("RayNodes", "Emulated", "Loopback", "LocalPlacement") if name in text
+    ]
+    assert not named, named

@@ -15,7 +15,7 @@ import pytest
 
 from mwsim.events import Kind
 from mwsim.history import Fault, History, Joined, Op, Run, read_history
-from mwsim.playback import END, START, Phase, actions, dispatch
+from mwsim.playback import END, START, Edge, actions, dispatch
 from mwsim.replay import protocol as wire
 from mwsim.replay.injector import HEAL_WITHIN_S, Injector
 from mwsim.replay.pool import AgentPool, AgentProc
@@ -142,19 +142,19 @@ def test_actions_come_in_time_order_with_ends_before_starts_at_one_instant():
           - {at: 3.0, do: slow, target: w1, delay_ms: 10}
         """
     )
-    got = [(a.at, a.phase, a.step.kind) for a in actions(s.plan.steps)]
+    got = [(a.at, a.edge, a.step.kind) for a in actions(s.plan.steps)]
     assert got == [
-        (1.0, Phase.START, Kind.HANG),
-        (3.0, Phase.END, Kind.HANG),  # the hang is over before anything else at 3 s
-        (3.0, Phase.START, Kind.CRASH),  # then file order
-        (3.0, Phase.START, Kind.SLOW),
+        (1.0, Edge.START, Kind.HANG),
+        (3.0, Edge.END, Kind.HANG),  # the hang is over before anything else at 3 s
+        (3.0, Edge.START, Kind.CRASH),  # then file order
+        (3.0, Edge.START, Kind.SLOW),
     ]
     schedule = Schedule()
     schedule.add(actions(s.plan.steps))
     assert schedule.pop_due(0.9) is None and schedule.next_at() == 1.0
     assert schedule.pop_due(1.0).step.kind is Kind.HANG
     assert schedule.pop_due(2.99) is None
-    assert [schedule.pop_due(3.0).phase for _ in range(3)] == [Phase.END, Phase.START, Phase.START]
+    assert [schedule.pop_due(3.0).edge for _ in range(3)] == [Edge.END, Edge.START, Edge.START]
     assert len(schedule) == 0 and schedule.next_at() is None
 
 

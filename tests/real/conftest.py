@@ -11,8 +11,7 @@ import pytest
 from mwsim import read_history
 from mwsim.checks import facts
 from mwsim.replay import run_real
-from mwsim.replay.controller import agent_env
-from mwsim.replay.zygote import Zygote
+from mwsim.replay.zygote import Zygote, agent_env
 from mwsim.runtimes.multiworld import MultiWorldRuntime
 from mwsim.testing import local_cluster
 

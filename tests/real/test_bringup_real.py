@@ -21,7 +21,7 @@ from mwsim.checks import Result
 from mwsim.cli import main
 from mwsim.fuzz import GRACE_S
 from mwsim.history import Mode
-from mwsim.replay import controller
+from mwsim.replay import placement, zygote
 from mwsim.replay.zygote import Zygote
 from mwsim.runs import recheck, run_scenario
 from mwsim.testing import scenario
@@ -96,7 +96,7 @@ class DyingZygote(Zygote):
 
 
 def test_the_fork_server_killed_during_bring_up_is_inconclusive_naming_the_harness(tmp_path):
-    dying = DyingZygote("multiworld", tmp_path / "zygote.log", controller.agent_env())
+    dying = DyingZygote("multiworld", tmp_path / "zygote.log", zygote.agent_env())
     try:
         outcome = run_scenario(scenario(FAN_IN), mode=Mode.REAL, out_dir=tmp_path, zygote=dying)
     finally:
@@ -115,7 +115,7 @@ def test_the_fork_server_killed_during_bring_up_is_inconclusive_naming_the_harne
 def test_mwsim_run_exits_3_when_the_harness_fails_at_bring_up(tmp_path, monkeypatch):
     path = tmp_path / "s.yaml"
     path.write_text("mwsim: 1\n" + FAN_IN)
-    monkeypatch.setattr(controller, "Zygote", DyingZygote)
+    monkeypatch.setattr(placement, "Zygote", DyingZygote)
     done = CliRunner().invoke(main, ["run", str(path), "--real", "--out", str(tmp_path / "o")])
     assert done.exit_code == 3, done.output
     assert "bring-up failed (form stage, the harness's doing)" in " ".join(done.output.split())

@@ -1,0 +1,107 @@
+"""What a failure is: its *signature* (the (property, kind of evidence) pairs it shows,
+with no world or worker names, so the same bug on another world is the same failure), the
+``Violation`` that carries a reproducer, and the known findings to steer around."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from mwsim import runtimes
+from mwsim.checks import FAIL, Verdict
+from mwsim.errors import MwsimError
+from mwsim.findings import KnownFinding
+from mwsim.history import Mode
+from mwsim.membership import Membership
+from mwsim.scenario import Scenario, dump_scenario
+
+#: One (property, kind of evidence) pair of a failure's signature.
+Sig = tuple[str, str]
+
+
+def signature(verdicts: Iterable[Verdict]) -> frozenset[Sig]:
+    """The (property, kind of evidence) pairs of every unexpected violation."""
+    return frozenset(
+        (v.name, kind)
+        for v in verdicts
+        if v.verdict == FAIL and not v.expected
+        for kind in (v.evidence or ("",))
+    )
+
+
+def describe(sig: Iterable[Sig]) -> str:
+    return "; ".join(f"{name} ({kind})" if kind else name for name, kind in sorted(sig))
+
+
+class Violation(MwsimError, AssertionError):
+    """A drawn example violated a property; the scenario file reproduces it."""
+
+    def __init__(
+        self, scenario: Scenario, verdicts: list[Verdict], path: Path, note: str = ""
+    ) -> None:
+        self.scenario, self.verdicts, self.path = scenario, verdicts, path
+        self.note = note  # what was not done with it (say, shrinking: the budget ran out)
+        failed = "; ".join(f"{v.name}: {v.detail}" for v in verdicts if v.verdict == FAIL)
+        super().__init__(f"{failed}\nreproduce with: {reproduce_command(path, scenario.runtime)}")
+
+    @property
+    def signature(self) -> frozenset[Sig]:
+        return signature(self.verdicts)
+
+
+def reproduce_command(path: Path, runtime: str, mode: str = Mode.REAL) -> str:
+    """The complete ``mwsim run`` line that replays a found scenario on ``runtime``."""
+    flag = {Mode.SIM: " --sim", Mode.REAL: " --real", Mode.BOTH: ""}[Mode(mode)]
+    return f"mwsim run {path}{flag} --runtime {runtime}"
+
+
+def save_failure(scenario: Scenario, verdicts: list[Verdict], path: Path, how: str) -> Path:
+    """Write the failing scenario (its runtime included) where ``mwsim run`` can replay it."""
+    failed = [v for v in verdicts if v.verdict == FAIL]
+    note = "; ".join(f"{v.name} violated ({v.detail})" for v in failed)
+    described = scenario.model_copy(
+        update={"description": f"found by mwsim fuzz ({how}) on runtime {scenario.runtime}: {note}"}
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(dump_scenario(described))
+    return path
+
+
+def failures(verdicts: list[Verdict]) -> list[Verdict]:
+    return [v for v in verdicts if v.verdict == FAIL]
+
+
+def known_for(runtime: str, reference: str | None = None) -> KnownFinding | None:
+    """The known findings to steer around when fuzzing ``runtime``: its own declared ones
+    and the reference's (None: neither declares any)."""
+    names = [runtime] + ([reference] if reference and reference != runtime else [])
+    declared = [cls for cls in map(runtimes.load, names) if cls.known_findings]
+    if not declared:
+        return None
+
+    def known(timeline: Membership, fields: dict[str, Any], at: float, workload: str) -> Any:
+        for cls in declared:
+            found = cls.known_finding(timeline, fields, at, workload)
+            if found is not None:
+                return found
+        return None
+
+    return known
+
+
+def findings_in(scenario: Scenario, known: KnownFinding) -> list[int | str]:
+    """The known findings the scenario's events run into, in time order."""
+    timeline = scenario.membership()
+    workload = scenario.workload.kind
+    found: list[int | str] = []
+    order = sorted(range(len(scenario.events)), key=lambda i: (scenario.events[i].at, i))
+    for index in order:
+        event = scenario.events[index]
+        fields = event.model_dump(mode="json", by_alias=True, exclude_none=True)
+        at = float(fields.pop("at"))
+        hit = known(timeline, fields, at, workload)
+        if hit is not None:
+            found.append(hit)
+        timeline.try_apply(event)
+    return found
