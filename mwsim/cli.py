@@ -29,6 +29,7 @@ from mwsim.checks import Result
 from mwsim.errors import Inconclusive, ProblemError
 from mwsim.events import Kind
 from mwsim.history import Mode
+from mwsim.internal.yamlsource import is_scenario_file
 from mwsim.scenario import Scenario, duplicate_names, load_scenario
 
 if TYPE_CHECKING:
@@ -39,14 +40,30 @@ EXIT_OK, EXIT_VIOLATED, EXIT_BAD_INPUT, EXIT_INCONCLUSIVE = 0, 1, 2, 3
 
 
 def expand(paths: Iterable[str]) -> list[Path]:
-    """Files as given; directories become their ``*.yaml`` / ``*.yml`` files, sorted."""
+    """Files as given; a folder becomes the scenario files under it, sorted (YAML files
+    with a top-level ``mwsim:`` key; each other YAML file is named on stderr as skipped).
+    A folder with no scenario file is bad input (exit 2): a CI job that points at the
+    wrong folder must not pass."""
     out: list[Path] = []
     for raw in paths:
         path = Path(raw)
-        if path.is_dir():
-            out += sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml"))
-        else:
+        if not path.is_dir():
             out.append(path)
+            continue
+        found = []
+        for candidate in sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml")):
+            if is_scenario_file(candidate):
+                found.append(candidate)
+            else:
+                click.echo(
+                    f"{candidate}: skipped: not a scenario (no top-level mwsim: key)", err=True
+                )
+        if not found:
+            click.echo(
+                f"{path}: no scenario file in this folder (*.yaml, *.yml with mwsim: 1)", err=True
+            )
+            sys.exit(EXIT_BAD_INPUT)
+        out += found
     return out
 
 
@@ -104,15 +121,33 @@ def _crash_log(exc: BaseException) -> Path:
     return Path(name)
 
 
+class _Console(Console):
+    """The terminal output: a reader that went away (``| head``) ends the command as
+    ``SIGPIPE`` would (141), not with the "violated" status rich would give."""
+
+    def on_broken_pipe(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)  # nothing more to say at exit
+        os.dup2(devnull, sys.stdout.fileno())
+        raise SystemExit(128 + signal.SIGPIPE)
+
+
 class _Command(click.Group):
     """The command group: a failure of mwsim itself (not of the system under test) is
-    inconclusive, exit 3, with one line naming the log that holds the traceback."""
+    inconclusive, exit 3, with one line naming the log that holds the traceback. Ctrl-C or
+    SIGTERM at any moment exits 130 or 143 (never click's "Aborted!" and 1); a reader that
+    went away (``| head``) ends the command quietly, as ``SIGPIPE`` would (141)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except KeyboardInterrupt as exc:
+            sys.exit(_interrupted_status(exc))
+        except BrokenPipeError:
+            devnull = os.open(os.devnull, os.O_WRONLY)  # nothing more to say at exit
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(128 + signal.SIGPIPE)
         except Exception as exc:
             sub = ctx.invoked_subcommand
             log = _crash_log(exc)
@@ -154,6 +189,26 @@ def validate(files: tuple[str, ...]) -> None:
     sys.exit(EXIT_BAD_INPUT if bad else EXIT_OK)
 
 
+def _known_runtime(name: str | None, option: str) -> None:
+    """A runtime named on the command line must be one mwsim has (usage error, exit 2)."""
+    from mwsim.runtimes import names
+
+    if name is not None and name not in names():
+        raise click.BadParameter(f"choose one of {', '.join(names())}", param_hint=option)
+
+
+def _writable(path: str | None) -> None:
+    """Make the folder of a ``--json`` file now, before anything runs (usage error, exit 2,
+    if it cannot be made), so that a run is never lost for want of it."""
+    if path is None:
+        return
+    try:
+        Path(path).resolve().parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        why = f"cannot write {path}: {exc.strerror}"
+        raise click.BadParameter(why, param_hint="--json") from None
+
+
 def _model(path: str | None) -> RuntimeModel | None:
     from mwsim.timing import RuntimeModel
 
@@ -168,12 +223,14 @@ def _model(path: str | None) -> RuntimeModel | None:
 
 @main.command()
 @click.argument("files", nargs=-1, required=True)
-@click.option("--sim", "mode", flag_value=Mode.SIM.value, help="Only the simulated run.")
-@click.option("--real", "mode", flag_value=Mode.REAL.value, help="Only the real run.")
+@click.option("--sim", is_flag=True, help="Only the simulated run (starts no process).")
+@click.option("--real", is_flag=True, help="Only the real run.")
 @click.option("--runtime", help="System under test (default: the scenario's).")
 @click.option("--backend", type=click.Choice(["gloo", "nccl"]), help="Override the backend.")
 @click.option("--out", "out_dir", default="out", show_default=True, help="Artifacts go here.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report.")
+@click.option(
+    "--json", "json_path", type=click.Path(dir_okay=False), help="Write the report (JSON)."
+)
 @click.option("--seed", type=int, help="Seed of the simulation (default: the scenario's).")
 @click.option("--model", "model_path", type=click.Path(dir_okay=False), help="Calibrated model.")
 @click.option("--bringup-timeout", default=90.0, show_default=True, help="Seconds, real runs.")
@@ -192,7 +249,8 @@ def _model(path: str | None) -> RuntimeModel | None:
 )
 def run(
     files: tuple[str, ...],
-    mode: str | None,
+    sim: bool,
+    real: bool,
     runtime: str | None,
     backend: str | None,
     out_dir: str,
@@ -203,18 +261,29 @@ def run(
     network: str,
     cluster: str | None,
 ) -> None:
-    """Run scenarios (both modes by default, adding conformance) and judge them."""
+    """Run scenarios (both modes by default, adding conformance) and judge them.
+
+    Exit status: 0 every property holds (or exactly the expected violations occurred), 1 a
+    property is violated, 2 bad input or usage, 3 inconclusive.
+    """
     from mwsim import report
     from mwsim.runs import run_scenario, with_overrides
 
-    mode = mode or Mode.BOTH
+    if sim and real:
+        raise click.BadParameter(
+            "--sim and --real exclude each other (leave both out to run both and compare)",
+            param_hint="--sim/--real",
+        )
+    mode = Mode.SIM if sim else Mode.REAL if real else Mode.BOTH
+    _known_runtime(runtime, "--runtime")
+    _writable(json_path)
     model = _model(model_path)
     scenarios = _load_all(files)
     try:
         scenarios = [with_overrides(s, runtime, backend) for s in scenarios]
     except ProblemError as exc:
         _refuse(exc)
-    console = Console()
+    console = _Console()
     outcomes, statuses = [], []
     for scenario in scenarios:
         target = Path(out_dir) / scenario.name
@@ -273,6 +342,7 @@ def matrix_command(
     targets agree (the same verdicts, broken worlds and detection classes). Exit 0 when
     every scenario agrees, 1 when one differs, 2 bad input, 3 when a target could not run.
     """
+    _writable(json_path)
     from rich.table import Table
 
     from mwsim import matrix
@@ -289,7 +359,7 @@ def matrix_command(
         if target.python is None and target.runtime not in names():
             hint = f"{target.runtime}: choose one of {', '.join(names())}"
             raise click.BadParameter(hint, param_hint="--target")
-    console = Console()
+    console = _Console()
     with console.status("replaying") as status:
 
         def on_target(column: matrix.Column) -> None:
@@ -424,6 +494,8 @@ def bench_command(
     violated a property, 3 if a runtime cannot run here."""
     from mwsim import bench
 
+    _writable(json_path)
+
     (scenario,) = _load_all([file])
     if scenario.duration_s <= warmup:
         click.echo(
@@ -432,7 +504,7 @@ def bench_command(
             err=True,
         )
         sys.exit(EXIT_BAD_INPUT)
-    console = Console()
+    console = _Console()
     out = Path(out_dir) / scenario.name
     runtime = runtime or scenario.runtime
 
@@ -551,10 +623,16 @@ def clean() -> None:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report.")
 @click.option("--model", "model_path", type=click.Path(dir_okay=False), help="Calibrated model.")
 def check(history: str, scenario_path: str, json_path: str | None, model_path: str | None) -> None:
-    """Judge a stored history again (new checks on old runs)."""
+    """Judge a stored history again (new checks on old runs).
+
+    Exit status: 0 every property holds, 1 a property is violated, 2 bad input, 3
+    inconclusive.
+    """
     from mwsim import report
     from mwsim.history import read_history
     from mwsim.runs import recheck
+
+    _writable(json_path)
 
     (scenario,) = _load_all([scenario_path])
     try:
@@ -570,7 +648,7 @@ def check(history: str, scenario_path: str, json_path: str | None, model_path: s
         )
         sys.exit(EXIT_BAD_INPUT)
     outcome = recheck(history, scenario, _model(model_path))
-    Console().print(report.verdict_table(outcome))
+    _Console().print(report.verdict_table(outcome))
     if json_path:
         report.write_json([outcome], json_path)
     sys.exit(exit_status([outcome.verdict]))
@@ -612,7 +690,7 @@ def calibrate(runtime: str, out_path: str | None, repeat: int) -> None:
     """Fit the simulator's timing model from micro-scenarios run for real."""
     from mwsim.calibrate import calibrate as fit
 
-    console = Console()
+    console = _Console()
     try:
         fitted, rows = fit(runtime, repeat=repeat, log=console.print)
     except Inconclusive as exc:
@@ -722,7 +800,7 @@ def fuzz(
         if why:
             click.echo(f"inconclusive: runtime {runtime} cannot run here: {why}", err=True)
             sys.exit(EXIT_INCONCLUSIVE)
-    console, out = Console(), Path(out_dir)
+    console, out = _Console(), Path(out_dir)
     bar = Progress(
         TextColumn("[bold]fuzz {task.fields[what]}"),
         BarColumn(),

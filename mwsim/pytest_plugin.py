@@ -88,18 +88,10 @@ def _modes(config: pytest.Config) -> list[str]:
     return modes
 
 
-def _is_scenario(path: Path) -> bool:
-    if path.suffix not in (".yaml", ".yml"):
-        return False
-    try:
-        head = path.read_bytes()[:4096].decode("utf-8", errors="replace")
-    except OSError:
-        return False
-    return any(line.startswith("mwsim:") for line in head.splitlines())
-
-
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
-    if _is_scenario(file_path):
+    from mwsim.internal.yamlsource import is_scenario_file
+
+    if is_scenario_file(file_path):
         return ScenarioFile.from_parent(parent, path=file_path)
     return None
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path as FilePath
 from typing import Any
 
 import yaml
@@ -197,3 +198,15 @@ def load_source(raw: bytes | str, path: str) -> Source:
     finally:
         loader.dispose()
     return Source(path, data, node)
+
+
+def is_scenario_file(path: FilePath) -> bool:
+    """A YAML file whose top level has the ``mwsim:`` key (the format version): what a
+    folder of scenarios is made of (other YAML files beside them are not scenarios)."""
+    if path.suffix not in (".yaml", ".yml"):
+        return False
+    try:
+        head = path.read_bytes()[:4096].decode("utf-8", errors="replace")
+    except OSError:
+        return False
+    return any(line.startswith("mwsim:") for line in head.splitlines())

@@ -1,0 +1,98 @@
+"""Ways a CI job could go green, or a user be misled, by mistake: each is a usage error
+(exit 2) or the right status, said in one line."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from mwsim import cli
+
+ROOT = Path(__file__).parents[2]
+CRASH = ROOT / "scenarios" / "fanin-crash-one.yaml"
+
+
+def mwsim(*args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "mwsim.cli", *args]
+    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+
+def test_a_folder_without_scenarios_is_bad_input_not_a_pass(tmp_path):
+    for command in (["validate"], ["run", "--sim", "--out", str(tmp_path / "o")]):
+        result = mwsim(*command, str(tmp_path))
+        assert result.returncode == 2, result
+        assert result.stderr.strip() == f"{tmp_path}: no scenario file in this folder " + (
+            "(*.yaml, *.yml with mwsim: 1)"
+        )
+    assert not (tmp_path / "o").exists()  # nothing ran
+
+
+def test_other_yaml_in_a_folder_is_skipped_and_named(tmp_path):
+    (tmp_path / "crash.yaml").write_text(CRASH.read_text())
+    (tmp_path / "ci.yml").write_text("jobs: {test: {}}\n")
+    result = mwsim("validate", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"ok  {tmp_path / 'crash.yaml'}"
+    skipped = f"{tmp_path / 'ci.yml'}: skipped: not a scenario (no top-level mwsim: key)"
+    assert result.stderr.strip() == skipped
+    # named on its own it is a scenario with a problem
+    assert mwsim("validate", str(tmp_path / "ci.yml")).returncode == 2
+
+
+def test_sim_and_real_together_are_refused():
+    result = CliRunner().invoke(cli.main, ["run", str(CRASH), "--sim", "--real"])
+    assert result.exit_code == 2
+    assert "--sim and --real exclude each other" in result.output
+
+
+def test_an_unknown_runtime_is_refused_in_every_mode(tmp_path):
+    for mode in ("--sim", "--real"):
+        result = CliRunner().invoke(
+            cli.main, ["run", str(CRASH), mode, "--runtime", "nosuch", "--out", str(tmp_path)]
+        )
+        assert result.exit_code == 2, result.output
+        assert "Invalid value for --runtime: choose one of multiworld" in result.output
+    assert not list(tmp_path.iterdir())  # nothing ran, nothing was recorded
+
+
+def test_json_into_a_folder_that_does_not_exist_is_written_there(tmp_path):
+    target = tmp_path / "reports" / "ci" / "crash.json"
+    result = CliRunner().invoke(
+        cli.main, ["run", str(CRASH), "--sim", "--out", str(tmp_path / "o"), "--json", str(target)]
+    )
+    assert result.exit_code == 0, result.output
+    assert '"verdict": "pass"' in target.read_text()
+
+
+def test_json_where_no_folder_can_be_made_is_refused_before_anything_runs(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    out = tmp_path / "o"
+    result = CliRunner().invoke(
+        cli.main, ["run", str(CRASH), "--sim", "--out", str(out), "--json", str(blocker / "r.json")]
+    )
+    assert result.exit_code == 2 and "Invalid value for --json: cannot write" in result.output
+    assert not out.exists()
+
+
+def test_a_reader_that_goes_away_ends_the_run_as_sigpipe_would(tmp_path):
+    command = [sys.executable, "-m", "mwsim.cli", "run", "scenarios", "--sim"]
+    command += ["--out", str(tmp_path)]
+    with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as p:
+        assert p.stdout is not None and p.stderr is not None
+        p.stdout.readline()
+        p.stdout.close()  # like `| head -1`
+        errors = p.stderr.read().decode()
+        assert p.wait(timeout=120) == 141
+    assert "internal error" not in errors and "Traceback" not in errors
+
+
+def test_an_interrupt_at_any_moment_is_130_never_the_violated_status(monkeypatch, tmp_path):
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_load_all", interrupted)
+    result = CliRunner().invoke(cli.main, ["run", str(CRASH), "--sim", "--out", str(tmp_path)])
+    assert result.exit_code == 130
+    assert "Aborted!" not in result.output
