@@ -63,14 +63,14 @@ def test_override_that_makes_the_scenario_invalid_exits_2(tmp_path):
     assert result.exit_code == 2 and "backend nccl needs a GPU" in result.stderr
 
 
-def test_unknown_runtime_is_inconclusive_for_real_runs(tmp_path):
+def test_an_unknown_runtime_on_the_command_line_is_a_usage_error(tmp_path):
     path = tmp_path / "good.yaml"
     path.write_text(GOOD)
     result = invoke(
         "run", str(path), "--real", "--runtime", "no-such-runtime", "--out", str(tmp_path / "o")
     )
-    assert result.exit_code == 3
-    assert "no runtime named 'no-such-runtime'" in result.output
+    assert result.exit_code == 2
+    assert "Invalid value for --runtime: choose one of" in result.output
 
 
 def test_check_gives_the_verdicts_of_the_run_and_flags_tampering(tmp_path):
