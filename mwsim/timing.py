@@ -52,12 +52,15 @@ class RuntimeModel:
         return self.tick_s * self.check_every
 
     def watchdog_window(self) -> tuple[float, float]:
-        """Delay after a peer goes silent until the watchdog flags it: [lo, hi]."""
-        return self.check_s - self.tick_s, 2 * self.check_s + self.tick_s + self.slack_s
+        """Delay after a peer goes silent until the watchdog flags it and the member's
+        agent sees it at its next poll of the broken-world query: [lo, hi]."""
+        hi = 2 * self.check_s + self.tick_s + self.poll_s + self.slack_s
+        return self.check_s - self.tick_s, hi
 
     def store_window(self) -> tuple[float, float]:
-        """Delay after a world's store host dies until a member's next tick fails."""
-        return 0.0, self.tick_s + self.fail_s + self.slack_s
+        """Delay after a world's store host dies until a member's next tick fails (and its
+        agent's next poll sees it)."""
+        return 0.0, self.tick_s + self.fail_s + self.poll_s + self.slack_s
 
     def op_window(self, interval_s: float) -> tuple[float, float]:
         """Delay until the next op on a broken connection raises."""

@@ -5,12 +5,15 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from hypothesis import given, settings
+import yaml
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from mwsim.checks import check, judge
 from mwsim.events import Kind
 from mwsim.findings import known_finding
 from mwsim.fuzz import Violation, check_model
+from mwsim.generate import FAMILIES, generate
 from mwsim.scenario import dump_scenario, load_scenario, parse_scenario, plan_problems
 from mwsim.sim import MODELS, simulate
 from mwsim.strategies import FUZZ_KINDS, scenarios
@@ -63,3 +66,25 @@ def test_model_fuzzing_finds_a_planted_model_bug_and_writes_a_reproducer(tmp_pat
     with pytest.raises(Violation):
         check_model(written, tmp_path / "again", model=slow_watchdog)
     check_model(written, tmp_path / "correct")  # the correct model passes it
+
+
+#: Deployment sizes ``mwsim generate --workers`` is used at, up to the README's largest.
+SIZES = (1, 7, 32, 33, 256, 1024, 2048, 4096)
+
+
+@settings(max_examples=16, deadline=None)
+@example(family="mtbf", workers=4096, seed=0)
+@example(family="spot", workers=4096, seed=0)
+@example(family="partitions", workers=4096, seed=0)
+@given(
+    family=st.sampled_from(sorted(FAMILIES)),
+    workers=st.sampled_from(SIZES),
+    seed=st.integers(0, 2**31),
+)
+def test_what_generate_writes_passes_on_the_model_at_every_size(family, workers, seed):
+    """A model of a correct runtime passes its own checks on every generated scenario,
+    whatever the family and the deployment's size (agents poll less often in big ones)."""
+    data = generate(family, seed, workers=workers, duration_s=300.0)
+    s = parse_scenario(yaml.safe_dump(data, sort_keys=False), f"<{family}-{workers}-{seed}>")
+    overall, verdicts = judge(check(simulate(s), s), set())
+    assert overall == "pass", [(v.name, v.detail) for v in verdicts if v.verdict != "pass"]

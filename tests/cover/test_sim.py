@@ -211,3 +211,21 @@ def test_a_world_cut_by_a_partition_as_it_forms_is_left_to_recovery_not_scale_ou
     s = parse_scenario(yaml.safe_dump(data, sort_keys=False), "swarm-13876110")
     overall, verdicts = judge(check(simulate(s), s), set())
     assert overall == "pass", [(v.name, v.detail) for v in verdicts if v.verdict != "pass"]
+
+
+@pytest.mark.parametrize("workers", [33, 1024, 4096])
+def test_the_model_passes_its_own_checks_when_its_agents_poll_slowly(workers):
+    """In a big deployment agents poll the broken-world query less often (``poll_period``):
+    a store lost with its rank 0 and a silent member are seen a poll later, and the
+    windows the checks judge by say so."""
+    s = scenario(
+        f"""
+        topology: {{generator: fan_in, workers: {workers}, hosts: 4}}
+        duration_s: 16
+        events:
+          - {{at: 2.0, do: crash, target: leader}}
+          - {{at: 2.0, do: hang, target: w2}}
+        """
+    )
+    overall, verdicts = judge(check(simulate(s), s), set())
+    assert overall == "pass", [v for v in verdicts if v.verdict != "pass"]
