@@ -80,7 +80,7 @@ def test_hang_detection_window_follows_the_watchdog_periods(tick, every):
         lo, hi = report["window"]
         check_s = tick * every
         assert lo == pytest.approx(2.0 + check_s - tick)
-        assert hi == pytest.approx(2.0 + 2 * check_s + tick + model.slack_s)
+        assert hi == pytest.approx(2.0 + 2 * check_s + tick + model.poll_s + model.slack_s)
         assert lo <= report.t <= hi
         seen.append(report.t - 2.0)
     assert min(seen) < 1.5 * tick * every < max(seen)  # the phase of each watchdog varies
