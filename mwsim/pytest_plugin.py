@@ -14,6 +14,7 @@ Options: ``--mwsim-mode`` (comma-separated, default ``sim,real``), ``--mwsim-run
 from __future__ import annotations
 
 import io
+import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,28 +56,37 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 ZYGOTES = pytest.StashKey[dict[str, Any]]()
+HOMES = pytest.StashKey[list[Path]]()  # where the fork servers log (removed at the end)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
     config.stash[ZYGOTES] = {}
+    config.stash[HOMES] = []
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    """Stop the session's fork servers (they take any agent still alive with them)."""
+    """Stop the session's fork servers (they take any agent still alive with them) and
+    remove their log folders."""
+    import shutil
+
     for warm in config.stash.get(ZYGOTES, {}).values():
         warm.stop()
+    for home in config.stash.get(HOMES, []):
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def _zygote(config: pytest.Config, runtime: str) -> Any:
     """One warm fork server per runtime for the whole session (a torch import each)."""
+    from mwsim.replay.pool import ZYGOTE_HOME_PREFIX
     from mwsim.replay.zygote import Zygote, agent_env
 
     zygotes = config.stash[ZYGOTES]
     if runtime not in zygotes or not zygotes[runtime].alive:
-        log = Path(tempfile.mkdtemp(prefix="mwsim-zygote-")) / "zygote.log"
-        zygotes[runtime] = Zygote(runtime, log, agent_env())
+        home = Path(tempfile.mkdtemp(prefix=f"{ZYGOTE_HOME_PREFIX}{os.getpid()}-"))
+        config.stash[HOMES].append(home)
+        zygotes[runtime] = Zygote(runtime, home / "zygote.log", agent_env())
     return zygotes[runtime]
 
 

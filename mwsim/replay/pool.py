@@ -38,6 +38,8 @@ from mwsim.replay.sites import Site
 
 HELLO_WITHIN_S = 10.0
 HOME_PREFIX = "mwsim-ctl-"  # + the controller's pid: its listener's private directory
+#: + the pid of a pytest session: where its warm fork servers log (removed at its end)
+ZYGOTE_HOME_PREFIX = "mwsim-zygote-"
 #: A busy controller takes agents' messages at most this often (see ``AgentPool.poll``).
 COALESCE_S = 0.005
 #: Rounds of "whatever else is ready now" per wake, so a flood cannot hold the wait forever.
@@ -72,18 +74,20 @@ Handler = Callable[[AgentProc, Any], None]
 
 
 def clean_dead_homes(root: Path | None = None) -> list[str]:
-    """Remove the listener directories of controllers that died without their teardown (a
-    SIGKILL leaves them; the next run or ``mwsim clean`` calls this); their paths."""
+    """Remove the temporary directories of processes that died without their teardown (a
+    controller's listener, a pytest session's fork-server logs: a SIGKILL leaves them; the
+    next run or ``mwsim clean`` calls this); their paths."""
     removed = []
-    for path in Path(root or tempfile.gettempdir()).glob(f"{HOME_PREFIX}*-*"):
-        try:
-            pid = int(path.name[len(HOME_PREFIX) :].split("-", 1)[0])
-            made = path.stat().st_mtime
-        except (ValueError, OSError):
-            continue  # not one of ours (or gone meanwhile)
-        if owner_gone(pid, made):
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(str(path))
+    for prefix in (HOME_PREFIX, ZYGOTE_HOME_PREFIX):
+        for path in Path(root or tempfile.gettempdir()).glob(f"{prefix}*-*"):
+            try:
+                pid = int(path.name[len(prefix) :].split("-", 1)[0])
+                made = path.stat().st_mtime
+            except (ValueError, OSError):
+                continue  # not one of ours (or gone meanwhile)
+            if owner_gone(pid, made):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(str(path))
     return removed
 
 

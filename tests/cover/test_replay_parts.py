@@ -529,14 +529,16 @@ def test_the_socket_directory_of_a_dead_controller_is_cleaned_and_live_ones_are_
     import subprocess
     import sys
 
-    from mwsim.replay.pool import HOME_PREFIX, clean_dead_homes
+    from mwsim.replay.pool import HOME_PREFIX, ZYGOTE_HOME_PREFIX, clean_dead_homes
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()  # its pid now belongs to nobody (or to a newer process)
     dead = tmp_path / f"{HOME_PREFIX}{gone.pid}-abc"
+    dead_logs = tmp_path / f"{ZYGOTE_HOME_PREFIX}{gone.pid}-xyz"  # a pytest session's
     live = tmp_path / f"{HOME_PREFIX}{os.getpid()}-def"
     foreign = tmp_path / f"{HOME_PREFIX}nopid"
-    for path in (dead, live, foreign):
+    for path in (dead, dead_logs, live, foreign):
         path.mkdir()
-    assert clean_dead_homes(tmp_path) == [str(dead)]
-    assert not dead.exists() and live.exists() and foreign.exists()
+    assert clean_dead_homes(tmp_path) == [str(dead), str(dead_logs)]
+    assert not dead.exists() and not dead_logs.exists()
+    assert live.exists() and foreign.exists()

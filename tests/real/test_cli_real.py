@@ -208,3 +208,16 @@ def test_a_killed_controllers_hosts_are_recognised_and_cleaned(tmp_path):
     assert cleaned.returncode == 0, cleaned.stderr
     assert all(f"removed {ns}" in cleaned.stdout for ns in namespaces)
     assert not namespaces_of(proc.pid)
+
+
+def test_a_pytest_session_with_real_items_leaves_no_temporary_folder(tmp_path):
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    scenario = ROOT / "scenarios" / "fanin-crash-one.yaml"
+    command = [sys.executable, "-m", "pytest", str(scenario), "--mwsim-mode=real", "-q"]
+    command += ["-p", "no:cacheprovider", f"--mwsim-out={tmp_path / 'out'}"]
+    env = {**os.environ, "TMPDIR": str(temp)}
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout
+    assert not [p.name for p in temp.iterdir() if p.name.startswith("mwsim-")]
