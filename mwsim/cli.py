@@ -629,7 +629,7 @@ def check(history: str, scenario_path: str, json_path: str | None, model_path: s
     inconclusive.
     """
     from mwsim import report
-    from mwsim.history import read_history
+    from mwsim.history import Hygiene, read_history
     from mwsim.runs import recheck
 
     _writable(json_path)
@@ -647,6 +647,21 @@ def check(history: str, scenario_path: str, json_path: str | None, model_path: s
             err=True,
         )
         sys.exit(EXIT_BAD_INPUT)
+    if meta is not None and meta.digest is not None and meta.digest != scenario.digest():
+        click.echo(
+            f"{history}:1: this history is of another version of scenario '{scenario.name}' "
+            f"(its events or settings changed since it ran): not {scenario_path}",
+            err=True,
+        )
+        sys.exit(EXIT_BAD_INPUT)
+    if stored.first(Hygiene) is None:  # every finished run's last record
+        last = stored.events[-1].t if len(stored) else 0.0
+        click.echo(
+            f"{history}: inconclusive: it ends at {last:.2f} s without the record a finished "
+            "run ends with (hygiene): the run did not finish, or the file was cut short",
+            err=True,
+        )
+        sys.exit(EXIT_INCONCLUSIVE)
     outcome = recheck(history, scenario, _model(model_path))
     _Console().print(report.verdict_table(outcome))
     if json_path:

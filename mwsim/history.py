@@ -326,6 +326,7 @@ class Run(Record):
     runtime: str | None = None
     runtime_package: dict[str, Any] | None = None  # its version and where it loads from
     torch: str | None = None
+    digest: str | None = None  # ``Scenario.digest()`` of the scenario as it ran
 
 
 @_kind

@@ -10,6 +10,8 @@ offending value); the schema is checked by pydantic, the timeline by
 from __future__ import annotations
 
 import difflib
+import hashlib
+import json
 import re
 import textwrap
 from collections.abc import Mapping, Sequence
@@ -180,6 +182,16 @@ class Scenario(Strict):
     def ordered_events(self) -> list[tuple[int, AnyEvent]]:
         """``(index in file, event)`` in time order (file order breaks ties)."""
         return sorted(enumerate(self.events), key=lambda pair: (pair[1].at, pair[0]))
+
+    def digest(self) -> str:
+        """What a run of it depends on, as a short hash (its ``run`` record keeps it, so a
+        history judged against an edited scenario is refused): everything but the name's
+        free text and the runtime and backend (recorded beside it, and overridable)."""
+        data = self.model_dump(
+            mode="json", by_alias=True, exclude={"description", "runtime", "backend"}
+        )
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def membership(self) -> Membership:
         """The membership state at the start, ready to apply events to."""

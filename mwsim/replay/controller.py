@@ -325,6 +325,7 @@ class Controller:
         self.recorder.note(
             Run,
             scenario=self.scenario.name,
+            digest=self.scenario.digest(),
             mode=Mode.REAL,
             runtime=self.runtime,
             backend=self.backend,

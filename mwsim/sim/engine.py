@@ -589,6 +589,7 @@ class Simulation:
             Run,
             -(m.spawn_s + m.init_s),
             scenario=s.name,
+            digest=s.digest(),
             mode=Mode.SIM,
             runtime=s.runtime,
             backend=s.backend,

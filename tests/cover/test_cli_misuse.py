@@ -96,3 +96,37 @@ def test_an_interrupt_at_any_moment_is_130_never_the_violated_status(monkeypatch
     result = CliRunner().invoke(cli.main, ["run", str(CRASH), "--sim", "--out", str(tmp_path)])
     assert result.exit_code == 130
     assert "Aborted!" not in result.output
+
+
+def _ran(tmp_path: Path) -> tuple[Path, Path]:
+    """A scenario file of the user's, run on the model; it and its history."""
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(CRASH.read_text())
+    out = tmp_path / "o"
+    assert (
+        CliRunner().invoke(cli.main, ["run", str(mine), "--sim", "--out", str(out)]).exit_code == 0
+    )
+    return mine, out / "fanin-crash-one" / "sim" / "history.jsonl"
+
+
+def test_check_refuses_a_history_of_the_scenario_as_it_was_before_an_edit(tmp_path):
+    mine, history = _ran(tmp_path)
+    mine.write_text(mine.read_text().replace("at: 3.0", "at: 4.0"))  # an event moved
+    result = CliRunner().invoke(cli.main, ["check", str(history), "--scenario", str(mine)])
+    assert result.exit_code == 2
+    assert "this history is of another version of scenario 'fanin-crash-one'" in result.output
+    # its free text, and what the command line may override, may change
+    edited = mine.read_text().replace("at: 4.0", "at: 3.0").replace("A leader", "A leader (edited)")
+    mine.write_text(edited + "runtime: torch\n")
+    result = CliRunner().invoke(cli.main, ["check", str(history), "--scenario", str(mine)])
+    assert result.exit_code == 0, result.output
+
+
+def test_check_of_a_history_cut_short_is_inconclusive_not_a_violation(tmp_path):
+    mine, history = _ran(tmp_path)
+    lines = history.read_text().splitlines()
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text("\n".join(lines[: len(lines) // 3]) + "\n")
+    result = CliRunner().invoke(cli.main, ["check", str(cut), "--scenario", str(mine)])
+    assert result.exit_code == 3
+    assert "without the record a finished run ends with (hygiene)" in result.output
