@@ -41,7 +41,8 @@ EXIT_OK, EXIT_VIOLATED, EXIT_BAD_INPUT, EXIT_INCONCLUSIVE = 0, 1, 2, 3
 
 def expand(paths: Iterable[str]) -> list[Path]:
     """Files as given; a folder becomes the scenario files under it, sorted (YAML files
-    with a top-level ``mwsim:`` key; each other YAML file is named on stderr as skipped).
+    with a top-level ``mwsim:`` key, not under a hidden folder such as a fuzz session's
+    ``.scratch``; each other YAML file is named on stderr as skipped).
     A folder with no scenario file is bad input (exit 2): a CI job that points at the
     wrong folder must not pass."""
     out: list[Path] = []
@@ -51,7 +52,9 @@ def expand(paths: Iterable[str]) -> list[Path]:
             out.append(path)
             continue
         found = []
-        for candidate in sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml")):
+        yamls = [p for p in path.rglob("*") if p.suffix in (".yaml", ".yml")]
+        hidden = [p for p in yamls if any(n.startswith(".") for n in p.relative_to(path).parts)]
+        for candidate in sorted(set(yamls) - set(hidden)):  # not under a hidden folder
             if is_scenario_file(candidate):
                 found.append(candidate)
             else:

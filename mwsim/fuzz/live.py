@@ -33,7 +33,7 @@ from mwsim.events import Kind, parse_event
 from mwsim.findings import FIRST_HEARTBEAT_S, KnownFinding
 from mwsim.fuzz.budget import Budget, OutOfBudget
 from mwsim.fuzz.options import Batch, OnKnown, Options, real_kinds, settings_for
-from mwsim.fuzz.signatures import Sig, Violation, failures, save_failure, signature
+from mwsim.fuzz.signatures import SCRATCH, Sig, Violation, failures, save_failure, signature
 from mwsim.history import Cause, read_history
 from mwsim.replay import Controller, RunStatus
 from mwsim.replay.zygote import Zygote
@@ -243,7 +243,7 @@ class LiveDeployment(RuleBasedStateMachine):
         """Keep what the example saw (``seen``) and raise it, lasting until its bounds."""
         self.violated = True
         replay = scenario.model_copy(update={"duration_s": judged_end(scenario)})
-        scratch = self.config.out / "scratch" / f"stateful-{self.config.runtime}.yaml"
+        scratch = self.config.out / SCRATCH / f"stateful-{self.config.runtime}.yaml"
         path = save_failure(replay, verdicts, scratch, "stateful")
         violation = Violation(replay, verdicts, path)
         self.config.seen.append(violation)

@@ -11,7 +11,7 @@ from hypothesis import seed as fix_seed
 from mwsim.checks import FAIL, Verdict, check, judge
 from mwsim.fuzz.budget import Budget, OutOfBudget
 from mwsim.fuzz.options import Batch, OnKnown, Options, real_kinds, settings_for
-from mwsim.fuzz.signatures import Sig, Violation, save_failure, signature
+from mwsim.fuzz.signatures import SCRATCH, Sig, Violation, save_failure, signature
 from mwsim.history import Mode
 from mwsim.replay.zygote import Zygote
 from mwsim.runs import REFERENCE, run_scenario
@@ -49,8 +49,8 @@ def check_model(
     history = simulate(scenario, model=model)
     overall, verdicts = judge(check(history, scenario), set())
     if overall == FAIL and new_or_known(verdicts, covered, on_known):
-        path = save_failure(scenario, verdicts, out / "scratch" / "model.yaml", "model")
-        raise Violation(scenario, verdicts, path)
+        path = save_failure(scenario, verdicts, out / SCRATCH / "model.yaml", "model")
+        raise Violation(scenario, verdicts, path, mode=Mode.SIM)
 
 
 def check_differential(
@@ -75,9 +75,9 @@ def check_differential(
         drawn, mode=Mode.BOTH, out_dir=where, zygote=zygote, reference=reference, cluster=cluster
     )
     if outcome.verdict == FAIL and new_or_known(outcome.verdicts, covered, on_known):
-        scratch = out / "scratch" / f"differential-{runtime}.yaml"
+        scratch = out / SCRATCH / f"differential-{runtime}.yaml"
         path = save_failure(drawn, outcome.verdicts, scratch, "differential")
-        raise Violation(drawn, outcome.verdicts, path)
+        raise Violation(drawn, outcome.verdicts, path, mode=Mode.BOTH)
 
 
 class ModelFuzzer:

@@ -235,7 +235,9 @@ class Session:
             elif not new - theirs:
                 kept = self._name(f"{self.options.runtime}-upstream")
                 save_failure(violation.scenario, violation.verdicts, kept, "upstream")
-                self.result.upstream.append(Violation(violation.scenario, violation.verdicts, kept))
+                self.result.upstream.append(
+                    Violation(violation.scenario, violation.verdicts, kept, mode=violation.mode)
+                )
                 self.covered |= new
                 log(f"{self.options.reference} fails it too ({describe(new)}): {kept}")
                 return
@@ -243,7 +245,9 @@ class Session:
                 new = new - theirs
                 mine = violation.signature - theirs
                 verdicts = [only(v, mine) for v in violation.verdicts]
-                violation = Violation(violation.scenario, verdicts, violation.path)
+                violation = Violation(
+                    violation.scenario, verdicts, violation.path, mode=violation.mode
+                )
         wanted = min(new)
         found_after = time.monotonic() - self.started
         if real and checked:
@@ -269,13 +273,17 @@ class Session:
                     self.covered.add(wanted)
                 kept = self._name(f"{self.options.runtime}-flaky")
                 save_failure(violation.scenario, violation.verdicts, kept, "flaky")
-                self.result.flaky.append(Violation(violation.scenario, violation.verdicts, kept))
+                self.result.flaky.append(
+                    Violation(violation.scenario, violation.verdicts, kept, mode=violation.mode)
+                )
                 log(f"seen once, not again on replay (flaky: {describe([wanted])}): {kept}")
                 return
             violation = shrunk
         elif not checked:
             note = f"{UNCONFIRMED}; {UNCHECKED}"
-            violation = Violation(violation.scenario, violation.verdicts, violation.path, note)
+            violation = Violation(
+                violation.scenario, violation.verdicts, violation.path, note, mode=violation.mode
+            )
         self._keep(violation, wanted, fuzzer, found_after, violation.note, real)
 
     def _keep(
@@ -286,7 +294,7 @@ class Session:
         path = save_failure(violation.scenario, violation.verdicts, self._name(what), fuzzer)
         found = Failure(
             frozenset((violation.signature - self.covered) | {wanted}),
-            Violation(violation.scenario, violation.verdicts, path, note),
+            Violation(violation.scenario, violation.verdicts, path, note, mode=violation.mode),
             fuzzer,
             after,
             self.result.examples,

@@ -137,7 +137,9 @@ def minimize(
     try:
         verdicts = ours(violation.scenario)
     except _NoTime:
-        return Violation(violation.scenario, violation.verdicts, violation.path, UNCONFIRMED)
+        return Violation(
+            violation.scenario, violation.verdicts, violation.path, UNCONFIRMED, mode=violation.mode
+        )
     if verdicts is None:
         return None
     current, verdicts, complete = _shrink(violation.scenario, verdicts, ours, log, until)
@@ -157,7 +159,7 @@ def minimize(
         mine = signature(verdicts) - shown
         verdicts = [only(v, mine) for v in verdicts]
     path = save_failure(current, verdicts, violation.path, "shrunk by replay")
-    return Violation(current, verdicts, path, "; ".join(notes))
+    return Violation(current, verdicts, path, "; ".join(notes), mode=violation.mode)
 
 
 def _shrink(

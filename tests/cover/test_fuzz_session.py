@@ -2,6 +2,7 @@
 steering away from a dominating one, shrinking without slippage, unique names, and how a
 violation the reference shows too or a known finding is reported."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from mwsim.events import Kind
 from mwsim.findings import known_finding
 from mwsim.fuzz import oneshot, shrinking
 from mwsim.fuzz import session as sessions
+from mwsim.scenario import load_scenario
 from mwsim.testing import scenario
 
 STALL = Verdict("progress", FAIL, "world1: no op", "world1", evidence=("no op while healthy",))
@@ -252,3 +254,39 @@ def test_gpu_faults_are_proposed_only_where_workers_have_gpus():
             assert fields["target"] in ("leader", "w1", "w2")
 
     proposals()
+
+
+def test_the_finds_of_a_session_sit_together_in_one_folder_and_run_as_they_are(
+    tmp_path, monkeypatch
+):
+    from click.testing import CliRunner
+
+    from mwsim import cli
+    from mwsim.history import Mode
+    from mwsim.sim import MODELS
+    from mwsim.testing import parse_inline
+
+    monkeypatch.setattr(sessions, "minimize", lambda v, *a, **k: v)
+    result, s = session(tmp_path)
+    s.record(fuzz.Violation(BASE, [STALL], tmp_path / "scratch.yaml"), "stateful", real=True)
+    s.record(fuzz.Violation(BASE, [LOST], tmp_path / "scratch.yaml"), "stateful", real=True)
+    # a model find under way, in the session's scratch folder (a watchdog too slow)
+    hang = parse_inline(
+        "topology: {generator: fan_in, workers: 2}\nduration_s: 30\n"
+        "events: [{at: 2.0, do: hang, target: w1}]\n",
+        "hang",
+    )
+    slow = replace(MODELS["multiworld"], check_every=100)
+    with pytest.raises(fuzz.Violation) as found:
+        fuzz.check_model(hang, tmp_path, model=slow)
+    scratch = found.value.path
+    assert scratch.parent.name == ".scratch" and scratch.exists()
+    assert f"reproduce with: mwsim run {scratch} --sim" in str(found.value)
+    assert found.value.mode is Mode.SIM
+    names = [f.path.stem for f in result.failures]
+    assert [load_scenario(f.path).name for f in result.failures] == names
+    done = CliRunner().invoke(cli.main, ["validate", str(tmp_path)])
+    assert done.exit_code == 0, done.output
+    assert sorted(line.split()[-1] for line in done.output.splitlines()) == sorted(
+        str(f.path) for f in result.failures
+    )
