@@ -9,6 +9,7 @@ traceback).
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import signal
 import sys
@@ -429,13 +430,32 @@ def _placement(outcome: Any) -> list[str]:
     return lines
 
 
+#: Without a terminal (a CI log), progress is a plain line this often instead of a bar.
+PROGRESS_LINE_S = 10.0
+
+
+class _Lines:
+    """Progress as plain lines, at most one per ``PROGRESS_LINE_S`` (where no bar shows)."""
+
+    def __init__(self, console: Console) -> None:
+        self.console, self.last = console, -math.inf
+
+    def say(self, line: str) -> None:
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_LINE_S:
+            self.last = now
+            self.console.print(line, highlight=False, soft_wrap=True)
+
+
 class _progress:
-    """A progress bar for the real run (the model is too quick to need one)."""
+    """A progress bar for the real run (the model is too quick to need one); plain lines
+    without a terminal."""
 
     def __init__(self, console: Console, name: str, mode: str) -> None:
         self.console, self.name, self.mode = console, name, mode
         self.bar: Progress | None = None
         self.task = TaskID(0)
+        self.lines = None if console.is_terminal else _Lines(console)
 
     def __enter__(self) -> Callable[[float, float, dict[str, int]], None] | None:
         if self.mode == Mode.SIM:
@@ -456,6 +476,8 @@ class _progress:
     def update(self, t: float, duration: float, counts: dict[str, int]) -> None:
         assert self.bar is not None
         stats = f"ops {counts['ops']}  faults {counts['faults']}  broken {counts['broken']}"
+        if self.lines is not None:
+            self.lines.say(f"{self.name} real: {max(0.0, t):.0f}/{duration:.0f} s, {stats}")
         self.bar.update(
             self.task, completed=max(0.0, min(t, duration)), total=duration, stats=stats
         )
@@ -828,6 +850,7 @@ def fuzz(
         transient=True,
     )
     what = f"{runtime} (real)" if real else "the model"
+    lines = None if console.is_terminal else _Lines(console)
     started = time.monotonic()
     with bar:
         task = bar.add_task("fuzz", total=budget, what=what, stats="starting")
@@ -837,7 +860,10 @@ def fuzz(
                 f"{result.examples} examples, {result.batches} batches (last: {kind}), "
                 f"{len(result.failures)} failure(s)"
             )
-            bar.update(task, completed=min(budget, time.monotonic() - started), stats=stats)
+            spent = min(budget, time.monotonic() - started)
+            if lines is not None:
+                lines.say(f"fuzz {what}: {spent:.0f}/{budget:.0f} s, {stats}")
+            bar.update(task, completed=spent, stats=stats)
 
         result = explore(
             budget,

@@ -130,3 +130,11 @@ def test_check_of_a_history_cut_short_is_inconclusive_not_a_violation(tmp_path):
     result = CliRunner().invoke(cli.main, ["check", str(cut), "--scenario", str(mine)])
     assert result.exit_code == 3
     assert "without the record a finished run ends with (hygiene)" in result.output
+
+
+def test_fuzz_without_a_terminal_says_how_it_goes_in_plain_lines(monkeypatch, tmp_path):
+    monkeypatch.setattr(cli, "PROGRESS_LINE_S", 0.0)  # every batch (else every 10 s)
+    result = CliRunner().invoke(cli.main, ["fuzz", "--budget", "2", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("fuzz the model: ")]
+    assert len(lines) >= 2 and "examples" in lines[-1] and "failure(s)" in lines[-1]
