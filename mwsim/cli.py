@@ -83,13 +83,13 @@ def _refuse(exc: ProblemError) -> NoReturn:
     sys.exit(EXIT_BAD_INPUT)
 
 
-def _load_all(files: Iterable[str]) -> list[Scenario]:
-    """Every scenario (names distinct), or print every problem and exit 2 before anything
-    starts."""
+def _load_all(files: Iterable[str], overrides: dict[str, str] | None = None) -> list[Scenario]:
+    """Every scenario (names distinct), with the command line's ``overrides``, or print
+    every problem and exit 2 before anything starts."""
     loaded, bad = [], False
     for path in expand(files):
         try:
-            loaded.append((path, load_scenario(path)))
+            loaded.append((path, load_scenario(path, overrides)))
         except ProblemError as exc:
             bad = True
             _echo(exc)
@@ -271,7 +271,7 @@ def run(
     property is violated, 2 bad input or usage, 3 inconclusive.
     """
     from mwsim import report
-    from mwsim.runs import run_scenario, with_overrides
+    from mwsim.runs import run_scenario
 
     if sim and real:
         raise click.BadParameter(
@@ -282,11 +282,7 @@ def run(
     _known_runtime(runtime, "--runtime")
     _writable(json_path)
     model = _model(model_path)
-    scenarios = _load_all(files)
-    try:
-        scenarios = [with_overrides(s, runtime, backend) for s in scenarios]
-    except ProblemError as exc:
-        _refuse(exc)
+    scenarios = _load_all(files, {"runtime": runtime or "", "backend": backend or ""})
     console = _Console()
     outcomes, statuses = [], []
     for scenario in scenarios:

@@ -389,33 +389,42 @@ def _schema_problems(source: Source, exc: ValidationError) -> list[Problem]:
 # -- load / dump --------------------------------------------------------------------------
 
 
-def parse_scenario(raw: bytes | str, path: str = "<scenario>") -> Scenario:
-    """Parse and fully validate a scenario; raise ``ProblemError`` listing every problem."""
+def parse_scenario(
+    raw: bytes | str, path: str = "<scenario>", overrides: Mapping[str, str] | None = None
+) -> Scenario:
+    """Parse and fully validate a scenario; raise ``ProblemError`` listing every problem.
+    ``overrides`` (``runtime``, ``backend`` from the command line) replace the file's
+    keys; a problem they cause names the file's line and the option."""
     source = load_source(raw, path)
     if not isinstance(source.data, dict):
         kind = type(source.data).__name__
         raise ProblemError(
             [Problem(path, 1, f"expected a scenario (a YAML mapping) at the top level, got {kind}")]
         )
+    update = {k: v for k, v in (overrides or {}).items() if v}
+    said = " ".join(f"--{k} {v}" for k, v in update.items())
+    why = f" (with {said})" if said else ""
     try:
-        scenario = Scenario.model_validate(source.data)
+        scenario = Scenario.model_validate({**source.data, **update})
     except ValidationError as exc:
-        raise ProblemError(_schema_problems(source, exc)) from None
+        problems = _schema_problems(source, exc)
+        raise ProblemError([Problem(p.path, p.line, p.message + why) for p in problems]) from None
     problems = [
-        source.problem(loc, f"{dotted(loc)}: {message}") for loc, message in plan_problems(scenario)
+        source.problem(loc, f"{dotted(loc)}: {message}{why}")
+        for loc, message in plan_problems(scenario)
     ]
     if problems:
         raise ProblemError(problems)
     return scenario
 
 
-def load_scenario(path: str | Path) -> Scenario:
-    """Read, parse and validate a scenario file."""
+def load_scenario(path: str | Path, overrides: Mapping[str, str] | None = None) -> Scenario:
+    """Read, parse and validate a scenario file (with the command line's ``overrides``)."""
     try:
         raw = Path(path).read_bytes()
     except OSError as exc:
         raise ProblemError([Problem(str(path), 1, f"cannot read: {exc.strerror}")]) from None
-    return parse_scenario(raw, str(path))
+    return parse_scenario(raw, str(path), overrides)
 
 
 def duplicate_names(loaded: Sequence[tuple[str | Path, Scenario]]) -> list[Problem]:

@@ -138,3 +138,19 @@ def test_fuzz_without_a_terminal_says_how_it_goes_in_plain_lines(monkeypatch, tm
     assert result.exit_code == 0, result.output
     lines = [line for line in result.output.splitlines() if line.startswith("fuzz the model: ")]
     assert len(lines) >= 2 and "examples" in lines[-1] and "failure(s)" in lines[-1]
+
+
+def test_a_problem_an_override_causes_names_the_files_line_and_the_option():
+    gpu = ROOT / "scenarios" / "gpu-faults.yaml"
+    result = mwsim("run", str(gpu), "--sim", "--backend", "gloo")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines
+    events_at = next(
+        i for i, line in enumerate(gpu.read_text().splitlines(), 1) if "events:" in line
+    )
+    for line in lines:
+        where, _, what = line.partition(": ")
+        path, _, number = where.rpartition(":")
+        assert path == str(gpu) and int(number) > events_at, line
+        assert what.endswith("(with --backend gloo)"), line
