@@ -18,6 +18,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -36,7 +37,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--mwsim-mode",
         default="sim,real",
-        help="modes to run each scenario file in: sim, real, both (comma-separated)",
+        help="modes to run each scenario file in: sim, real, both (comma-separated; the "
+        "default sim,real starts real processes for every file: sim alone starts none)",
     )
     group.addoption("--mwsim-runtime", default=None, help="system under test for real runs")
     group.addoption("--mwsim-backend", default=None, choices=["gloo", "nccl"])
@@ -153,6 +155,30 @@ class ScenarioFailed(Exception):
         self.outcome = outcome
 
 
+def _summary(outcome: Any) -> str:
+    """One line for pytest's short summary: the verdict, what failed, the first evidence."""
+    bad = [v for v in outcome.verdicts if v.verdict != "pass" and not v.expected]
+    names = ", ".join(dict.fromkeys(str(v.name) for v in bad))
+    first = f": {bad[0].detail}" if bad else ""
+    return f"{outcome.verdict} {names}{first}"[:200]
+
+
+class _Verdicts:
+    """A failed item's report: the verdict table and where its artifacts are (printed),
+    and one line for pytest's short summary and JUnit XML (``reprcrash.message``)."""
+
+    def __init__(self, text: str, path: Path, summary: str) -> None:
+        self.text = text
+        self.reprcrash = SimpleNamespace(path=str(path), lineno=0, message=summary)
+
+    def toterminal(self, tw: Any) -> None:
+        for line in self.text.splitlines():
+            tw.line(line)
+
+    def __str__(self) -> str:
+        return self.text
+
+
 class ScenarioItem(pytest.Item):
     """Run one scenario in one mode and judge it."""
 
@@ -221,7 +247,7 @@ class ScenarioItem(pytest.Item):
                     lines.append(f"{run.mode} agent logs: {run.logs}")
             for name, path in outcome.artifacts.items():
                 lines.append(f"{name}: {path}")
-            return "\n".join(lines)
+            return _Verdicts("\n".join(lines), self.path, _summary(outcome))
         return super().repr_failure(excinfo)
 
     def reportinfo(self) -> tuple[Path, int, str]:

@@ -154,3 +154,20 @@ def test_a_problem_an_override_causes_names_the_files_line_and_the_option():
         path, _, number = where.rpartition(":")
         assert path == str(gpu) and int(number) > events_at, line
         assert what.endswith("(with --backend gloo)"), line
+
+
+def test_a_failed_scenario_item_says_why_in_pytests_summary(tmp_path):
+    failing = tmp_path / "failing.yaml"
+    failing.write_text(
+        "mwsim: 1\nname: failing\ntopology: {generator: fan_in, workers: 2}\nduration_s: 6\n"
+        "events: [{at: 2.0, do: crash, target: w1}]\nexpect: {detect_within_s: {crash: 0.001}}\n"
+    )
+    pytest_ = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"]
+    command = [*pytest_, str(failing), "--mwsim-mode=sim", "-q", "-rf"]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 1, done.stdout
+    summary = [line for line in done.stdout.splitlines() if line.startswith("FAILED ")]
+    assert len(summary) == 1, done.stdout
+    assert summary[0].startswith("FAILED failing.yaml::failing[sim] - fail detection: world1: ")
+    helped = subprocess.run([*pytest_, "--help"], capture_output=True, text=True, timeout=120)
+    assert "the default sim,real starts real processes" in " ".join(helped.stdout.split())
