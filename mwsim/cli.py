@@ -308,16 +308,24 @@ def run(
             console.print(f"[yellow]{scenario.name}: interrupted; its processes were stopped[/]")
             sys.exit(_interrupted_status(exc))
         report.write_artifacts(outcome)
+        outcomes.append(outcome)
+        statuses.append(outcome.verdict)
+        if len(scenarios) > 1 and outcome.verdict == Result.PASS:  # one line; failures in full
+            where = outcome.artifacts.get("report", target)
+            console.print(f"[green]PASS[/] {scenario.name} ({mode})  {where}", soft_wrap=True)
+            continue
         ran = report.runtime_line(outcome)
         for line in ([ran] if ran else []) + _placement(outcome):
             console.print(line)
         console.print(report.verdict_table(outcome))
         for name, path in outcome.artifacts.items():
             console.print(f"  {name}: {path}")
-        outcomes.append(outcome)
-        statuses.append(outcome.verdict)
     if json_path and outcomes:
         report.write_json(outcomes, json_path)
+    if len(scenarios) > 1:
+        said = {Result.PASS: "pass", Result.FAIL: "fail", Result.UNKNOWN: "inconclusive"}
+        counts = ", ".join(f"{statuses.count(r)} {word}" for r, word in said.items())
+        console.print(f"{len(scenarios)} scenarios: {counts}")
     sys.exit(exit_status(statuses))
 
 

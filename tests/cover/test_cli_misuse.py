@@ -171,3 +171,21 @@ def test_a_failed_scenario_item_says_why_in_pytests_summary(tmp_path):
     assert summary[0].startswith("FAILED failing.yaml::failing[sim] - fail detection: world1: ")
     helped = subprocess.run([*pytest_, "--help"], capture_output=True, text=True, timeout=120)
     assert "the default sim,real starts real processes" in " ".join(helped.stdout.split())
+
+
+def test_a_run_of_many_scenarios_is_a_line_each_failures_in_full_and_a_count(tmp_path):
+    (tmp_path / "a-pass.yaml").write_text(CRASH.read_text())
+    (tmp_path / "b-fail.yaml").write_text(
+        "mwsim: 1\nname: failing\ntopology: {generator: fan_in, workers: 2}\nduration_s: 6\n"
+        "events: [{at: 2.0, do: crash, target: w1}]\nexpect: {detect_within_s: {crash: 0.001}}\n"
+    )
+    result = mwsim("run", str(tmp_path), "--sim", "--out", str(tmp_path / "o"))
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert (
+        lines[0]
+        == f"PASS fanin-crash-one (sim)  {tmp_path / 'o' / 'fanin-crash-one' / 'report.json'}"
+    )
+    assert any("failing (sim): FAIL" in line for line in lines)  # the table of the failure
+    assert any(line.startswith("│ detection") for line in lines)
+    assert lines[-1] == "2 scenarios: 1 pass, 1 fail, 0 inconclusive"
