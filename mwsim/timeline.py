@@ -33,6 +33,7 @@ MAX_ROWS = 40
 #: Past this many fault and scale events they are drawn as a density strip, not lines.
 MAX_MARKERS = 40
 OP_COLOUR = "#4c9a2a"
+FAIL_COLOUR = "#c0392b"  # a world a violated property names
 
 
 def bins_for(duration: float) -> np.ndarray:
@@ -263,6 +264,11 @@ def _draw(ax: Any, outcome: Outcome, run: ModeRun, rows: Layout, bins: np.ndarra
     extra = ["faults & scaling per bin"] if len(markers) > MAX_MARKERS else []
     ax.set_ylim(0, n + len(extra))
     ax.set_yticks([i + 0.4 for i in range(n + len(extra))], rows.labels + extra, fontsize=8)
+    failing = failing_worlds(outcome)
+    for tick in ax.get_yticklabels():  # a world a violated property names, in red
+        if tick.get_text().split(" ")[0] in failing:
+            tick.set_color(FAIL_COLOUR)
+            tick.set_fontweight("bold")
     ax.set_xlim(-0.5 if duration < 100 else 0.0, duration)
     ax.grid(axis="x", alpha=0.3)
     ax.set_title(title, fontsize=10 if failed is None else 8, loc="left")
@@ -284,6 +290,32 @@ def failing_worlds(outcome: Outcome) -> set[str]:
     return named
 
 
+def _legend(outcome: Outcome, runs: list[ModeRun]) -> list[Any]:
+    """A legend entry for every kind of mark drawn, and only for those."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles: list[Any] = [Patch(color=OP_COLOUR, label="op rate (per world, scaled)")]
+    done = {e.do for run in runs for e in run.history if isinstance(e, Fault | Scale)}
+    for kind in Kind:
+        if kind.value in done:
+            style = "-" if kind in FAULTS else "--"
+            handles.append(Line2D([], [], color=kind.info.colour, linestyle=style, label=kind))
+    if any(step.event.info.lasting for step in outcome.scenario.plan.steps):
+        handles.append(
+            Patch(color="grey", alpha=0.3, label="a lasting fault in force (shaded in its colour)")
+        )
+    broken = [e for run in runs for e in run.history.of(Broken)]
+    if broken:
+        mark = Line2D([], [], marker="X", color="black", linestyle="", label="reported broken")
+        handles.append(mark)
+    if any(e.window is not None for e in broken):
+        handles.append(Line2D([], [], color="black", lw=1, label="the model's detection window"))
+    if failing_worlds(outcome):
+        handles.append(Patch(color=FAIL_COLOUR, label="a world a violated property names"))
+    return handles
+
+
 def timeline_png(outcome: Outcome, path: str | Path) -> Path:
     """Per world: op rate over time (green), faults and scale events by kind, detection
     instants (X) and, for the model, predicted windows. Which worlds stopped and which
@@ -292,8 +324,6 @@ def timeline_png(outcome: Outcome, path: str | Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
 
     rows = layout(outcome.scenario.plan, failing_worlds(outcome))
     bins = bins_for(_span(outcome))
@@ -304,11 +334,7 @@ def timeline_png(outcome: Outcome, path: str | Path) -> Path:
     for ax, run in zip(axes[:, 0], runs, strict=True):
         _draw(ax, outcome, run, rows, bins)
     axes[-1, 0].set_xlabel("seconds since the workload started")
-    handles: list[Any] = [Patch(color=OP_COLOUR, label="op rate (per world, scaled)")]
-    for kind in Kind:
-        style = "-" if kind in FAULTS else "--"
-        handles.append(Line2D([], [], color=kind.info.colour, linestyle=style, label=kind))
-    handles.append(Line2D([], [], marker="X", color="black", linestyle="", label="reported broken"))
+    handles = _legend(outcome, runs)
     fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=7, frameon=False)
     title = f"{outcome.scenario.name}: {outcome.verdict.upper()}"
     notes = [rows.note] if rows.note else []

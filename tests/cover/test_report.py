@@ -183,3 +183,28 @@ def test_the_traces_rate_counters_are_the_changes_of_every_bin(tmp_path):
         if ops > 0:
             first_ops.setdefault(name, ts)
     assert max(first_ops.values()) > 310e6  # the joined world's ops start late
+
+
+def test_the_legend_names_every_mark_drawn_and_nothing_else(tmp_path):
+    hang = scenario(
+        "topology: {generator: fan_in, workers: 2}\nduration_s: 12\n"
+        "events: [{at: 2.0, do: hang, target: w1, for_s: 8}]\n"
+    )
+    ok = run_scenario(hang, mode="sim", out_dir=tmp_path / "hang")
+    labels = [h.get_label() for h in timeline._legend(ok, ok.runs)]
+    assert labels == [
+        "op rate (per world, scaled)",
+        "hang",
+        "a lasting fault in force (shaded in its colour)",
+        "reported broken",
+        "the model's detection window",
+    ]
+    late = scenario(
+        "topology: {generator: fan_in, workers: 2}\nduration_s: 6\n"
+        "events: [{at: 2.0, do: crash, target: w1}]\nexpect: {detect_within_s: {crash: 0.001}}\n"
+    )
+    failed = run_scenario(late, mode="sim", out_dir=tmp_path / "late")
+    labels = [h.get_label() for h in timeline._legend(failed, failed.runs)]
+    assert "crash" in labels and "hang" not in labels
+    assert labels[-1] == "a world a violated property names"
+    assert timeline.failing_worlds(failed) == {"world1"}
