@@ -258,11 +258,11 @@ class Session:
                     o.out,
                     o.zygote,
                     log,
-                    o.reference,
-                    wanted,
-                    o.known,
-                    o.budget,
-                    o.cluster,
+                    reference=o.reference,
+                    wanted=wanted,
+                    known=o.known,
+                    budget=o.budget,
+                    cluster=o.cluster,
                 )
             except KeyboardInterrupt:
                 self._keep(violation, wanted, fuzzer, found_after, INTERRUPTED, real)
