@@ -39,13 +39,18 @@ def verdict_table(outcome: Outcome) -> Table:
         shown = f"{v.verdict} (expected)" if v.expected else v.verdict
         style = "green" if v.expected else STYLE[v.verdict]
         table.add_row(v.name, f"[{style}]{shown}[/]", v.world or "", v.detail)
+    captions = []
+    if mode == Mode.BOTH:  # which run each row judges
+        captions.append("the real run's properties; conformance: the real run against the model's")
     failed = _bringup(outcome.primary)
     if failed is not None:
         whose = "the harness's" if failed["cause"] == Cause.HARNESS else "the runtime's"
         caption = f"bring-up failed ({failed['stage']} stage, {whose} doing): {failed['headline']}"
         if "reference" in failed:
             caption += f"; {failed['reference']}"
-        table.caption = escape(caption)
+        captions.append(caption)
+    if captions:
+        table.caption = escape("\n".join(captions))
     return table
 
 

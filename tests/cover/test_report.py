@@ -208,3 +208,15 @@ def test_the_legend_names_every_mark_drawn_and_nothing_else(tmp_path):
     assert "crash" in labels and "hang" not in labels
     assert labels[-1] == "a world a violated property names"
     assert timeline.failing_worlds(failed) == {"world1"}
+
+
+def test_the_table_of_both_runs_says_which_run_its_rows_judge(tmp_path):
+    from dataclasses import replace
+
+    from mwsim.history import Mode
+
+    outcome = run_scenario(S, mode="sim", out_dir=tmp_path)
+    assert report.verdict_table(outcome).caption is None  # one run: nothing to say
+    both = replace(outcome, mode=Mode.BOTH)
+    caption = str(report.verdict_table(both).caption)
+    assert caption == "the real run's properties; conformance: the real run against the model's"
