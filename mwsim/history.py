@@ -200,13 +200,11 @@ class Ops(Record):
     peer: str | None = None
 
 
-@_kind
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Fault(Record):
-    """A fault was injected (``confirmed``: seen to take effect); the event's own
-    parameters (``for_s``, ``delay_ms`` ...) are in ``extra``."""
+class Acted(Record):
+    """What the harness did to the system (a fault, or its end), and whether it was
+    seen to take effect (``confirmed``, after ``confirm_s``; ``detail``: why not)."""
 
-    KIND = "fault"
     do: str
     target: str
     confirmed: bool | None = None
@@ -216,15 +214,19 @@ class Fault(Record):
 
 @_kind
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Resumed(Record):
+class Fault(Acted):
+    """A fault was injected; the event's own parameters (``for_s``, ``delay_ms`` ...) are
+    in ``extra``."""
+
+    KIND = "fault"
+
+
+@_kind
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Resumed(Acted):
     """A lasting fault ended (the process continued, the partition healed ...)."""
 
     KIND = "resumed"
-    do: str
-    target: str
-    confirmed: bool | None = None
-    confirm_s: float | None = None
-    detail: str | None = None
 
 
 @_kind
@@ -255,26 +257,29 @@ class Broken(Record):
     optional: bool = False
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MemberChange(Record):
+    """``worker``'s membership of ``world`` changed."""
+
+    world: str
+    worker: str
+    life: int | None = None
+
+
 @_kind
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Joined(Record):
+class Joined(MemberChange):
     """``worker`` completed joining ``world``."""
 
     KIND = "joined"
-    world: str
-    worker: str
-    life: int | None = None
 
 
 @_kind
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Left(Record):
+class Left(MemberChange):
     """``worker`` left ``world`` (removed it, or the world was wound down)."""
 
     KIND = "left"
-    world: str
-    worker: str
-    life: int | None = None
 
 
 @_kind

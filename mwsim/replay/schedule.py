@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from mwsim.history import Fault, Resumed
+from mwsim.history import Acted
 from mwsim.playback import Action
 
 Clock = Callable[[], float]
@@ -48,7 +48,7 @@ class Schedule:
 class Pending:
     """An action waiting for its confirmation."""
 
-    record: Fault | Resumed  # the history record to write (stamped when decided)
+    record: Acted  # the history record to write (stamped when decided)
     began: float  # the clock when the action began: the record's instant
     check: Callable[[], bool]
     deadline: float
@@ -58,14 +58,14 @@ class Pending:
 class Confirmations:
     """Actions whose effect is not yet confirmed; ``settle`` writes those that are decided."""
 
-    def __init__(self, clock: Clock, write: Callable[[Fault | Resumed], None]) -> None:
+    def __init__(self, clock: Clock, write: Callable[[Acted], None]) -> None:
         self.clock = clock
         self.write = write
         self.pending: list[Pending] = []
 
     def expect(
         self,
-        record: Fault | Resumed,
+        record: Acted,
         began: float,
         check: Callable[[], bool],
         within_s: float,

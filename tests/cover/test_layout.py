@@ -222,23 +222,12 @@ def test_kind_names_are_spelled_out_only_in_the_vocabulary():
     for module, path in MODULES.items():
         if module == "mwsim.events":
             continue
-        tree = ast.parse(path.read_text())
-        docstrings = {
-            id(node.body[0].value)
-            for node in ast.walk(tree)
-            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
-            and node.body
-            and isinstance(node.body[0], ast.Expr)
-        }
         relative = str(path.relative_to(ROOT.parent))
-        for node in ast.walk(tree):
-            if (
-                isinstance(node, ast.Constant)
-                and node.value in kinds
-                and id(node) not in docstrings
-                and (relative, node.value) not in NOT_KINDS
-            ):
-                found.append(f"{relative}:{node.lineno}: {node.value!r}")
+        found += [
+            f"{relative}:{line}: {value!r}"
+            for line, value in _constants(path, kinds)
+            if (relative, value) not in NOT_KINDS
+        ]
     assert not found, found
 
 
