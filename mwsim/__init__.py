@@ -20,7 +20,7 @@ by ``tests/cover/test_layout.py``):
    ``bench`` (a runtime against a baseline, no faults), ``matrix`` (scenarios on several
    runtimes or environments, side by side).
 8. ``fuzz`` (a package: the fuzzers behind one protocol, shrinking, sessions), ``testing``,
-   ``cli``, ``pytest_plugin``.
+   ``cli``, ``__main__`` (the command's entry point), ``pytest_plugin``.
 
 Library code never imports ``testing`` (it is for users' tests), and no module imports
 another's private (underscored) names.

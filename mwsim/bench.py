@@ -240,13 +240,15 @@ def table(result: BenchResult) -> Any:
     a, b = result.runtime, result.baseline
     t = Table(title=f"{result.scenario}: {a} vs {b} ({result.repeat} runs each, no faults)")
     for name in ("tensor", "world", f"{a} ops/s", f"{b} ops/s", "loss", "p50 ms", "p99 ms"):
-        t.add_column(name, justify="left" if name in ("tensor", "world") else "right")
+        # fold, never cut: a CI log is 80 columns wide
+        left = name in ("tensor", "world")
+        t.add_column(name, justify="left" if left else "right", overflow="fold")
 
     def ops(s: Spread | None) -> str:
         if s is None:
             return "-"
         whole = ".0f" if s.low >= 100 else ".1f"
-        return f"{s.median:.1f} ({s.low:{whole}}-{s.high:{whole}})"
+        return f"{s.median:.1f}\n({s.low:{whole}}-{s.high:{whole}})"
 
     def ms(row: Row, attr: str) -> str:
         got = [getattr(row, attr)[rt] for rt in (a, b)]
@@ -270,6 +272,17 @@ def table(result: BenchResult) -> Any:
 
 
 def plot(result: BenchResult, path: str | Path) -> Path:
+    """The picture of ``figure`` as a PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(result)
+    out = Path(path)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def figure(result: BenchResult) -> Any:
     """Throughput of both runtimes by tensor size (all worlds), with each run's spread,
     and the throughput the runtime loses to the baseline."""
     import matplotlib
@@ -277,7 +290,8 @@ def plot(result: BenchResult, path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in result.rows if r.world == ALL]
+    # all worlds together; a deployment of one world has only its own rows
+    rows = [r for r in result.rows if r.world == ALL] or result.rows
     sizes = [r.tensor_bytes for r in rows]
     x = list(range(len(sizes)))
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True)
@@ -288,18 +302,21 @@ def plot(result: BenchResult, path: str | Path) -> Path:
         high = [s.high - s.median if s else 0.0 for s in spreads]
         top.errorbar(x, med, yerr=[low, high], marker="o", capsize=3, label=rt, color=colour)
     top.set_yscale("log")
-    top.set_ylabel("ops/s, all worlds (median, range)")
-    top.legend()
+    top.set_ylabel("ops/s, all worlds\n(median and range, log scale)")
+    top.set_xlabel("tensor size")
+    top.tick_params(labelbottom=True)
+    top.legend(title="runtime")
     losses = [r.throughput_loss_pct if r.throughput_loss_pct is not None else 0.0 for r in rows]
     colours = ["#d62728" if loss > 0 else "#2ca02c" for loss in losses]
-    bottom.bar(x, losses, width=0.5, color=colours)
+    bars = bottom.bar(x, losses, width=0.5, color=colours)
+    bottom.bar_label(bars, labels=[f"{loss:+.1f} %" for loss in losses], fontsize=8)
+    bottom.set_title(
+        f"red: {result.runtime} slower than {result.baseline}; green: faster", fontsize=9
+    )
     bottom.set_xticks(x, [_size(n) for n in sizes])
     bottom.axhline(0, color="black", lw=0.8)
     bottom.set_ylabel(f"throughput {result.runtime}\nloses to {result.baseline} (%)")
     bottom.set_xlabel("tensor size")
     fig.suptitle(f"{result.scenario}: {result.runtime} vs {result.baseline}, no faults")
     fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return fig

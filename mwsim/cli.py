@@ -237,6 +237,9 @@ def _model(path: str | None) -> RuntimeModel | None:
 )
 @click.option("--seed", type=int, help="Seed of the simulation (default: the scenario's).")
 @click.option("--model", "model_path", type=click.Path(dir_okay=False), help="Calibrated model.")
+@click.option(
+    "-v", "--verbose", is_flag=True, help="Every problem's line, not the first and a count."
+)
 @click.option("--bringup-timeout", default=90.0, show_default=True, help="Seconds, real runs.")
 @click.option(
     "--network",
@@ -261,6 +264,7 @@ def run(
     json_path: str | None,
     seed: int | None,
     model_path: str | None,
+    verbose: bool,
     bringup_timeout: float,
     network: str,
     cluster: str | None,
@@ -284,7 +288,8 @@ def run(
     model = _model(model_path)
     scenarios = _load_all(files, {"runtime": runtime or "", "backend": backend or ""})
     console = _Console()
-    outcomes, statuses = [], []
+    reports: list[dict[str, Any]] = []  # the --json file's, in order
+    statuses = []
     for scenario in scenarios:
         target = Path(out_dir) / scenario.name
         try:
@@ -303,12 +308,13 @@ def run(
         except Inconclusive as exc:
             console.print(f"[yellow]{scenario.name}: inconclusive: {exc}[/]")
             statuses.append(Result.UNKNOWN)
+            reports.append(report.inconclusive_dict(scenario.name, mode, str(exc)))
             continue
         except KeyboardInterrupt as exc:
             console.print(f"[yellow]{scenario.name}: interrupted; its processes were stopped[/]")
             sys.exit(_interrupted_status(exc))
         report.write_artifacts(outcome)
-        outcomes.append(outcome)
+        reports.append(report.report_dict(outcome))
         statuses.append(outcome.verdict)
         if len(scenarios) > 1 and outcome.verdict == Result.PASS:  # one line; failures in full
             where = outcome.artifacts.get("report", target)
@@ -317,11 +323,11 @@ def run(
         ran = report.runtime_line(outcome)
         for line in ([ran] if ran else []) + _placement(outcome):
             console.print(line)
-        console.print(report.verdict_table(outcome))
+        console.print(report.verdict_table(outcome, verbose))
         for name, path in outcome.artifacts.items():
             console.print(f"  {name}: {path}")
-    if json_path and outcomes:
-        report.write_json(outcomes, json_path)
+    if json_path and reports:
+        report.write_reports(reports, mode, json_path)
     if len(scenarios) > 1:
         said = {Result.PASS: "pass", Result.FAIL: "fail", Result.UNKNOWN: "inconclusive"}
         counts = ", ".join(f"{statuses.count(r)} {word}" for r, word in said.items())
@@ -651,7 +657,16 @@ def clean() -> None:
 @click.option("--scenario", "scenario_path", required=True, help="The scenario it ran.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report.")
 @click.option("--model", "model_path", type=click.Path(dir_okay=False), help="Calibrated model.")
-def check(history: str, scenario_path: str, json_path: str | None, model_path: str | None) -> None:
+@click.option(
+    "-v", "--verbose", is_flag=True, help="Every problem's line, not the first and a count."
+)
+def check(
+    history: str,
+    scenario_path: str,
+    json_path: str | None,
+    model_path: str | None,
+    verbose: bool,
+) -> None:
     """Judge a stored history again (new checks on old runs).
 
     Exit status: 0 every property holds, 1 a property is violated, 2 bad input, 3
@@ -692,7 +707,7 @@ def check(history: str, scenario_path: str, json_path: str | None, model_path: s
         )
         sys.exit(EXIT_INCONCLUSIVE)
     outcome = recheck(history, scenario, _model(model_path))
-    _Console().print(report.verdict_table(outcome))
+    _Console().print(report.verdict_table(outcome, verbose))
     if json_path:
         report.write_json([outcome], json_path)
     sys.exit(exit_status([outcome.verdict]))

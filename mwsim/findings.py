@@ -9,15 +9,20 @@ scenario whose real run shows it is still there (its ``expect.violations``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mwsim.events import ENDING, Kind, Target
 from mwsim.membership import Membership
 from mwsim.timing import RuntimeModel
 
+if TYPE_CHECKING:
+    from mwsim.scenario import Scenario
+
 FINDINGS: dict[int | str, str] = {
     1: "a member lost from an all-reduce world makes the survivors' sums wrong, silently",
-    2: "a hung rank 0 (it hosts the world's store) is never detected",
+    2: "a hung rank 0 (it hosts the world's store) is never detected, and the members "
+    "whose watchdogs wait on its store stop heartbeating on their other worlds, which "
+    "their peers then tear down",
     3: "a worker lost or hung before its first watchdog heartbeat on a world freezes the "
     "watchdogs of the world's other members, whose healthy worlds are then torn down",
     5: "a member silently cut off from its world's store host (rank 0's host) never "
@@ -110,4 +115,41 @@ def _partition_finding(timeline: Membership, fields: dict[str, Any]) -> int | No
         if any(m == store or store in others for m, others in across.items()):
             return 5
         found = 6
+    return found
+
+
+def known_for(runtime: str, reference: str | None = None) -> KnownFinding | None:
+    """The known findings to steer around when fuzzing ``runtime``: its own declared ones
+    and the reference's (None: neither declares any)."""
+    from mwsim import runtimes  # its adapters import this module
+
+    names = [runtime] + ([reference] if reference and reference != runtime else [])
+    declared = [cls for cls in map(runtimes.load, names) if cls.known_findings]
+    if not declared:
+        return None
+
+    def known(timeline: Membership, fields: dict[str, Any], at: float, workload: str) -> Any:
+        for cls in declared:
+            found = cls.known_finding(timeline, fields, at, workload)
+            if found is not None:
+                return found
+        return None
+
+    return known
+
+
+def findings_in(scenario: Scenario, known: KnownFinding) -> list[int | str]:
+    """The known findings the scenario's events run into, in time order."""
+    timeline = scenario.membership()
+    workload = scenario.workload.kind
+    found: list[int | str] = []
+    order = sorted(range(len(scenario.events)), key=lambda i: (scenario.events[i].at, i))
+    for index in order:
+        event = scenario.events[index]
+        fields = event.model_dump(mode="json", by_alias=True, exclude_none=True)
+        at = float(fields.pop("at"))
+        hit = known(timeline, fields, at, workload)
+        if hit is not None:
+            found.append(hit)
+        timeline.try_apply(event)
     return found

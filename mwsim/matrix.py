@@ -134,7 +134,8 @@ def run_target(
         column.error = last[-1][:300]
         return column, {}
     data = json.loads(report.read_text())
-    reports = data if isinstance(data, list) else [data]
+    # its "scenarios"; a list or one report from an mwsim older than that shape
+    reports = data if isinstance(data, list) else data.get("scenarios", [data])
     by_name = {r["scenario"]: r for r in reports}
     return column, {"reports": by_name, "output": done.stdout}
 

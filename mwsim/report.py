@@ -26,8 +26,9 @@ STYLE = {PASS: "green", FAIL: "bold red", UNKNOWN: "yellow"}
 # -- terminal -----------------------------------------------------------------------------
 
 
-def verdict_table(outcome: Outcome) -> Table:
-    """One row per property: verdict, world, one line of evidence."""
+def verdict_table(outcome: Outcome, verbose: bool = False) -> Table:
+    """One row per property: verdict, world, one line of evidence (``verbose``: every
+    problem's line where there were several)."""
     mode = outcome.mode
     title = f"{outcome.scenario.name} ({mode}): {outcome.verdict.upper()}"
     table = Table(title=title, title_style=STYLE[outcome.verdict], expand=False)
@@ -38,8 +39,11 @@ def verdict_table(outcome: Outcome) -> Table:
     for v in outcome.verdicts:
         shown = f"{v.verdict} (expected)" if v.expected else v.verdict
         style = "green" if v.expected else STYLE[v.verdict]
-        table.add_row(v.name, f"[{style}]{shown}[/]", v.world or "", v.detail)
+        detail = "\n".join(v.problems) if verbose and v.problems else v.detail
+        table.add_row(v.name, f"[{style}]{shown}[/]", v.world or "", escape(detail))
     captions = []
+    for number, what in known_findings(outcome):
+        captions.append(f'runs into known upstream finding {number}: {what} (README "Findings")')
     if mode == Mode.BOTH:  # which run each row judges
         captions.append("the real run's properties; conformance: the real run against the model's")
     failed = _bringup(outcome.primary)
@@ -49,9 +53,23 @@ def verdict_table(outcome: Outcome) -> Table:
         if "reference" in failed:
             caption += f"; {failed['reference']}"
         captions.append(caption)
+    if not verbose and any(v.problems for v in outcome.verdicts):
+        captions.append("(and N more): -v lists every problem, as the JSON report's problems do")
     if captions:
         table.caption = escape("\n".join(captions))
     return table
+
+
+def known_findings(outcome: Outcome) -> list[tuple[int | str, str]]:
+    """The known upstream findings a failed real run's events run into, with their words."""
+    from mwsim import runtimes
+    from mwsim.findings import FINDINGS
+
+    numbers = outcome.known_findings()
+    if not numbers:
+        return []
+    words = runtimes.load(outcome.scenario.runtime).known_findings
+    return [(n, words.get(n) or FINDINGS.get(n, "")) for n in numbers]
 
 
 def _bringup(run: ModeRun) -> dict[str, Any] | None:
@@ -98,15 +116,46 @@ def report_dict(outcome: Outcome) -> dict[str, Any]:
         "detections": primary.detections,
         "runs": [_run_dict(r) for r in outcome.runs],
     }
+    found = known_findings(outcome)
+    if found:
+        out["known_findings"] = [{"finding": n, "what": what} for n, what in found]
     if outcome.artifacts:
         out["artifacts"] = {k: str(v) for k, v in outcome.artifacts.items()}
     return out
 
 
+def inconclusive_dict(name: str, mode: Mode, reason: str) -> dict[str, Any]:
+    """The JSON report of a scenario mwsim could not run (the harness's own failure)."""
+    return {
+        "scenario": name,
+        "mode": mode,
+        "verdict": UNKNOWN,
+        "reason": reason,
+        "properties": [],
+        "broken_worlds": [],
+        "detections": [],
+        "runs": [],
+    }
+
+
+def json_document(reports: list[dict[str, Any]], mode: Mode) -> dict[str, Any]:
+    """The ``--json`` file: always one object with ``mode``, ``verdict`` (the worst) and
+    ``scenarios`` (one report each, in order); with one scenario its report's own keys are
+    also at the top (README "The JSON report")."""
+    verdicts = {r["verdict"] for r in reports}
+    worst = next((v for v in (FAIL, UNKNOWN) if v in verdicts), PASS)
+    top = dict(reports[0]) if len(reports) == 1 else {"mode": mode, "verdict": worst}
+    return {**top, "scenarios": reports}
+
+
+def write_reports(reports: list[dict[str, Any]], mode: Mode, path: str | Path) -> None:
+    """The ``--json`` file of these scenario reports (``report_dict``, ``inconclusive_dict``)."""
+    Path(path).write_text(jsonout.dumps(json_document(reports, mode), indent=True) + "\n")
+
+
 def write_json(outcomes: list[Outcome], path: str | Path) -> None:
-    """One object for one scenario, a list for several."""
-    data = [report_dict(o) for o in outcomes]
-    Path(path).write_text(jsonout.dumps(data[0] if len(data) == 1 else data, indent=True) + "\n")
+    """The ``--json`` file of these outcomes (one or more)."""
+    write_reports([report_dict(o) for o in outcomes], outcomes[0].mode, path)
 
 
 def write_fuzz_report(

@@ -17,6 +17,7 @@ import yaml
 from mwsim import checks
 from mwsim.checks import UNKNOWN, Facts, Result, Verdict
 from mwsim.errors import BringUpFailed, Inconclusive
+from mwsim.findings import findings_in, known_for
 from mwsim.history import (
     Cause,
     History,
@@ -78,6 +79,18 @@ class Outcome:
     def primary(self) -> ModeRun:
         """The run the top-level facts come from: the real one when there is one."""
         return self.run(Mode.REAL) or self.runs[0]
+
+    def known_findings(self) -> list[int | str]:
+        """The known upstream findings (README "Findings") that the events of a real run with
+        a violation (expected or not) run into, as the fuzzers name them; empty for a run
+        with none, a failed bring-up (no event ran) or a model-only run."""
+        real = self.run(Mode.REAL)
+        if real is None or all(v.verdict != Result.FAIL for v in self.verdicts):
+            return []
+        if real.facts is None or checks.bringup_failure(real.facts) is not None:
+            return []  # its events never ran
+        known = known_for(self.scenario.runtime)
+        return list(dict.fromkeys(findings_in(self.scenario, known))) if known else []
 
 
 def with_overrides(

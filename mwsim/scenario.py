@@ -408,6 +408,10 @@ def parse_scenario(
         scenario = Scenario.model_validate({**source.data, **update})
     except ValidationError as exc:
         problems = _schema_problems(source, exc)
+        problems += [
+            source.problem(loc, f"{dotted(loc)}: {message}")
+            for loc, message in _timeline_problems_beside(source.data, update, exc)
+        ]
         raise ProblemError([Problem(p.path, p.line, p.message + why) for p in problems]) from None
     problems = [
         source.problem(loc, f"{dotted(loc)}: {message}{why}")
@@ -416,6 +420,51 @@ def parse_scenario(
     if problems:
         raise ProblemError(problems)
     return scenario
+
+
+def _timeline_problems_beside(
+    data: dict[str, Any], update: Mapping[str, str], exc: ValidationError
+) -> list[tuple[Loc, str]]:
+    """The timeline problems of a file whose schema problems all lie inside events, so that
+    one pass reports both: the valid events are planned, and the problems of those before
+    the first broken event are kept (a later one may depend on the broken one: a crash of
+    the worker a malformed join adds). None when a problem lies elsewhere."""
+    events = data.get("events")
+    if not isinstance(events, list):
+        return []
+    bad: set[int] = set()
+    for error in exc.errors():
+        loc = error["loc"]
+        if len(loc) < 2 or loc[0] != "events":
+            return []
+        if not isinstance(loc[1], int) or not 0 <= loc[1] < len(events):
+            return []
+        bad.add(loc[1])
+
+    def at(event: Any) -> float | None:
+        value = event.get("at") if isinstance(event, dict) else None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        return float(value)
+
+    times = [at(events[i]) for i in bad]
+    if any(t is None for t in times):
+        return []
+    cutoff = min(t for t in times if t is not None)
+    kept = [i for i in range(len(events)) if i not in bad]
+    try:
+        scenario = Scenario.model_validate({**data, **update, "events": [events[i] for i in kept]})
+    except ValidationError:
+        return []
+    found = []
+    for loc, message in plan_problems(scenario):
+        if len(loc) < 2 or loc[0] != "events" or not isinstance(loc[1], int):
+            continue  # about the whole timeline: the broken events may change it
+        index = kept[loc[1]]
+        when = at(events[index])
+        if when is not None and when < cutoff:
+            found.append((("events", index, *loc[2:]), message))
+    return found
 
 
 def load_scenario(path: str | Path, overrides: Mapping[str, str] | None = None) -> Scenario:

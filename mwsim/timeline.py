@@ -36,11 +36,12 @@ OP_COLOUR = "#4c9a2a"
 FAIL_COLOUR = "#c0392b"  # a world a violated property names
 
 
-def bins_for(duration: float) -> np.ndarray:
-    """The time bins op rates are counted in: 50 to 400 of them over the run."""
+def bins_for(duration: float, start: float = 0.0) -> np.ndarray:
+    """The time bins op rates are counted in: 50 to 400 of them from ``start`` on."""
     import numpy as np
 
-    edges: np.ndarray = np.linspace(0.0, duration, max(50, min(400, int(duration * 10))) + 1)
+    n = max(50, min(400, int(duration * 10)))
+    edges: np.ndarray = np.linspace(start, start + duration, n + 1)
     return edges
 
 
@@ -162,11 +163,10 @@ def layout(plan: Plan, failing: set[str]) -> Layout:
         labels.append(plan.label(lives[i]))
         sizes.append(1)
     failed = len({life.name for life in lives} & failing)
-    note = (
-        f"{len(lives)} world incarnations: {len(groups)} group(s) by fate (mean rate per "
-        f"world); {len(alone)} failing world(s) drawn alone"
-        + (f" of {failed}" if failed > len(alone) else "")
-    )
+    note = f"{len(lives)} world incarnations: {len(groups)} group(s) by fate (mean rate per world)"
+    if alone:
+        note += f"; {len(alone)} failing world(s) drawn alone"
+        note += f" of {failed}" if failed > len(alone) else ""
     return Layout(labels, row_of, sizes, set(range(first_alone, len(labels))), note)
 
 
@@ -178,11 +178,47 @@ def _colour(do: str) -> str:
         return "grey"
 
 
-def _marker(ax: Any, t: float, label: str, colour: str, rows: int, solid: bool) -> None:
-    """A vertical line at ``t`` labelled along its top: solid for faults, dashed for scaling."""
+def _marker(ax: Any, t: float, colour: str, solid: bool) -> None:
+    """A vertical line at ``t``: solid for faults, dashed for scaling."""
     ax.axvline(t, color=colour, linewidth=1.6 if solid else 1.2, linestyle="-" if solid else "--")
-    top = rows - 0.05
-    ax.text(t, top, f" {label}", color=colour, fontsize=7, rotation=90, va="top", ha="right")
+
+
+#: Lanes of event labels above a panel; a label that finds no free lane is left out (its
+#: line stays, in its kind's colour) and the panel's title counts it.
+LABEL_LANES = 6
+LANE_PT = 9.0
+
+
+def _labels(ax: Any, labels: list[tuple[float, str, str]]) -> tuple[int, int]:
+    """Event labels above the panel, horizontal, each in the lowest lane where it collides
+    with no other; (lanes used, labels left out)."""
+    renderer = ax.figure.canvas.get_renderer()
+    ends: list[float] = []  # per lane: where its last label ends (display x)
+    left_out = 0
+    for t, text, colour in sorted(labels):
+        label = ax.annotate(
+            text,
+            (t, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(-2, 2),
+            textcoords="offset points",
+            fontsize=7,
+            color=colour,
+            ha="left",
+            va="bottom",
+            annotation_clip=False,
+        )
+        box = label.get_window_extent(renderer)
+        lane = next((i for i, end in enumerate(ends) if end + 3 < box.x0), len(ends))
+        if lane >= LABEL_LANES:
+            label.remove()
+            left_out += 1
+            continue
+        label.xyann = (-2, 2 + lane * LANE_PT)
+        if lane == len(ends):
+            ends.append(box.x1)
+        ends[lane] = box.x1
+    return len(ends), left_out
 
 
 def _density(ax: Any, records: list[Fault | Scale], bins: np.ndarray, row: int) -> None:
@@ -198,9 +234,11 @@ def _density(ax: Any, records: list[Fault | Scale], bins: np.ndarray, row: int) 
         ax.step(bins[:-1], row + 0.05 + 0.85 * counts / top, where="post", color=_colour(do), lw=1)
 
 
-def _draw(ax: Any, outcome: Outcome, run: ModeRun, rows: Layout, bins: np.ndarray) -> None:
-
-    duration = float(bins[-1])
+def _draw(
+    ax: Any, outcome: Outcome, run: ModeRun, rows: Layout, bins: np.ndarray, zoom: bool = False
+) -> None:
+    """One run's panel over ``bins`` (the whole run, or the zoom on where things happen)."""
+    first, last = float(bins[0]), float(bins[-1])
     plan = outcome.scenario.plan
     width = bins[1] - bins[0]
     drawn: dict[int, np.ndarray] = {}
@@ -225,22 +263,24 @@ def _draw(ax: Any, outcome: Outcome, run: ModeRun, rows: Layout, bins: np.ndarra
             step = injected.step
             if not step.event.info.lasting or not injected.confirmed:
                 continue
-            end = injected.end if injected.end is not None else duration
+            end = injected.end if injected.end is not None else last
             for at in spans_of.get(step.index, ()):
                 colour = step.event.info.colour
                 ax.fill_between([injected.t, end], at, at + 1, color=colour, alpha=0.22, lw=0)
     n = len(rows.labels)
-    markers = [e for e in run.history if isinstance(e, Fault | Scale)]
+    markers = [e for e in run.history if isinstance(e, Fault | Scale) and first <= e.t <= last]
+    labels: list[tuple[float, str, str]] = []
     if len(markers) > MAX_MARKERS:
         _density(ax, markers, bins, n)
     else:
         for m in markers:
             name = m.target or m.get("world") or m.get("worker")
-            _marker(ax, m.t, f"{m.do} {name}", _colour(m.do), n, solid=isinstance(m, Fault))
+            _marker(ax, m.t, _colour(m.do), solid=isinstance(m, Fault))
+            labels.append((m.t, f"{m.do} {name}", _colour(m.do)))
     xs, ys, windows = [], [], []
     for b in run.history.of(Broken):
         broken = plan.resolve(b.world, b.life, b.t)
-        if b.t > duration or broken is None:
+        if not first <= b.t <= last or broken is None:
             continue
         at = rows.row_of[plan.row(broken.id)]
         xs.append(b.t)
@@ -250,28 +290,54 @@ def _draw(ax: Any, outcome: Outcome, run: ModeRun, rows: Layout, bins: np.ndarra
     if windows:
         y, lo, hi = zip(*windows, strict=True)
         ax.hlines(y, lo, hi, color="black", linewidth=1)
+    _broken_bounds(ax, outcome, run, rows)
     if xs:
         few = len(xs) <= MAX_MARKERS
         ax.scatter(xs, ys, marker="X", color="black", s=64 if few else 6, alpha=1 if few else 0.3)
-    title = f"{run.mode}: {run.verdict.upper()}"
+    title = f"{run.mode}: {run.verdict.upper()}" + (
+        f", {first:.0f} to {last:.0f} s" if zoom else ""
+    )
     failed = bringup_failure(facts) if facts is not None else None
-    if facts is not None and facts.bringup is not None and failed is not None:
-        _marker(ax, facts.bringup.t, "bring-up", "black", n, solid=True)
+    if facts is not None and facts.bringup is not None and failed is not None and not zoom:
+        _marker(ax, facts.bringup.t, "black", solid=True)
+        labels.append((facts.bringup.t, "bring-up", "black"))
         whose = "the harness's" if failed["cause"] == Cause.HARNESS else "the runtime's"
         why = failed["headline"]
         why = why if len(why) <= 90 else why[:89] + "…"
         title += f" (bring-up failed at the {failed['stage']} stage, {whose} doing: {why})"
     extra = ["faults & scaling per bin"] if len(markers) > MAX_MARKERS else []
     ax.set_ylim(0, n + len(extra))
-    ax.set_yticks([i + 0.4 for i in range(n + len(extra))], rows.labels + extra, fontsize=8)
+    ticks = [i + 0.4 for i in range(n + len(extra))]
+    ax.set_yticks(ticks, [] if zoom else rows.labels + extra, fontsize=8)
     failing = failing_worlds(outcome)
     for tick in ax.get_yticklabels():  # a world a violated property names, in red
         if tick.get_text().split(" ")[0] in failing:
             tick.set_color(FAIL_COLOUR)
             tick.set_fontweight("bold")
-    ax.set_xlim(-0.5 if duration < 100 else 0.0, duration)
+    extent = last - first
+    ax.set_xlim(first - (0.5 if extent < 100 and not zoom else 0.0), last)
     ax.grid(axis="x", alpha=0.3)
-    ax.set_title(title, fontsize=10 if failed is None else 8, loc="left")
+    lanes, left_out = _labels(ax, labels)
+    if left_out:
+        title += f"; {left_out} event label(s) left out (colours say the kind)"
+    ax.set_title(title, fontsize=10 if failed is None else 8, loc="left", pad=4 + lanes * LANE_PT)
+
+
+def _broken_bounds(ax: Any, outcome: Outcome, run: ModeRun, rows: Layout) -> None:
+    """Each bound a violated property says was broken, in red on its world's row: from the
+    fault (or the last op) to when the report (or the next op) was due."""
+    plan = outcome.scenario.plan
+    verdicts = outcome.verdicts if run is outcome.primary else run.verdicts
+    for v in verdicts:
+        if v.verdict != FAIL:
+            continue
+        for world, lo, hi in v.bounds:
+            life = plan.resolve(world, None, lo)
+            if life is None or rows.row_of[plan.row(life.id)] not in rows.alone:
+                continue
+            row = rows.row_of[plan.row(life.id)]
+            ax.hlines(row + 0.86, lo, hi, color=FAIL_COLOUR, linewidth=2.2)
+            ax.vlines(hi, row, row + 0.95, color=FAIL_COLOUR, linewidth=1.6)  # when it was due
 
 
 def _span(outcome: Outcome) -> float:
@@ -313,13 +379,44 @@ def _legend(outcome: Outcome, runs: list[ModeRun]) -> list[Any]:
         handles.append(Line2D([], [], color="black", lw=1, label="the model's detection window"))
     if failing_worlds(outcome):
         handles.append(Patch(color=FAIL_COLOUR, label="a world a violated property names"))
+    if any(v.bounds for run in runs for v in run.verdicts if v.verdict == FAIL):
+        handles.append(
+            Line2D([], [], color=FAIL_COLOUR, lw=2.2, label="a bound it broke (due at its tick)")
+        )
     return handles
+
+
+#: Zoom in when the events sit in less than this share of the run.
+ZOOM_BELOW = 0.2
+
+
+def focus(outcome: Outcome) -> tuple[float, float] | None:
+    """Where things happen, when that is a small part of a long run: the span of the
+    middle 98 % of faults, scale events, reports and first problems, with a margin; None
+    when they fill the run (or there are too few)."""
+    import numpy as np
+
+    times = [
+        e.t for run in outcome.runs for e in run.history if isinstance(e, Fault | Scale | Broken)
+    ]
+    times += [v.at for v in outcome.verdicts if v.verdict == FAIL and v.at is not None]
+    duration = _span(outcome)
+    if len(times) < 2 or duration < 60:
+        return None
+    quantiles: np.ndarray = np.quantile(times, [0.01, 0.99])
+    lo, hi = float(quantiles[0]), float(quantiles[1])
+    if hi - lo >= ZOOM_BELOW * duration:
+        return None
+    margin = max(0.1 * (hi - lo), 2.0)
+    return max(0.0, lo - margin), min(duration, hi + margin)
 
 
 def timeline_png(outcome: Outcome, path: str | Path) -> Path:
     """Per world: op rate over time (green), faults and scale events by kind, detection
-    instants (X) and, for the model, predicted windows. Which worlds stopped and which
-    kept going shows at a glance."""
+    instants (X), the bounds a violation broke (red) and, for the model, predicted windows;
+    beside it a zoom on where things happen when that is a small part of a long run."""
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -328,23 +425,38 @@ def timeline_png(outcome: Outcome, path: str | Path) -> Path:
     rows = layout(outcome.scenario.plan, failing_worlds(outcome))
     bins = bins_for(_span(outcome))
     runs = sorted(outcome.runs, key=lambda r: r.mode != Mode.REAL)  # the real run on top
+    zoom = focus(outcome)
     shown = len(rows.labels) + 1
-    height = 1.6 + len(runs) * (0.7 + 0.3 * shown)
-    fig, axes = plt.subplots(len(runs), 1, figsize=(11, height), sharex=True, squeeze=False)
-    for ax, run in zip(axes[:, 0], runs, strict=True):
-        _draw(ax, outcome, run, rows, bins)
+    height = 2.0 + len(runs) * (1.0 + 0.3 * shown)
+    columns = 2 if zoom else 1
+    fig, axes = plt.subplots(
+        len(runs),
+        columns,
+        figsize=(11 + 5 * (columns - 1), height),
+        squeeze=False,
+        sharex="col",
+        gridspec_kw={"width_ratios": [3, 2][:columns]},
+    )
+    for i, run in enumerate(runs):
+        _draw(axes[i, 0], outcome, run, rows, bins)
+        if zoom is not None:
+            lo, hi = zoom
+            _draw(axes[i, 1], outcome, run, rows, bins_for(hi - lo, lo), zoom=True)
+            axes[i, 0].axvspan(lo, hi, color="#3b6ea5", alpha=0.08, lw=0)
     axes[-1, 0].set_xlabel("seconds since the workload started")
+    if zoom is not None:
+        axes[-1, 1].set_xlabel("zoomed to where the events are (shaded on the left)")
     handles = _legend(outcome, runs)
-    fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=7, frameon=False)
+    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=7, frameon=False)
     title = f"{outcome.scenario.name}: {outcome.verdict.upper()}"
     notes = [rows.note] if rows.note else []
     most = max(len(run.history.of(Fault, Scale)) for run in runs)
     if most > MAX_MARKERS:
         notes.append(f"{most} fault and scale events drawn as counts per bin")
-    fig.suptitle(
-        title + ("\n" + "; ".join(notes) if notes else ""), fontsize=12 if not notes else 10
-    )
-    fig.tight_layout(rect=(0, 0.7 / height, 1, 1 - 0.3 / height))
+    wrapped = textwrap.fill("; ".join(notes), 150 if zoom else 110) if notes else ""
+    fig.suptitle(title + ("\n" + wrapped if wrapped else ""), fontsize=12 if not notes else 10)
+    legend_rows = -(-len(handles) // 4)
+    fig.tight_layout(rect=(0, (0.25 + 0.17 * legend_rows) / height, 1, 1))
     out = Path(path)
     fig.savefig(out, dpi=110)
     plt.close(fig)

@@ -137,6 +137,7 @@ def check(f: Facts) -> Verdict:
             f"{bound:.2f} s of the {what}; it {seen}",
             f"{ev.kind} {'never reported' if report is None else 'reported late'}",
             need.deadline,
+            (need.fault.t, need.deadline),
         )
         seen_at = report.t if report is not None else f.end
         during, over = (need.fault.t, seen_at), seen_at - need.deadline

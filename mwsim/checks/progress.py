@@ -38,14 +38,16 @@ def check(f: Facts) -> Verdict:
                     allowed = window + slow_allowance(f, life, gap_start, gap_end)
                     if gap_end - gap_start > allowed:
                         what = _gap(life.name, gap_start, gap_end, allowed)
-                        gap = Evidence(life.name, what, stall, gap_start)
+                        bound = (gap_start, gap_start + allowed)
+                        gap = Evidence(life.name, what, stall, gap_start, bound)
                         over = gap_end - gap_start - allowed
                         during = (gap_start, gap_end)
                         judge_or_excuse(f, life, during, over, gap, problems, excused)
                 last = max(last, min(seg.t1, b))
             allowed = window + slow_allowance(f, life, last, b)
             if b - last > allowed:
-                gap = Evidence(life.name, _gap(life.name, last, b, allowed), stall, last)
+                what, bound = _gap(life.name, last, b, allowed), (last, last + allowed)
+                gap = Evidence(life.name, what, stall, last, bound)
                 judge_or_excuse(f, life, (last, b), b - last - allowed, gap, problems, excused)
     return summary(
         NAME,

@@ -49,6 +49,7 @@ def check(f: Facts) -> Verdict:
                 f"{fmt(asked)} ({seen})",
                 f"no op in time after {life.origin}",
                 asked + bound,
+                (asked, asked + bound),
             )
             seen_at = first if first is not None else f.end
             over = seen_at - asked - bound

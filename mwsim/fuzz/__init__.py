@@ -14,6 +14,7 @@ distinct failure by its signature (:mod:`~mwsim.fuzz.signatures`), shrunk by rep
 processes (:mod:`~mwsim.fuzz.shrinking`); :mod:`~mwsim.fuzz.summary` prints what it found.
 """
 
+from mwsim.findings import findings_in, known_for
 from mwsim.fuzz.budget import GRACE_S, REPLAY_OVERHEAD_S, Budget, OutOfBudget
 from mwsim.fuzz.live import LIVE_BASES, RACE_MARGIN_S, LiveConfig, LiveDeployment, LiveHooks, racy
 from mwsim.fuzz.oneshot import check_differential, check_model
@@ -44,8 +45,6 @@ from mwsim.fuzz.signatures import (
     Violation,
     describe,
     failures,
-    findings_in,
-    known_for,
     reproduce_command,
     save_failure,
     signature,

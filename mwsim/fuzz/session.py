@@ -33,6 +33,7 @@ from typing import Any
 from mwsim import report
 from mwsim.errors import BringUpFailed, Interrupted
 from mwsim.events import Kind
+from mwsim.findings import findings_in, known_for
 from mwsim.fuzz.budget import Budget, OutOfBudget
 from mwsim.fuzz.live import StatefulFuzzer
 from mwsim.fuzz.oneshot import DifferentialFuzzer, ModelFuzzer
@@ -42,8 +43,6 @@ from mwsim.fuzz.signatures import (
     Sig,
     Violation,
     describe,
-    findings_in,
-    known_for,
     reproduce_command,
     save_failure,
     signature,

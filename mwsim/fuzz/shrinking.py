@@ -13,9 +13,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from mwsim.checks import FAIL, PASS, Verdict
-from mwsim.findings import KnownFinding
+from mwsim.findings import KnownFinding, findings_in
 from mwsim.fuzz.budget import Budget
-from mwsim.fuzz.signatures import Sig, Violation, findings_in, save_failure, signature
+from mwsim.fuzz.signatures import Sig, Violation, save_failure, signature
 from mwsim.history import Mode
 from mwsim.replay.zygote import Zygote
 from mwsim.runs import REFERENCE, run_scenario

@@ -7,15 +7,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
-from mwsim import runtimes
 from mwsim.checks import FAIL, Verdict
 from mwsim.errors import MwsimError
-from mwsim.findings import KnownFinding
 from mwsim.history import Mode
 from mwsim.internal.fields import check_name
-from mwsim.membership import Membership
 from mwsim.scenario import Scenario, dump_scenario
 
 #: One (property, kind of evidence) pair of a failure's signature.
@@ -87,38 +83,3 @@ def save_failure(scenario: Scenario, verdicts: list[Verdict], path: Path, how: s
 
 def failures(verdicts: list[Verdict]) -> list[Verdict]:
     return [v for v in verdicts if v.verdict == FAIL]
-
-
-def known_for(runtime: str, reference: str | None = None) -> KnownFinding | None:
-    """The known findings to steer around when fuzzing ``runtime``: its own declared ones
-    and the reference's (None: neither declares any)."""
-    names = [runtime] + ([reference] if reference and reference != runtime else [])
-    declared = [cls for cls in map(runtimes.load, names) if cls.known_findings]
-    if not declared:
-        return None
-
-    def known(timeline: Membership, fields: dict[str, Any], at: float, workload: str) -> Any:
-        for cls in declared:
-            found = cls.known_finding(timeline, fields, at, workload)
-            if found is not None:
-                return found
-        return None
-
-    return known
-
-
-def findings_in(scenario: Scenario, known: KnownFinding) -> list[int | str]:
-    """The known findings the scenario's events run into, in time order."""
-    timeline = scenario.membership()
-    workload = scenario.workload.kind
-    found: list[int | str] = []
-    order = sorted(range(len(scenario.events)), key=lambda i: (scenario.events[i].at, i))
-    for index in order:
-        event = scenario.events[index]
-        fields = event.model_dump(mode="json", by_alias=True, exclude_none=True)
-        at = float(fields.pop("at"))
-        hit = known(timeline, fields, at, workload)
-        if hit is not None:
-            found.append(hit)
-        timeline.try_apply(event)
-    return found

@@ -42,9 +42,11 @@ class BringUp:
         model: RuntimeModel,
         window_s: float,
         timeout_s: float,
+        check: Callable[[], None],
     ) -> None:
         self.plan, self.pool, self.formation, self.recorder = plan, pool, formation, recorder
         self.boot, self.pump, self.clock = boot, pump, clock
+        self.check = check  # raises a trapped Ctrl-C, also while the fork servers import
         self.model, self.window_s, self.timeout_s = model, window_s, timeout_s
         self.go: float | None = None  # when the workload was told to start
         self.served: set[tuple[str, int]] = set()  # worlds with an op before the clock starts
@@ -66,7 +68,7 @@ class BringUp:
         deadline = self.clock() + self.timeout_s
         for site in self.pool.distinct_sites():
             try:
-                site.wait_ready(max(0.0, deadline - self.clock()))
+                site.wait_ready(max(0.0, deadline - self.clock()), self.check)
             except ZygoteError as exc:
                 return f"the fork server did not start: {exc}\n" + log_tail(site.log)
         return None

@@ -207,6 +207,7 @@ class Controller:
             self.model,
             progress_window(self.model, scenario),
             bringup_timeout_s,
+            self.trap.check,
         )
         reports = Reports(
             lambda: self.plan, self.network, self.recorder, self.formation, self.bringup

@@ -28,9 +28,16 @@ def free_port(addr: str) -> int:
 
 
 def signal_group(pgid: int, sig: int) -> bool:
-    """Send ``sig`` to a process group; False when the group no longer exists."""
+    """Send ``sig`` to an agent's process group; False when neither it nor its leader
+    exists. An agent leads its own group, but only once its first instruction after the
+    fork (``setsid``) has run: a signal just before that goes to the process itself."""
     try:
         os.killpg(pgid, sig)
+        return True
+    except ProcessLookupError:
+        pass
+    try:
+        os.kill(pgid, sig)
         return True
     except ProcessLookupError:
         return False

@@ -228,7 +228,14 @@ class RaySite:
         except (EOFError, OSError, ValueError) as exc:
             self.gone = f"the host actor of {self.name} is gone ({exc or type(exc).__name__})"
 
-    def _until(self, match: Callable[[Message], bool], timeout_s: float) -> Message:
+    def _until(
+        self,
+        match: Callable[[Message], bool],
+        timeout_s: float,
+        check: Callable[[], None] | None = None,
+    ) -> Message:
+        """The first reply ``match`` accepts; ``check`` (if any) is called at least every
+        0.1 s meanwhile (it may raise: a trapped Ctrl-C)."""
         deadline = time.monotonic() + timeout_s
         while True:
             self._take()
@@ -241,7 +248,9 @@ class RaySite:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise ZygoteError(f"the host actor of {self.name} did not answer in time")
-            self.conn.poll(left)
+            self.conn.poll(left if check is None else min(left, 0.1))
+            if check is not None:
+                check()
 
     def _send(self, message: Message) -> None:
         try:
@@ -254,10 +263,11 @@ class RaySite:
         self._take()
         return self.gone
 
-    def wait_ready(self, timeout_s: float) -> None:
+    def wait_ready(self, timeout_s: float, check: Callable[[], None] | None = None) -> None:
         if self._loaded:
             return
-        message = self._until(lambda m: isinstance(m, wire.SiteReady | wire.SiteFailed), timeout_s)
+        ready = (wire.SiteReady, wire.SiteFailed)
+        message = self._until(lambda m: isinstance(m, ready), timeout_s, check)
         if isinstance(message, wire.SiteFailed):
             raise ZygoteError(f"on {self.name}: {message.why}")
         assert isinstance(message, wire.SiteReady)

@@ -8,7 +8,7 @@ machine with the kernel's signals and ``/proc``; a Ray node's site
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,7 +33,7 @@ class Site(Protocol):
     @property
     def loaded(self) -> dict[str, str | None]: ...  # the runtime's modules agents inherit
     def fileno(self) -> int: ...  # readable when reports arrive
-    def wait_ready(self, timeout_s: float) -> None: ...
+    def wait_ready(self, timeout_s: float, check: Callable[[], None] | None = None) -> None: ...
     def lost(self) -> str | None: ...  # why it can no longer fork or report (None: it can)
     def fork(self, boot: dict[str, Any], log: Path) -> int: ...
     def read(self) -> list[Reaped]: ...  # agents that ended since the last read
@@ -64,8 +64,8 @@ class LocalSite:
     def fileno(self) -> int:
         return self.zygote.fileno()
 
-    def wait_ready(self, timeout_s: float) -> None:
-        self.zygote.wait_ready(timeout_s)
+    def wait_ready(self, timeout_s: float, check: Callable[[], None] | None = None) -> None:
+        self.zygote.wait_ready(timeout_s, check)
 
     def lost(self) -> str | None:
         if self.zygote.alive:
@@ -90,7 +90,7 @@ class LocalSite:
         orphans = not self.zygote.alive  # its agents died with it: init reaps them
         if self.owned:
             with contextlib.suppress(ZygoteError):
-                self.zygote.stop()
+                orphans = self.zygote.stop() or orphans  # killed: so were its children
             groups.append(self.zygote.pid)
         ports = list(ports)
         self._checked = {"process_groups": len(groups), "ports": len(ports)}

@@ -230,7 +230,14 @@ class Zygote:
             out += self._lines()
         return [m for m in out if isinstance(m, wire.Reaped)]
 
-    def _until(self, match: Callable[[Message], bool], deadline: float) -> Message:
+    def _until(
+        self,
+        match: Callable[[Message], bool],
+        deadline: float,
+        check: Callable[[], None] | None = None,
+    ) -> Message:
+        """The first message ``match`` accepts; ``check`` (if any) is called at least every
+        0.1 s meanwhile (it may raise: a trapped Ctrl-C)."""
         while True:
             for message in self._lines():
                 if match(message):
@@ -239,12 +246,15 @@ class Zygote:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise ZygoteError("the fork server did not answer in time")
-            select.select([self._out], [], [], left)
+            select.select([self._out], [], [], left if check is None else min(left, 0.1))
+            if check is not None:
+                check()
 
-    def wait_ready(self, timeout_s: float) -> None:
+    def wait_ready(self, timeout_s: float, check: Callable[[], None] | None = None) -> None:
+        """Wait until it has imported the runtime (``check``: see ``_until``)."""
         if not self.ready:
             ready = self._until(
-                lambda m: isinstance(m, wire.SiteReady), time.monotonic() + timeout_s
+                lambda m: isinstance(m, wire.SiteReady), time.monotonic() + timeout_s, check
             )
             assert isinstance(ready, wire.SiteReady)
             self.loaded = dict(ready.loaded)
@@ -264,19 +274,24 @@ class Zygote:
         assert isinstance(reply, wire.Forked) and reply.pid is not None
         return reply.pid
 
-    def stop(self, timeout_s: float = 5.0) -> None:
-        """End the fork server (it kills any agent still alive) and reap it."""
+    def stop(self, timeout_s: float = 5.0) -> bool:
+        """End the fork server (it kills any agent still alive) and reap it; whether its
+        group had to be killed. One still importing (a run interrupted at its start) has
+        forked nothing and would not read its requests before it is done: it is killed."""
         with contextlib.suppress(OSError):
             self._in.close()
         try:
-            self.proc.wait(timeout=timeout_s)
+            self.proc.wait(timeout=timeout_s if self.ready else 0.0)
+            killed = False
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=timeout_s)
+            killed = True
         if not self._closed:
             self._closed = True
             os.close(self._out)
+        return killed
 
     def __enter__(self) -> Zygote:
         return self

@@ -3,6 +3,8 @@ and spreads over repeats, and the sign of the throughput loss."""
 
 from __future__ import annotations
 
+import io
+
 import pytest
 from click.testing import CliRunner
 
@@ -71,3 +73,34 @@ def test_the_benchmarked_scenario_keeps_deployment_and_workload_but_no_event_or_
     assert (quiet.workload.kind, quiet.workload.tensor_bytes) == ("request", 65536)
     assert quiet.workload.interval_ms == 0.0 and quiet.topology == s.topology
     assert bench.without_faults(s).workload == s.workload
+
+
+def test_the_table_is_never_cut_in_an_80_column_log_and_the_plot_labels_both_axes(tmp_path):
+    from rich.console import Console
+
+    def sample(runtime: str, size: int, repeat: int, rate: float) -> bench.Sample:
+        w = bench.WorldSample("world1", int(rate * 2), rate, 1.234, 22.5)
+        return bench.Sample(runtime, size, repeat, "pass", [w])
+
+    sizes = [4096, 1 << 20, 64 << 20]
+    samples = [
+        sample(rt, n, r, rate * (1 + r / 10))
+        for rt, rate in (("multiworld-with-a-long-name", 1234.5), ("torch", 987.6))
+        for n in sizes
+        for r in range(3)
+    ]
+    rows = bench.summarise(samples, "multiworld-with-a-long-name", "torch")
+    result = bench.BenchResult(
+        "pair", "multiworld-with-a-long-name", "torch", 3, (1.0, 3.0), samples, rows
+    )
+    console = Console(width=80, record=True, file=io.StringIO())
+    console.print(bench.table(result))
+    text = console.export_text()
+    assert "…" not in text and max(map(len, text.splitlines())) <= 80
+    assert "1358.0" in text and "(988-1185)" in text  # medians and ranges, whole
+    fig = bench.figure(result)
+    fig.canvas.draw()
+    for ax in fig.axes:  # both panels say what both their axes are
+        assert ax.get_xlabel() == "tensor size" and ax.get_ylabel()
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["4 KiB", "1 MiB", "64 MiB"]
+    assert bench.plot(result, tmp_path / "b.png").stat().st_size > 0

@@ -1,6 +1,9 @@
 """Ways a CI job could go green, or a user be misled, by mistake: each is a usage error
 (exit 2) or the right status, said in one line."""
 
+import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -189,3 +192,109 @@ def test_a_run_of_many_scenarios_is_a_line_each_failures_in_full_and_a_count(tmp
     assert any("failing (sim): FAIL" in line for line in lines)  # the table of the failure
     assert any(line.startswith("│ detection") for line in lines)
     assert lines[-1] == "2 scenarios: 1 pass, 1 fail, 0 inconclusive"
+
+
+FAILING = (
+    "mwsim: 1\nname: failing\ntopology: {generator: fan_in, workers: 4}\nduration_s: 6\n"
+    "events: [{at: 2.0, do: crash, target: w1}, {at: 2.5, do: crash, target: w2},\n"
+    "         {at: 3.0, do: crash, target: w3}]\n"
+    "expect: {detect_within_s: {crash: 0.001}}\n"
+)
+
+
+def test_the_json_report_has_one_shape_for_one_scenario_and_for_several(tmp_path):
+    (tmp_path / "a-pass.yaml").write_text(CRASH.read_text())
+    (tmp_path / "b-fail.yaml").write_text(FAILING)
+    both, one = tmp_path / "both.json", tmp_path / "one.json"
+    out = str(tmp_path / "o")
+    runner = CliRunner()
+    assert (
+        runner.invoke(
+            cli.main, ["run", str(tmp_path), "--sim", "--out", out, "--json", str(both)]
+        ).exit_code
+        == 1
+    )
+    assert (
+        runner.invoke(
+            cli.main, ["run", str(CRASH), "--sim", "--out", out, "--json", str(one)]
+        ).exit_code
+        == 0
+    )
+    several, single = json.loads(both.read_text()), json.loads(one.read_text())
+    for data in (several, single):  # what a reader of either can rely on
+        assert isinstance(data, dict) and data["mode"] == "sim"
+        assert all(
+            {"scenario", "verdict", "properties", "runs"} <= set(r) for r in data["scenarios"]
+        )
+    assert [r["scenario"] for r in several["scenarios"]] == ["fanin-crash-one", "failing"]
+    assert several["verdict"] == "fail" and "properties" not in several  # no scenario's own
+    (only,) = single["scenarios"]
+    assert {k: v for k, v in single.items() if k != "scenarios"} == only  # and at the top
+    assert only["scenario"] == "fanin-crash-one" and only["verdict"] == "pass"
+
+
+def test_every_problem_behind_and_n_more_can_be_listed(tmp_path):
+    (tmp_path / "f.yaml").write_text(FAILING)
+    args = ["run", str(tmp_path / "f.yaml"), "--sim", "--out", str(tmp_path / "o")]
+    plain = CliRunner().invoke(cli.main, [*args, "--json", str(tmp_path / "r.json")])
+    assert plain.exit_code == 1
+    assert "(and 2 more)" in plain.output and "-v lists every problem" in plain.output
+    (detection,) = [
+        p
+        for p in json.loads((tmp_path / "r.json").read_text())["properties"]
+        if p["name"] == "detection"
+    ]
+    assert len(detection["problems"]) == 3
+    assert detection["detail"].startswith(detection["problems"][0])
+    listed = CliRunner().invoke(cli.main, [*args, "-v"], terminal_width=400)
+    assert listed.exit_code == 1 and "(and 2 more)" not in listed.output
+    for problem in detection["problems"]:  # each world's line, in the table
+        assert problem.split(":")[0] in listed.output
+    assert sum(problem[:40] in listed.output for problem in detection["problems"]) == 3
+
+
+def test_validation_reports_schema_and_timeline_problems_in_one_pass(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "mwsim: 1\nname: bad\ntopology: {generator: fan_in, workers: 3}\nduration_s: 10\n"
+        "events:\n"
+        "  - {at: 1.0, do: crash, target: w7}\n"  # line 6: a timeline problem
+        "  - {at: 3.0, do: crash, target: w2, colour: red}\n"  # line 7: a schema problem
+        "  - {at: 4.0, do: join, worker: w1, worlds: {x: [leader, w1]}}\n"  # after it: not judged
+    )
+    result = mwsim("validate", str(bad))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"{bad}:6: events[0].target: no worker named 'w7' (running at 1 s: leader, w1, w2, w3)",
+        f"{bad}:7: unknown key 'colour'",
+    ]
+
+
+def test_a_ctrl_c_while_the_command_still_imports_is_130_without_a_traceback():
+    # the interrupt lands inside the import of the command's modules
+    code = (
+        "import sys\n"
+        "class Interrupt:\n"
+        "    def find_spec(self, name, *args):\n"
+        "        if name == 'mwsim.cli':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, Interrupt())\n"
+        "from mwsim.__main__ import main\n"
+        "main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 130 and "Traceback" not in done.stderr, done.stderr
+
+
+def test_a_signal_reaches_an_agent_forked_before_it_leads_its_own_group():
+    from mwsim.replay import processes
+
+    # a child still in our group, as an agent is between its fork and its setsid
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert os.getpgid(child.pid) != child.pid
+        assert processes.signal_group(child.pid, signal.SIGKILL)
+        assert child.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        child.kill()
+    assert not processes.signal_group(child.pid, signal.SIGKILL)  # reaped: nothing to signal

@@ -48,6 +48,7 @@ LAYERS = {
     "mwsim.fuzz": 8,
     "mwsim.testing": 8,
     "mwsim.cli": 8,
+    "mwsim.__main__": 8,
     "mwsim.pytest_plugin": 8,
 }
 

@@ -2,6 +2,7 @@
 
 import json
 from itertools import pairwise
+from pathlib import Path
 
 import hypothesis.strategies as st
 import numpy as np
@@ -15,6 +16,8 @@ from mwsim.history import History, event
 from mwsim.runs import run_scenario
 from mwsim.sim import simulate
 from mwsim.testing import scenario
+
+ROOT = Path(__file__).parents[2]
 
 S = scenario(
     """
@@ -52,7 +55,8 @@ def test_json_report_has_the_documented_shape(tmp_path):
     assert 0 < d["latency_s"] < 1
     assert [r["mode"] for r in data["runs"]] == ["sim"]
     report.write_json([outcome], tmp_path / "r.json")
-    assert json.loads((tmp_path / "r.json").read_text()) == data
+    # one scenario: its report at the top, and as the one entry of "scenarios"
+    assert json.loads((tmp_path / "r.json").read_text()) == {**data, "scenarios": [data]}
 
 
 def test_artifacts_are_written(tmp_path):
@@ -206,8 +210,54 @@ def test_the_legend_names_every_mark_drawn_and_nothing_else(tmp_path):
     failed = run_scenario(late, mode="sim", out_dir=tmp_path / "late")
     labels = [h.get_label() for h in timeline._legend(failed, failed.runs)]
     assert "crash" in labels and "hang" not in labels
-    assert labels[-1] == "a world a violated property names"
+    assert labels[-2:] == [
+        "a world a violated property names",
+        "a bound it broke (due at its tick)",
+    ]
     assert timeline.failing_worlds(failed) == {"world1"}
+    (detection,) = [v for v in failed.verdicts if v.name == "detection"]
+    (bound,) = detection.bounds  # drawn in red on world1's row: the crash to when it was due
+    assert bound[0] == "world1" and bound[1] == 2.0 and abs(bound[2] - 2.001) < 1e-9
+
+
+def test_event_labels_never_overlap_and_those_with_no_room_are_counted():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 2))
+    ax.set_xlim(0, 10)
+    close = [(2.0 + 0.01 * i, f"crash w{i}", "red") for i in range(9)]  # nine at one place
+    apart = [(6.0, "join w9", "green"), (9.0, "hang w1", "orange")]
+    lanes, left_out = timeline._labels(ax, close + apart)
+    assert (lanes, left_out) == (timeline.LABEL_LANES, 9 - timeline.LABEL_LANES)
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in ax.texts]
+    assert len(boxes) == len(close) + len(apart) - left_out
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            assert not a.overlaps(b), (a, b)
+    plt.close(fig)
+
+
+def test_a_long_run_whose_events_sit_in_a_corner_is_zoomed_there(tmp_path):
+    corner = scenario(
+        "topology: {generator: fan_in, workers: 4}\nduration_s: 600\n"
+        "events: [{at: 10.0, do: crash, target: w1}, {at: 20.0, do: crash, target: w2},\n"
+        "         {at: 30.0, do: hang, target: w3, for_s: 2}]\n"
+    )
+    outcome = run_scenario(corner, mode="sim", out_dir=tmp_path / "corner")
+    lo, hi = timeline.focus(outcome)
+    assert 0 <= lo < 10 and 30 < hi < 60
+    wide = Image.open(timeline.timeline_png(outcome, tmp_path / "corner.png"))
+    assert timeline.focus(run_scenario(S, mode="sim", out_dir=tmp_path / "s")) is None
+    narrow = Image.open(
+        timeline.timeline_png(
+            run_scenario(S, mode="sim", out_dir=tmp_path / "s"), tmp_path / "s.png"
+        )
+    )
+    assert wide.size[0] > narrow.size[0]  # the zoom panel beside the whole run
 
 
 def test_the_table_of_both_runs_says_which_run_its_rows_judge(tmp_path):
@@ -220,3 +270,33 @@ def test_the_table_of_both_runs_says_which_run_its_rows_judge(tmp_path):
     both = replace(outcome, mode=Mode.BOTH)
     caption = str(report.verdict_table(both).caption)
     assert caption == "the real run's properties; conformance: the real run against the model's"
+
+
+def test_a_real_violation_that_is_a_known_upstream_finding_is_named_as_it(tmp_path):
+    from dataclasses import replace
+
+    from mwsim.history import Mode
+    from mwsim.scenario import load_scenario
+
+    hang = load_scenario(ROOT / "scenarios" / "fanin-leader-hang.yaml")
+    outcome = run_scenario(hang, mode="sim", out_dir=tmp_path)
+    assert outcome.known_findings() == []  # the model's run: nothing upstream did
+    # what the real run reports: the violations the scenario expects (the check's own
+    # real run is in tests/real/test_cli_real.py)
+    as_real = replace(
+        outcome,
+        runs=[replace(r, mode=Mode.REAL) for r in outcome.runs],
+        verdicts=[
+            replace(v, verdict="fail") if v.name == "detection" else v for v in outcome.verdicts
+        ],
+    )
+    assert as_real.known_findings() == [2]
+    (named,) = report.report_dict(as_real)["known_findings"]
+    assert named["finding"] == 2
+    assert named["what"].startswith("a hung rank 0 (it hosts the world's store) is never detected")
+    assert "runs into known upstream finding 2: a hung rank 0" in str(
+        report.verdict_table(as_real).caption
+    )
+    assert all(v.verdict == "pass" for v in outcome.verdicts)
+    calm = replace(as_real, verdicts=outcome.verdicts)  # no violation: nothing to name
+    assert calm.known_findings() == []

@@ -124,6 +124,48 @@ def test_ctrl_c_stops_the_run_and_leaves_nothing(tmp_path, signum, status):
     assert '"interrupted"' in lines[-2] and '"hygiene"' in lines[-1] and '"ok": true' in lines[-1]
 
 
+BRINGUP_MOMENTS = {
+    "fork server importing": lambda zygotes, agents: bool(zygotes) and not agents,
+    "agents forked": lambda zygotes, agents: bool(agents),
+}
+
+
+@pytest.mark.parametrize("moment", BRINGUP_MOMENTS)
+def test_an_interrupt_during_bring_up_stops_it_at_once_and_leaves_nothing(tmp_path, moment):
+    """At the start of a run (the fork server still importing torch, agents being forked
+    that may not yet lead their own process group) the promise is the same as later: 143,
+    the console and the history agree that nothing was left."""
+    path = tmp_path / "long.yaml"
+    path.write_text(LONG)
+    proc = subprocess.Popen(
+        [*MWSIM, "run", str(path), "--real", "--out", str(tmp_path / "out")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    pids: list[int] = []
+
+    def reached() -> bool:
+        zygotes, agents = run_processes(proc)
+        pids.extend(p.pid for p in zygotes + agents if p.pid not in pids)
+        return BRINGUP_MOMENTS[moment](zygotes, agents) or proc.poll() is not None
+
+    try:
+        wait_for(reached, 120, moment)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, output
+    assert "interrupted; its processes were stopped" in output
+    wait_for(gone(pids), 10, "the run's processes to be gone")
+    history = tmp_path / "out" / "long" / "real" / "history.jsonl"
+    if history.exists():  # the controller had begun: its record agrees with the console
+        last = json.loads(history.read_text().splitlines()[-1])
+        assert last["kind"] == "hygiene" and last["ok"] is True, last
+
+
 def test_agents_die_with_a_killed_controller(tmp_path):
     path = tmp_path / "long.yaml"
     path.write_text(LONG)
@@ -161,8 +203,12 @@ def test_negative_control_is_confirmed_for_real(tmp_path):
         timeout=240,
     )
     assert run.returncode == 0, run.stdout + run.stderr
-    verdicts = {p["name"]: p for p in json.loads(report.read_text())["properties"]}
+    data = json.loads(report.read_text())
+    verdicts = {p["name"]: p for p in data["properties"]}
     assert verdicts["detection"]["verdict"] == "fail" and verdicts["detection"]["expected"]
+    # the violations are named as the upstream finding they are, in the report and the table
+    assert [f["finding"] for f in data["known_findings"]] == [2]
+    assert "runs into known upstream finding 2: a hung rank 0" in " ".join(run.stdout.split())
     assert verdicts["conformance"]["verdict"] == "fail" and verdicts["conformance"]["expected"]
     assert all(
         v["verdict"] == "pass" for k, v in verdicts.items() if k not in ("detection", "conformance")
