@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.mwsim-installed
-# The example adapter for another build of MultiWorld (README "Testing another build").
+# The example adapter for another build of MultiWorld (docs/runtimes.md, "Testing another build").
 OTHER  := examples/multiworld-0.2.0
 
 # Library scenarios the test command also replays on real processes (the whole library

@@ -1,5 +1,5 @@
 """The NCCL tier: real replays with backend nccl on the GPUs of the machine (CI GPU
-runners: `make test-gpu`, README "CI on GPU runners").
+runners: `make test-gpu`, docs/gpu.md).
 
 Each test says how many GPUs it needs (one per rank of a world on one host: NCCL refuses
 two ranks of one communicator on one GPU) and is skipped with the reason where the machine

@@ -1,4 +1,4 @@
-"""The ``mwsim`` command (README "A short tour"; heavy modules are imported per command).
+"""The ``mwsim`` command (docs/cli.md; heavy modules are imported per command).
 
 Exit statuses of ``run``, ``check`` and ``fuzz``: 0 every property holds (or exactly the
 expected violations occurred), 1 a property is violated, 2 bad input or usage, 3
@@ -174,7 +174,10 @@ def main() -> None:
 @click.argument("files", nargs=-1, required=True)
 def validate(files: tuple[str, ...]) -> None:
     """Check scenario files; print path:line: problem for each problem found (names must
-    be distinct among the files given)."""
+    be distinct among the files given).
+
+    Exit status: 0 every file is valid, 2 a problem (or no scenario file was given).
+    """
     bad = 0
     loaded = []
     for path in expand(files):
@@ -353,8 +356,10 @@ def matrix_command(
     """Replay scenarios for real on several runtimes or environments, side by side.
 
     Prints scenario x target with each verdict and the properties violated, and whether the
-    targets agree (the same verdicts, broken worlds and detection classes). Exit 0 when
-    every scenario agrees, 1 when one differs, 2 bad input, 3 when a target could not run.
+    targets agree (the same verdicts, broken worlds and detection classes).
+
+    Exit status: 0 every scenario agrees, 1 one differs, 2 bad input, 3 a target could not
+    run.
     """
     _writable(json_path)
     from rich.table import Table
@@ -525,8 +530,11 @@ def bench_command(
     json_path: str | None,
 ) -> None:
     """The runtime against a baseline on the scenario's workload without faults, runs
-    alternating: ops/s and latency per world (table, JSON, plot). Exit 1 if a run
-    violated a property, 3 if a runtime cannot run here."""
+    alternating: ops/s and latency per world (table, JSON, plot).
+
+    Exit status: 0 measured, 1 a run violated a property (its figures are suspect), 2 bad
+    input, 3 a runtime cannot run here.
+    """
     from mwsim import bench
 
     _writable(json_path)
@@ -584,13 +592,19 @@ def bench_command(
 
 @main.group()
 def cluster() -> None:
-    """A local multi-node Ray cluster (each node in an emulated host) for --cluster."""
+    """A local multi-node Ray cluster (each node in an emulated host) for --cluster.
+
+    Exit status: see each command's help.
+    """
 
 
 @cluster.command("start")
 @click.option("--nodes", default=3, show_default=True, type=click.IntRange(1, 200))
 def cluster_start(nodes: int) -> None:
-    """Start it (node i claims mwsim-host-h<i>); print the RAY_ADDRESS line to use."""
+    """Start it (node i claims mwsim-host-h<i>); print the RAY_ADDRESS line to use.
+
+    Exit status: 0 it runs, 3 Ray is missing or the cluster could not start.
+    """
     import importlib.util
 
     from mwsim.hosts import cluster as local
@@ -613,7 +627,10 @@ def cluster_start(nodes: int) -> None:
 
 @cluster.command("stop")
 def cluster_stop() -> None:
-    """Stop it and remove every trace of it (processes, namespaces, state)."""
+    """Stop it and remove every trace of it (processes, namespaces, state).
+
+    Exit status: 0 nothing is left, 1 something was left (named).
+    """
     from mwsim.hosts import cluster as local
 
     removed = local.stop()
@@ -624,7 +641,10 @@ def cluster_stop() -> None:
 
 @cluster.command("status")
 def cluster_status() -> None:
-    """Say whether it runs, and where."""
+    """Say whether it runs, and where.
+
+    Exit status: 0 it runs, 1 no local cluster.
+    """
     from mwsim.hosts import cluster as local
 
     state = local.read_state()
@@ -639,7 +659,10 @@ def cluster_status() -> None:
 def clean() -> None:
     """Remove what runs whose controller died left behind (network namespaces with their
     links, rules and helpers; the controller's socket directory); live runs are left
-    alone."""
+    alone.
+
+    Exit status: 0 (what was removed and what was kept is printed).
+    """
     from mwsim.hosts import emulated
     from mwsim.replay.pool import clean_dead_homes
 
@@ -725,7 +748,10 @@ def check(
 def generate(
     family: str, seed: int, count: int, out_dir: str, workers: int | None, duration: float | None
 ) -> None:
-    """Write COUNT scenario files from a stochastic FAMILY, seeds SEED, SEED+1, ..."""
+    """Write COUNT scenario files from a stochastic FAMILY, seeds SEED, SEED+1, ...
+
+    Exit status: 0 written (their paths are printed), 2 bad usage.
+    """
     from mwsim.generate import FAMILIES
     from mwsim.generate import generate as make
 
@@ -746,7 +772,10 @@ def generate(
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Write the model here.")
 @click.option("--repeat", default=2, show_default=True, type=click.IntRange(1, 20))
 def calibrate(runtime: str, out_path: str | None, repeat: int) -> None:
-    """Fit the simulator's timing model from micro-scenarios run for real."""
+    """Fit the simulator's timing model from micro-scenarios run for real.
+
+    Exit status: 0 fitted, 2 bad usage, 3 the runtime cannot run here.
+    """
     from mwsim.calibrate import calibrate as fit
 
     console = _Console()
@@ -835,10 +864,12 @@ def fuzz(
     distinct failure.
 
     Each failure is shrunk and written to OUT under a name of its own, as a scenario file
-    that `mwsim run` replays, with its report; the exit status is then 1. 0 when the
-    budget ran out with none (known findings, flaky ones and the reference's are listed).
-    The budget bounds the whole session; Ctrl-C or SIGTERM ends it early (exit 130 or 143),
-    and either way the summary is printed and kept in OUT.
+    that `mwsim run` replays, with its report. Known findings, flaky ones and the
+    reference's are listed. The budget bounds the whole session; Ctrl-C or SIGTERM ends it
+    early, and either way the summary is printed and kept in OUT.
+
+    Exit status: 0 the budget ran out with no failure, 1 a failure was found, 2 bad usage,
+    3 the runtime cannot run here, 130 / 143 interrupted.
     """
     from mwsim.fuzz import fuzz as explore
     from mwsim.fuzz.summary import print_summary

@@ -1,4 +1,4 @@
-"""What upstream MultiWorld 0.2.3 is known to get wrong (README "Findings").
+"""What upstream MultiWorld 0.2.3 is known to get wrong (docs/findings.md).
 
 Fuzzing a runtime against MultiWorld as the reference, an example that runs into one of
 these cannot be blamed on the runtime and ends the example early; ``known_finding`` lets

@@ -1,4 +1,4 @@
-"""The history of a run: typed records, one JSON object per line (README "Histories").
+"""The history of a run: typed records, one JSON object per line (docs/scenarios.md, "Histories").
 
 Both the simulator and the real replay write a history; the checkers read it. Each record
 kind is a frozen dataclass (``Op``, ``Fault``, ``Broken`` ...) with the fields of its

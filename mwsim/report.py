@@ -1,5 +1,5 @@
 """What an Outcome looks like to people and tools: a verdict table, the JSON report
-(README "mwsim run"), and the artifacts of a run: the JSON report, the timeline PNG
+(docs/cli.md), and the artifacts of a run: the JSON report, the timeline PNG
 (``mwsim.timeline``) and the Perfetto / Chrome trace (``mwsim.trace``). World rows come
 from the scenario's plan, events are placed on them by the plan's one rule
 (``Plan.resolve``), and fault spans come from the facts the checks read."""
@@ -43,7 +43,7 @@ def verdict_table(outcome: Outcome, verbose: bool = False) -> Table:
         table.add_row(v.name, f"[{style}]{shown}[/]", v.world or "", escape(detail))
     captions = []
     for number, what in known_findings(outcome):
-        captions.append(f'runs into known upstream finding {number}: {what} (README "Findings")')
+        captions.append(f"runs into known upstream finding {number}: {what} (docs/findings.md)")
     if mode == Mode.BOTH:  # which run each row judges
         captions.append("the real run's properties; conformance: the real run against the model's")
     failed = _bringup(outcome.primary)
@@ -105,7 +105,7 @@ def _run_dict(run: ModeRun) -> dict[str, Any]:
 
 
 def report_dict(outcome: Outcome) -> dict[str, Any]:
-    """The JSON report (`mwsim run --json`, README "A short tour")."""
+    """The JSON report (`mwsim run --json`, docs/cli.md)."""
     primary = outcome.primary
     out: dict[str, Any] = {
         "scenario": outcome.scenario.name,
@@ -141,7 +141,7 @@ def inconclusive_dict(name: str, mode: Mode, reason: str) -> dict[str, Any]:
 def json_document(reports: list[dict[str, Any]], mode: Mode) -> dict[str, Any]:
     """The ``--json`` file: always one object with ``mode``, ``verdict`` (the worst) and
     ``scenarios`` (one report each, in order); with one scenario its report's own keys are
-    also at the top (README "The JSON report")."""
+    also at the top (docs/cli.md, "The JSON report")."""
     verdicts = {r["verdict"] for r in reports}
     worst = next((v for v in (FAIL, UNKNOWN) if v in verdicts), PASS)
     top = dict(reports[0]) if len(reports) == 1 else {"mode": mode, "verdict": worst}

@@ -81,7 +81,7 @@ class Outcome:
         return self.run(Mode.REAL) or self.runs[0]
 
     def known_findings(self) -> list[int | str]:
-        """The known upstream findings (README "Findings") that the events of a real run with
+        """The known upstream findings (docs/findings.md) that the events of a real run with
         a violation (expected or not) run into, as the fuzzers name them; empty for a run
         with none, a failed bring-up (no event ran) or a model-only run."""
         real = self.run(Mode.REAL)

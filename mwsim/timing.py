@@ -3,7 +3,7 @@ checkers' default bounds come from. Neither the checks nor the simulator own it:
 read it.
 
 ``MODELS["multiworld"]`` holds values measured on a 2-core gloo machine with ``mwsim
-calibrate`` (see the README's model table); ``calibrate`` refits them from real runs and
+calibrate`` (see the model table in docs/model.md); ``calibrate`` refits them from real runs and
 ``RuntimeModel.load`` reads a fitted file. The model describes a *correct* MultiWorld:
 every runtime under test is judged against it.
 """

@@ -13,7 +13,7 @@ from mwsim.scenario import Scenario
 REPLAY_OVERHEAD_S = 3.0
 
 
-#: How far past its budget a session may end (README "Fuzzing"): the live step under way
+#: How far past its budget a session may end (docs/fuzzing.md): the live step under way
 #: and its teardown, or a replay that took longer than its estimate.
 GRACE_S = 15.0
 

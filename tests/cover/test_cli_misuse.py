@@ -298,3 +298,12 @@ def test_a_signal_reaches_an_agent_forked_before_it_leads_its_own_group():
     finally:
         child.kill()
     assert not processes.signal_group(child.pid, signal.SIGKILL)  # reaped: nothing to signal
+
+
+def test_every_commands_help_gives_its_exit_statuses():
+    runner = CliRunner()
+    commands = [[name] for name in cli.main.commands]
+    commands += [["cluster", name] for name in cli.main.commands["cluster"].commands]
+    for command in commands:
+        helped = runner.invoke(cli.main, [*command, "--help"])
+        assert helped.exit_code == 0 and "Exit status" in helped.output, command
