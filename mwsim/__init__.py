@@ -12,7 +12,8 @@ by ``tests/cover/test_layout.py``):
 3. ``membership``: the timeline of a scenario and its ``Plan``.
 4. ``scenario``: the file format; a loaded scenario carries its plan.
 5. ``timing`` (the runtime model), ``playback`` (the executor protocol and dispatch),
-   ``findings``, ``workloads``, ``runtimes``, ``hosts`` (loopback or emulated hosts, and
+   ``findings``, ``workloads`` and ``serve`` (what a world runs in a real replay),
+   ``runtimes``, ``hosts`` (loopback or emulated hosts, and
    the network faults on them).
 6. ``checks`` (a package: the facts index, one module per property, judging), ``sim`` (the
    model executor), ``replay`` (the real executor), ``strategies``, ``generate``.

@@ -200,6 +200,45 @@ class Ops(Record):
     peer: str | None = None
 
 
+@_kind
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Admitted(Record):
+    """The frontend admitted request ``rid`` (the serve workload), at ``t``."""
+
+    KIND = "admitted"
+    rid: int
+    worker: str  # the frontend
+
+
+@_kind
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Answered(Record):
+    """Request ``rid`` was answered at ``t``: ``right`` is whether its output was the one
+    expected, ``tries`` how many attempts it took, ``path`` the replicas of the attempt
+    that answered (one per stage)."""
+
+    KIND = "answered"
+    rid: int
+    worker: str
+    right: bool
+    latency_s: float
+    tries: int = 1
+    path: tuple[str, ...] = ()
+
+
+@_kind
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Unserved(Record):
+    """Request ``rid`` was failed at ``t`` with ``reason`` (its timeout passed, or no
+    replica was left to try) after ``tries`` attempts."""
+
+    KIND = "unserved"
+    rid: int
+    worker: str
+    reason: str
+    tries: int = 0
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Acted(Record):
     """What the harness did to the system (a fault, or its end), and whether it was

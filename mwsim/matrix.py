@@ -217,7 +217,7 @@ def run_matrix(
         for scenario in scenarios:
             name = scenario.name
             if name in reports:
-                column.cells[name] = cell_of(reports[name], scenario.workload.interval_s)
+                column.cells[name] = cell_of(reports[name], scenario.op_interval_s)
                 if not column.runtime_package:
                     column.runtime_package, column.torch = _meta(reports[name])
             else:

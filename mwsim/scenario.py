@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 import re
 import textwrap
 from collections.abc import Mapping, Sequence
@@ -45,7 +46,14 @@ class Property(StrEnum):
     RECOVERY = "recovery"
     SURVIVAL = "survival"
     ERRORS = "errors"
+    SERVED = "served"  # the serve workload's requests (only it is judged by these three)
+    SLO = "slo"
+    GOODPUT = "goodput"
     CONFORMANCE = "conformance"
+
+
+#: The properties of requests, judged only for the ``serve`` workload.
+REQUEST_PROPERTIES = (Property.SERVED, Property.SLO, Property.GOODPUT)
 
 
 # -- topology -----------------------------------------------------------------------------
@@ -100,17 +108,58 @@ TopologySpec = Annotated[FanInSpec | PipelineSpec | ExplicitSpec, Field(discrimi
 # -- workload, expectations, the scenario -------------------------------------------------
 
 
+class ServeModel(Strict):
+    """A small deterministic model slice per stage: seeded weights, ``layers`` of
+    ``width`` (without it a stage echoes a transformed payload)."""
+
+    layers: Annotated[int, Field(ge=1, le=64)] = 2
+    width: Annotated[int, Field(ge=4, le=8192)] = 128
+
+
+#: The keys only the ``serve`` workload reads (anything else given them is an error).
+SERVE_KEYS = (
+    "rate_per_s",
+    "arrivals",
+    "cv",
+    "request_bytes",
+    "route",
+    "retries",
+    "timeout_ms",
+    "model",
+)
+
+
 class Workload(Strict):
     """Per world: ``stream`` (ranks > 0 send to rank 0), ``request`` (round trips from
-    rank 0), or ``allreduce`` (every rank, every interval)."""
+    rank 0), or ``allreduce`` (every rank, every interval); or ``serve``: requests arrive
+    at the leader open-loop and go through the deployment (docs/scenarios.md)."""
 
-    kind: Literal["stream", "request", "allreduce"] = "stream"
+    kind: Literal["stream", "request", "allreduce", "serve"] = "stream"
     tensor_bytes: Annotated[int, Field(ge=64, le=64 * 1024 * 1024)] = 4096
     interval_ms: Annotated[float, Field(ge=0, le=60_000, allow_inf_nan=False)] = 20.0
+    rate_per_s: Annotated[float, Field(gt=0, le=100_000, allow_inf_nan=False)] = 40.0
+    arrivals: Literal["constant", "poisson", "bursty"] = "poisson"
+    cv: Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)] = 3.0
+    request_bytes: Annotated[int, Field(ge=64, le=64 * 1024 * 1024)] = 4096
+    route: Literal["round_robin", "least_outstanding"] = "round_robin"
+    retries: Annotated[int, Field(ge=0, le=16)] = 2
+    timeout_ms: Annotated[float, Field(gt=0, le=600_000, allow_inf_nan=False)] = 2000.0
+    model: ServeModel | None = None
 
     @property
     def interval_s(self) -> float:
         return self.interval_ms / 1000
+
+    @property
+    def timeout_s(self) -> float:
+        return self.timeout_ms / 1000
+
+
+class Slo(Strict):
+    """Per phase, at least ``attainment`` of the requests answered within ``latency_ms``."""
+
+    latency_ms: Annotated[float, Field(gt=0, le=600_000, allow_inf_nan=False)]
+    attainment: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
 
 
 if TYPE_CHECKING:  # the literals are built from the vocabulary: plain strings to mypy
@@ -128,6 +177,7 @@ class Expect(Strict):
     detect_within_s: dict[DetectableKind, Duration] = Field(default_factory=dict)
     join_within_s: Duration | None = None
     recover_within_s: Duration | None = None
+    slo: Slo | None = None  # the serve workload's service level
     violations: list[PropertyName] = Field(default_factory=list)
 
 
@@ -182,6 +232,36 @@ class Scenario(Strict):
     def ordered_events(self) -> list[tuple[int, AnyEvent]]:
         """``(index in file, event)`` in time order (file order breaks ties)."""
         return sorted(enumerate(self.events), key=lambda pair: (pair[1].at, pair[0]))
+
+    @property
+    def op_interval_s(self) -> float:
+        """How long a world may go between two ops with nothing wrong: the workload's
+        interval; for ``serve``, the gap between two requests routed to one replica that
+        arrivals exceed once in a thousand (the runtime notices a dead peer at the next
+        op, so this bounds detection by an op)."""
+        workload = self.workload
+        if workload.kind != "serve":
+            return workload.interval_s
+        spec = self.topology
+        if isinstance(spec, PipelineSpec):
+            replicas = max(spec.replica_counts())
+        elif isinstance(spec, FanInSpec):
+            replicas = spec.workers
+        else:
+            replicas = 1
+        mean = replicas / workload.rate_per_s
+        if workload.arrivals == "constant" and workload.route == "round_robin":
+            return mean
+        spread = workload.cv**2 if workload.arrivals == "bursty" else 1.0
+        return mean * math.log(1000) * max(1.0, spread)
+
+    def only_receives(self, rank: int) -> bool:
+        """Does rank ``rank`` of a world only wait for requests (the serve workload: a
+        fan-in's replica, a pipeline world's receiving end)? It sees a resetting cut only
+        as the watchdog does: no traffic comes to be reset."""
+        if self.workload.kind != "serve":
+            return False
+        return rank == 0 if isinstance(self.topology, PipelineSpec) else rank != 0
 
     def digest(self) -> str:
         """What a run of it depends on, as a short hash (its ``run`` record keeps it, so a
@@ -256,14 +336,44 @@ def _explicit_problems(spec: ExplicitSpec, backend: str) -> list[tuple[Loc, str]
 
 
 def _spec_problems(scenario: Scenario) -> list[tuple[Loc, str]]:
-    """What is wrong with the topology section itself, before any event is applied."""
+    """What is wrong with the topology and workload sections themselves, before any event
+    is applied."""
     spec = scenario.topology
+    problems = _workload_problems(scenario)
     if isinstance(spec, ExplicitSpec):
-        return _explicit_problems(spec, scenario.backend)
+        return problems + _explicit_problems(spec, scenario.backend)
     if isinstance(spec, PipelineSpec) and isinstance(spec.stages, list) and spec.replicas:
         message = "replicas goes with a stage count (stages: 3); a list gives replicas per stage"
-        return [(("topology", "replicas"), message)]
-    return []
+        problems.append((("topology", "replicas"), message))
+    return problems
+
+
+def _workload_problems(scenario: Scenario) -> list[tuple[Loc, str]]:
+    """Keys of one workload kind given to another, and serving where it cannot be."""
+    workload, given = scenario.workload, scenario.workload.model_fields_set
+    problems: list[tuple[Loc, str]] = []
+    if workload.kind != "serve":
+        for key in SERVE_KEYS:
+            if key in given:
+                message = f"{key} is for kind: serve (this workload is {workload.kind})"
+                problems.append((("workload", key), message))
+        if scenario.expect.slo is not None:
+            message = "slo judges the requests of kind: serve (this workload has none)"
+            problems.append((("expect", "slo"), message))
+        return problems
+    if isinstance(scenario.topology, ExplicitSpec):
+        message = "serve needs a fan_in or pipeline topology (a frontend and replicas)"
+        problems.append((("topology", "generator"), message))
+    if "cv" in given and workload.arrivals != "bursty":
+        message = f"cv shapes bursty arrivals (arrivals here: {workload.arrivals})"
+        problems.append((("workload", "cv"), message))
+    for key in ("interval_ms", "tensor_bytes"):
+        if key in given:
+            message = (
+                f"{key} is not read by kind: serve (its pace is rate_per_s, its size request_bytes)"
+            )
+            problems.append((("workload", key), message))
+    return problems
 
 
 def plan_problems(scenario: Scenario) -> list[tuple[Loc, str]]:

@@ -20,7 +20,19 @@ from typing import TYPE_CHECKING, Any
 
 from mwsim.checks import FAIL, bringup_failure
 from mwsim.events import FAULTS, Kind
-from mwsim.history import Broken, Cause, Fault, History, Mode, Op, Ops, Scale
+from mwsim.history import (
+    Admitted,
+    Answered,
+    Broken,
+    Cause,
+    Fault,
+    History,
+    Mode,
+    Op,
+    Ops,
+    Scale,
+    Unserved,
+)
 from mwsim.membership import Plan, WorldLife
 
 if TYPE_CHECKING:
@@ -323,6 +335,64 @@ def _draw(
     ax.set_title(title, fontsize=10 if failed is None else 8, loc="left", pad=4 + lanes * LANE_PT)
 
 
+#: The height of a run's requests panel (inches).
+REQUESTS_IN = 1.8
+LATENCY_COLOURS = {"p50": "#1f77b4", "p99": "#9467bd"}
+
+
+def _requests(
+    ax: Any, outcome: Outcome, run: ModeRun, rows: Layout, bins: np.ndarray, zoom: bool = False
+) -> None:
+    """The serve workload's requests over time: p50 and p99 latency of the requests
+    answered in each bin (log scale), and answered and failed requests per second (right
+    axis), with lasting faults shaded and the others marked."""
+    import numpy as np
+
+    answers = run.history.of(Answered)
+    failed = run.history.of(Unserved)
+    width = float(bins[1] - bins[0])
+    index = np.clip(np.searchsorted(bins, [a.t for a in answers], side="right") - 1, 0, None)
+    latencies: dict[int, list[float]] = defaultdict(list)
+    for i, a in zip(index.tolist(), answers, strict=True):
+        if i < len(bins) - 1:
+            latencies[i].append(a.latency_s * 1000)
+    drawn = []
+    for name, q in (("p50", 50), ("p99", 99)):
+        ys = np.full(len(bins) - 1, np.nan)  # a gap where nothing was answered
+        for i, values in latencies.items():
+            ys[i] = np.percentile(values, q)
+        ax.step(bins[:-1], ys, where="post", color=LATENCY_COLOURS[name], lw=1.4)
+        drawn += [y for y in ys.tolist() if y == y]
+    if drawn and max(drawn) > 20 * max(min(drawn), 1e-6):  # orders of magnitude: log
+        ax.set_yscale("log")
+    ax.margins(y=0.15)
+    ax.set_ylabel("" if zoom else "latency ms", fontsize=8)
+    rate = ax.twinx()
+    for items, colour in ((answers, OP_COLOUR), (failed, FAIL_COLOUR)):
+        counts, _ = np.histogram([e.t for e in items], bins=bins)
+        rate.step(bins[:-1], counts / width, where="post", color=colour, lw=1, alpha=0.8)
+    rate.set_ylabel("" if zoom else "per second", fontsize=8)
+    rate.tick_params(labelsize=7)
+    ax.tick_params(labelsize=7)
+    first, last = float(bins[0]), float(bins[-1])
+    facts = run.facts
+    if facts is not None:
+        for x in facts.faults.values():
+            if not x.confirmed or not first <= x.t <= last:
+                continue
+            colour = x.step.event.info.colour
+            if x.step.event.info.lasting:
+                ax.axvspan(x.t, x.end if x.end is not None else last, color=colour, alpha=0.15)
+            else:
+                ax.axvline(x.t, color=colour, lw=1.2)
+    ax.set_xlim(first - (0.5 if last - first < 100 and not zoom else 0.0), last)
+    ax.set_title(
+        f"{run.mode}: requests ({len(answers)} answered, {len(failed)} failed)",
+        fontsize=9,
+        loc="left",
+    )
+
+
 def _broken_bounds(ax: Any, outcome: Outcome, run: ModeRun, rows: Layout) -> None:
     """Each bound a violated property says was broken, in red on its world's row: from the
     fault (or the last op) to when the report (or the next op) was due."""
@@ -379,6 +449,11 @@ def _legend(outcome: Outcome, runs: list[ModeRun]) -> list[Any]:
         handles.append(Line2D([], [], color="black", lw=1, label="the model's detection window"))
     if failing_worlds(outcome):
         handles.append(Patch(color=FAIL_COLOUR, label="a world a violated property names"))
+    if any(run.history.first(Admitted) for run in runs):
+        for name, colour in LATENCY_COLOURS.items():
+            handles.append(Line2D([], [], color=colour, lw=1.4, label=f"{name} latency"))
+        handles.append(Line2D([], [], color=OP_COLOUR, lw=1, label="requests answered / s"))
+        handles.append(Line2D([], [], color=FAIL_COLOUR, lw=1, label="requests failed / s"))
     if any(v.bounds for run in runs for v in run.verdicts if v.verdict == FAIL):
         handles.append(
             Line2D([], [], color=FAIL_COLOUR, lw=2.2, label="a bound it broke (due at its tick)")
@@ -427,21 +502,27 @@ def timeline_png(outcome: Outcome, path: str | Path) -> Path:
     runs = sorted(outcome.runs, key=lambda r: r.mode != Mode.REAL)  # the real run on top
     zoom = focus(outcome)
     shown = len(rows.labels) + 1
-    height = 2.0 + len(runs) * (1.0 + 0.3 * shown)
+    serving = any(run.history.first(Admitted) for run in runs)  # a requests panel per run
+    panels = [
+        (run, kind) for run in runs for kind in (("requests",) if serving else ()) + ("worlds",)
+    ]
+    heights = [REQUESTS_IN if kind == "requests" else 1.0 + 0.3 * shown for _, kind in panels]
+    height = 1.0 + sum(heights)
     columns = 2 if zoom else 1
     fig, axes = plt.subplots(
-        len(runs),
+        len(panels),
         columns,
         figsize=(11 + 5 * (columns - 1), height),
         squeeze=False,
         sharex="col",
-        gridspec_kw={"width_ratios": [3, 2][:columns]},
+        gridspec_kw={"width_ratios": [3, 2][:columns], "height_ratios": heights},
     )
-    for i, run in enumerate(runs):
-        _draw(axes[i, 0], outcome, run, rows, bins)
+    for i, (run, kind) in enumerate(panels):
+        draw = _draw if kind == "worlds" else _requests
+        draw(axes[i, 0], outcome, run, rows, bins)
         if zoom is not None:
             lo, hi = zoom
-            _draw(axes[i, 1], outcome, run, rows, bins_for(hi - lo, lo), zoom=True)
+            draw(axes[i, 1], outcome, run, rows, bins_for(hi - lo, lo), zoom=True)
             axes[i, 0].axvspan(lo, hi, color="#3b6ea5", alpha=0.08, lw=0)
     axes[-1, 0].set_xlabel("seconds since the workload started")
     if zoom is not None:

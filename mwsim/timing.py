@@ -211,7 +211,7 @@ def judged_end(scenario: Scenario, margin_s: float = 0.5, min_tail_s: float = MI
     """How long a run must last for every bound of its events to fall inside it: the last
     detection deadline (from the runtime model) or join bound, plus a margin."""
     model = model_for(scenario.runtime)
-    interval = scenario.workload.interval_s
+    interval = scenario.op_interval_s
     p = scenario.plan
     end = max((step.event.at for step in p.steps), default=0.0) + min_tail_s
     for step in p.steps:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from mwsim.checks.index import Facts, Injected
 from mwsim.checks.reasoning import alive_until, faults_of, formed_at, judge_or_excuse
 from mwsim.checks.verdicts import Evidence, Verdict, fmt, summary
-from mwsim.events import BREAKING
+from mwsim.events import BREAKING, Kind
 from mwsim.membership import WorldId, WorldLife
 from mwsim.scenario import Property
 from mwsim.timing import (
@@ -52,7 +52,7 @@ def _bound(f: Facts, life: WorldLife, fault: Injected, rank: int, others: list[i
     kind = fault.step.kind
     if kind in f.bounds.detect_within_s:
         return f.bounds.detect_within_s[kind]
-    workload, interval = f.scenario.workload.kind, f.scenario.workload.interval_s
+    workload, interval = f.scenario.workload.kind, f.scenario.op_interval_s
 
     def bound(silent: bool) -> float:
         return min(
@@ -62,6 +62,8 @@ def _bound(f: Facts, life: WorldLife, fault: Injected, rank: int, others: list[i
 
     ev = fault.step.event
     silent = ev.silent_to(f.plan.worker(life.members[rank], fault.t).host)
+    if kind is Kind.PARTITION and f.scenario.only_receives(rank):
+        silent = True
     cut = None if silent else _cut_off(f, life, rank, others, fault.t)
     if cut is None:
         return bound(silent)

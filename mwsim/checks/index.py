@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from mwsim.checks.verdicts import fmt
 from mwsim.events import Kind, subject_of
 from mwsim.history import (
+    Admitted,
+    Answered,
     Bringup,
     Broken,
     Error,
@@ -33,6 +35,7 @@ from mwsim.history import (
     Resumed,
     Scale,
     Source,
+    Unserved,
 )
 from mwsim.history import Lag as LagRecord
 from mwsim.membership import Plan, Step, WorldId
@@ -131,6 +134,9 @@ class Facts:
     lags: list[Lag] = field(default_factory=list)  # where the harness fell behind
     bringup: Bringup | None = None  # the deployment did not come up: why (a real run)
     reference: Reference | None = None  # ... and whether the reference runtime's did
+    #: the serve workload: each admitted request's admission, and what ended it (in order)
+    requests: dict[int, Admitted] = field(default_factory=dict)
+    outcomes: dict[int, list[Answered | Unserved]] = field(default_factory=dict)
 
 
 def _nearest(candidates: list[Step], t: float, taken: set[int]) -> int | None:
@@ -228,6 +234,10 @@ def facts(history: History, scenario: Scenario, model: RuntimeModel | None = Non
                 f.died.setdefault(e.worker, []).append((e.t, e.expected is not False))
             case Hygiene():
                 f.hygiene = e
+            case Admitted():
+                f.requests.setdefault(e.rid, e)
+            case Answered() | Unserved():
+                f.outcomes.setdefault(e.rid, []).append(e)
             case LagRecord():
                 lags.append(e)
     for step in p.steps:  # faults the history does not record were never confirmed

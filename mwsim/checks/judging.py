@@ -12,12 +12,15 @@ from typing import Any
 from mwsim.checks import (
     detection,
     errors,
+    goodput,
     hygiene,
     integrity,
     no_false_alarm,
     progress,
     recovery,
     scale_out,
+    served,
+    slo,
     survival,
 )
 from mwsim.checks.bringup import bringup_cause, headline, not_the_runtimes
@@ -30,7 +33,7 @@ from mwsim.history import (
     History,
     Mode,
 )
-from mwsim.scenario import Property, Scenario
+from mwsim.scenario import REQUEST_PROPERTIES, Property, Scenario
 from mwsim.timing import RuntimeModel
 
 #: Every property but conformance (which compares two histories), in report order.
@@ -44,8 +47,19 @@ PROPERTIES = (
     recovery,
     survival,
     errors,
+    served,
+    slo,
+    goodput,
 )
 CHECKS: dict[str, Callable[[Facts], Verdict]] = {m.NAME: m.check for m in PROPERTIES}
+
+
+def checks_for(scenario: Scenario) -> dict[str, Callable[[Facts], Verdict]]:
+    """The properties a run of ``scenario`` is judged by: the request properties only
+    for the serve workload (elsewhere there are no requests to judge)."""
+    if scenario.workload.kind == "serve":
+        return CHECKS
+    return {name: c for name, c in CHECKS.items() if name not in REQUEST_PROPERTIES}
 
 
 def _unconfirmed(f: Facts) -> list[str]:
@@ -71,10 +85,11 @@ def safely(name: str, check: Callable[[Facts], Verdict], f: Facts) -> Verdict:
 def evaluate(f: Facts) -> list[Verdict]:
     """Every property except conformance. A fault not confirmed injected turns a would-be
     pass into unknown; a bring-up the harness failed leaves every property unknown."""
+    judged = checks_for(f.scenario)
     if bringup_cause(f) is Cause.HARNESS:
         why = not_the_runtimes(f)
-        return [Verdict(name, UNKNOWN, why) for name in CHECKS]
-    verdicts = [safely(name, check, f) for name, check in CHECKS.items()]
+        return [Verdict(name, UNKNOWN, why) for name in judged]
+    verdicts = [safely(name, check, f) for name, check in judged.items()]
     doubts = _unconfirmed(f)
     if doubts:
         verdicts = [

@@ -41,7 +41,7 @@ def recover_bound(f: Facts, outage: Injected) -> float:
     assert outage.end is not None
     if f.bounds.recover_within_s is not None:
         return f.bounds.recover_within_s
-    return f.model.recovery_bound(outage.end - outage.t, f.scenario.workload.interval_s)
+    return f.model.recovery_bound(outage.end - outage.t, f.scenario.op_interval_s)
 
 
 def outages(f: Facts, life: WorldLife) -> list[tuple[Injected, float | None]]:

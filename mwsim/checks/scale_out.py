@@ -94,7 +94,7 @@ def _incomplete_removals(f: Facts, problems: list[Evidence], unknown: list[str])
     went down first, or the world was cut off or flagged: then it waits for its workload);
     the number of removals judged."""
     judged = 0
-    interval = f.scenario.workload.interval_s
+    interval = f.scenario.op_interval_s
     for step in f.plan.steps:
         if step.kind is not Kind.REMOVE_WORLD or step.index not in f.scaled:
             continue

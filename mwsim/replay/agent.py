@@ -119,6 +119,12 @@ class Agent:
         self.slowness = workloads.Slowness()
         self.gpu = GpuFaults(boot.device)
         self.worlds: dict[tuple[str, int], WorldRun] = {}
+        self.node: Any = None  # this worker's part in the serve workload (``serve.Node``)
+        if boot.workload["kind"] == "serve":
+            from mwsim import serve  # imports torch, as the workloads do
+
+            slow = workloads.Pace(0.0, slowness=self.slowness).slow
+            self.node = serve.Node.of(boot, self.emit, slow)
         self.t0: float | None = None
         self.recording = True
         self.outbox: list[wire.Message] = []
@@ -282,12 +288,17 @@ class Agent:
         self.t0 = float(message.t0)
         for run in self.worlds.values():
             self._launch(run, self.t0)
+        if self.node is not None:  # the leader admits requests until recording stops
+            self.node.start(self.spawn, lambda: not self.recording)
 
     def _launch(self, run: WorldRun, first_at: float) -> None:
         w, spec = self.workloads, self.boot.workload
         interval = spec["interval_ms"] / 1000
         pace = w.Pace(interval, next_at=first_at - interval, slowness=self.slowness)
         run.ctl = w.Control()
+        if self.node is not None:
+            run.task = self.spawn(self._work(run, self.node.role_of(run), None, pace))
+            return
         payload = w.Payload(run.name, spec["tensor_bytes"], self.boot.device)
         run.task = self.spawn(self._work(run, w.ROLES[spec["kind"]], payload, pace))
 

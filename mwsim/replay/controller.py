@@ -54,7 +54,7 @@ from mwsim.replay.schedule import Confirmations, Schedule
 from mwsim.replay.signals import SignalTrap, Waker
 from mwsim.replay.worlds import Formation
 from mwsim.replay.zygote import Zygote
-from mwsim.scenario import Scenario
+from mwsim.scenario import PipelineSpec, Scenario
 from mwsim.timing import model_for, progress_window, sized
 
 STOP_GRACE_S = 2.0
@@ -80,6 +80,22 @@ class RealRun:
     leftovers: Leftovers
     wall_s: float
     cause: str | None = None  # a failed bring-up: whose doing (``mwsim.history.Cause``)
+
+
+def workload_of(scenario: Scenario) -> dict[str, Any]:
+    """What an agent needs of the workload: its keys, and for ``serve`` the deployment's
+    shape (stages, every worker's name, the seed of its inputs and weights)."""
+    spec = scenario.workload.model_dump()
+    if scenario.workload.kind == "serve":
+        topology = scenario.topology
+        pipeline = isinstance(topology, PipelineSpec)
+        spec.update(
+            pipeline=pipeline,
+            stages=len(topology.replica_counts()) if isinstance(topology, PipelineSpec) else 1,
+            workers=sorted({w.name for w in scenario.plan.workers}),
+            seed=scenario.seed or 0,
+        )
+    return spec
 
 
 def devices(plan: Plan, backend: str, per_host: bool = False) -> dict[str, str]:
@@ -233,7 +249,7 @@ class Controller:
             backend=self.backend,
             device=self.devices.get(worker, "cpu"),
             store_addr=self.network.address(host),
-            workload=self.scenario.workload.model_dump(),
+            workload=workload_of(self.scenario),
             peers=peers,
             rendezvous=self.rendezvous,
             rendezvous_addr=self.network.address(self.plan.initial.host_of(peers[0])),

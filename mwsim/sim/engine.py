@@ -21,7 +21,7 @@ from typing import Any
 
 import simpy
 
-from mwsim.events import AnyEvent, Degrade, GpuSlow, Partition, Slow
+from mwsim.events import AnyEvent, Degrade, GpuSlow, Kind, Partition, Slow
 from mwsim.history import (
     Broken,
     Exit,
@@ -44,6 +44,7 @@ from mwsim.internal.rng import seeded
 from mwsim.membership import Plan, Step, WorldLife
 from mwsim.playback import Action, actions, dispatch
 from mwsim.scenario import Scenario
+from mwsim.sim.serving import Carrier, serve
 from mwsim.timing import (
     Mechanism,
     RuntimeModel,
@@ -86,6 +87,7 @@ class _World:
     paused: set[str] = field(default_factory=set)  # hung members, partitions cutting it
     reported: set[str] = field(default_factory=set)
     rtts: dict[int, float] = field(default_factory=dict)  # degraded links it crosses
+    up: list[tuple[float, float]] = field(default_factory=list)  # serve: when it could carry
 
     @property
     def rtt(self) -> float:
@@ -119,6 +121,7 @@ class Simulation:
         self.env = simpy.Environment()
         self.kind = scenario.workload.kind
         self.interval = scenario.workload.interval_s
+        self.op_interval = scenario.op_interval_s  # the longest quiet gap between ops
         self.events: list[Record] = []
         self.worlds: list[_World] = [self._world(life) for life in self.plan.worlds]
         self.by_member: dict[str, list[_World]] = {}
@@ -169,6 +172,10 @@ class Simulation:
     def _flush(self, world: _World, until: float) -> None:
         """Produce the ops a serving world completes before ``until``."""
         if not world.serving or world.next_op >= until:
+            return
+        if self.kind == "serve":  # requests make its ops (sim.serving): note the stretch
+            world.up.append((world.next_op, until))
+            world.next_op = until
             return
         count = math.ceil((until - world.next_op) / world.period - 1e-9)
         first = world.next_op
@@ -265,9 +272,13 @@ class Simulation:
             if survivor in self.hung and back is None:
                 continue  # hung for good: it never gets to look
             silent = event.silent_to(self.plan.worker(survivor, t).host)
+            if event.kind is Kind.PARTITION and self.scenario.only_receives(rank):
+                silent = True
             options = []
             for bad in others:
-                window = detection_window(self.model, self.kind, self.interval, silent, rank, bad)
+                window = detection_window(
+                    self.model, self.kind, self.op_interval, silent, rank, bad
+                )
                 blocked = self.kind != "allreduce" and (rank == 0 or bad == 0)
                 at = self._sample(window.how, world, t, survivor, blocked)
                 options.append((at, window.lo, window.hi, window.how))
@@ -608,6 +619,8 @@ class Simulation:
         end = s.duration_s
         for world in self.worlds:
             self._end(world, end)
+        if self.kind == "serve":
+            self.events += self._serve()
         self._emit(Phase, end, name=PhaseName.STOP)
         for worker in sorted(self.alive):
             code = -9 if worker in self.hung else 0
@@ -616,6 +629,17 @@ class Simulation:
             Hygiene, end + 2 * m.leave_s, ok=True, detail="simulated: no process to leave behind"
         )
         return History(self.events)
+
+    def _serve(self) -> list[Record]:
+        """The serve workload's requests over the worlds' serving stretches."""
+        carriers = [Carrier(w.life, w.up) for w in self.worlds]
+        known: dict[tuple[int, str], float] = {}
+        for b in self.events:
+            if isinstance(b, Broken):
+                life = self.plan.resolve(b.world, b.life, b.t)
+                if life is not None:
+                    known.setdefault((self.plan.row(life.id), b.worker), b.t)
+        return serve(self.scenario, carriers, known, dict(self.died_at), self.model, self.rng)
 
 
 def simulate(

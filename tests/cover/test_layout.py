@@ -31,6 +31,7 @@ LAYERS = {
     "mwsim.playback": 5,
     "mwsim.findings": 5,
     "mwsim.workloads": 5,
+    "mwsim.serve": 5,
     "mwsim.runtimes": 5,
     "mwsim.hosts": 5,
     "mwsim.checks": 6,

@@ -37,7 +37,7 @@ def test_library_has_every_shape_and_event_kind():
     assert generators == {"fan_in", "pipeline", "explicit"}
     kinds = {e.do for s in scenarios for e in s.events}
     assert kinds == set(Kind)
-    assert {s.workload.kind for s in scenarios} == {"stream", "request", "allreduce"}
+    assert {s.workload.kind for s in scenarios} == {"stream", "request", "allreduce", "serve"}
     assert any(s.expect.violations for s in scenarios), "a negative control is in the library"
 
 

@@ -246,7 +246,7 @@ CASES = [
         "bad-workload-kind",
         HEAD + "workload: {kind: broadcast}\n",
         5,
-        "must be 'stream', 'request' or 'allreduce'",
+        "must be 'stream', 'request', 'allreduce' or 'serve'",
     ),
     ("tiny-tensor", HEAD + "workload: {tensor_bytes: 8}\n", 5, "must be >= 64"),
     ("unknown-violation", HEAD + "expect: {violations: [speed]}\n", 5, "must be 'progress'"),

@@ -1,0 +1,132 @@
+"""Reasoning the request properties share (the ``serve`` workload): the paths a request
+can take, whether a fault touched them, the phases of a run, latency percentiles."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mwsim.checks.index import Facts, Injected
+from mwsim.checks.reasoning import faults_of, formed_at
+from mwsim.history import Answered, Unserved
+from mwsim.membership import WorldLife
+
+FRONTEND = "leader"
+#: What ``goodput`` forgives: the answer rate during a fault may fall this far below the
+#: surviving capacity's share of the fault-free rate (a replica's requests in flight when
+#: it fails are retried; the rates are of a few seconds of Poisson arrivals).
+GOODPUT_TOLERANCE = 0.25
+#: A stretch shorter than this is not measured for goodput (too few requests to say).
+MIN_STRETCH_S = 2.0
+
+
+def serving(f: Facts) -> bool:
+    return f.scenario.workload.kind == "serve"
+
+
+def touched(f: Facts, life: WorldLife, a: float, b: float) -> bool:
+    """Did a fault act on ``life`` (a member, its host, a cut, a degraded link) in [a, b],
+    or was it not there (formed, alive) for all of it?"""
+    formed = formed_at(f, life)
+    if (
+        formed is None
+        or formed > a
+        or not (life.start <= a and (life.end is None or life.end >= b))
+    ):
+        return True
+    return any(x.t <= b and (x.end is None or x.end >= a) for x in faults_of(f, life))
+
+
+def hops(f: Facts, sender: str, stage: int, t: float) -> list[tuple[str, WorldLife]]:
+    """Where a request at ``sender`` may go next, over which world (as the model routes:
+    a pipeline from rank 1 to rank 0 of each world, a fan-in out to a replica and back)."""
+    pipeline = f.scenario.topology.generator == "pipeline"
+    out = []
+    for life in f.plan.worlds:
+        if not life.alive_at(t) or sender not in life.members:
+            continue
+        if pipeline:
+            if life.members[1] != sender:
+                continue
+            receiver = life.members[0]
+        elif sender == FRONTEND:
+            receiver = next(m for m in life.members if m != FRONTEND)
+        else:
+            receiver = FRONTEND
+        if receiver != FRONTEND or stage > 0:
+            out.append((receiver, life))
+    return out
+
+
+def untouched_path(f: Facts, a: float, b: float) -> list[str] | None:
+    """A path from the frontend through a replica of each stage and back over worlds no
+    fault touched in [a, b] (its replicas, in order), if there is one."""
+
+    def walk(sender: str, stage: int, seen: list[str]) -> list[str] | None:
+        for receiver, life in hops(f, sender, stage, a):
+            if receiver in seen or touched(f, life, a, b):
+                continue
+            if receiver == FRONTEND:
+                return seen
+            found = walk(receiver, stage + 1, [*seen, receiver])
+            if found is not None:
+                return found
+        return None
+
+    return walk(FRONTEND, 0, [])
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A stretch of the run: before the first fault, while faults (and their requests'
+    timeouts) are in force, after."""
+
+    name: str
+    start: float
+    end: float
+
+
+def faults_in_run(f: Facts) -> list[Injected]:
+    return sorted((x for x in f.faults.values() if x.confirmed and x.t < f.end), key=lambda x: x.t)
+
+
+def phases(f: Facts) -> list[Phase]:
+    faults = faults_in_run(f)
+    if not faults:
+        return [Phase("whole run", 0.0, f.end)]
+    settle = f.scenario.workload.timeout_s
+    first = faults[0].t
+    last = max(
+        (x.end if x.end is not None else f.end) if x.step.event.lasts() else x.t for x in faults
+    )
+    during_end = min(f.end, last + settle)
+    out = [Phase("before", 0.0, first), Phase("during", first, during_end)]
+    if during_end < f.end:
+        out.append(Phase("after", during_end, f.end))
+    return [p for p in out if p.end > p.start]
+
+
+def _in_force_until(f: Facts, x: Injected) -> float:
+    """A lasting fault holds until it ends (or the run does); an instant one (a crash)
+    only at its instant: what follows is the deployment without the lost replica."""
+    if not x.step.event.info.lasting:
+        return x.t
+    return x.end if x.end is not None else f.end
+
+
+def decided(f: Facts, rid: int) -> Answered | Unserved | None:
+    """What ended request ``rid`` first (None: nothing did)."""
+    outcomes = f.outcomes.get(rid)
+    return outcomes[0] if outcomes else None
+
+
+def judgeable(f: Facts, admitted: float) -> bool:
+    """Was a request admitted at ``admitted`` due to end before the run did?"""
+    return admitted + f.scenario.workload.timeout_s < f.end
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
