@@ -17,7 +17,8 @@ by ``tests/cover/test_layout.py``):
    the network faults on them).
 6. ``checks`` (a package: the facts index, one module per property, judging), ``sim`` (the
    model executor), ``replay`` (the real executor), ``strategies``, ``generate``.
-7. ``runs`` (scenario -> verdicts), ``report``, ``timeline``, ``trace``, ``calibrate``,
+7. ``runs`` (scenario -> verdicts), ``whatif`` (what each fault cost a serve run),
+   ``report``, ``timeline``, ``trace``, ``calibrate``,
    ``bench`` (a runtime against a baseline, no faults), ``matrix`` (scenarios on several
    runtimes or environments, side by side).
 8. ``fuzz`` (a package: the fuzzers behind one protocol, shrinking, sessions), ``testing``,

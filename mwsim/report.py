@@ -53,6 +53,9 @@ def verdict_table(outcome: Outcome, verbose: bool = False) -> Table:
         if "reference" in failed:
             caption += f"; {failed['reference']}"
         captions.append(caption)
+    if outcome.costs:
+        priced = "; ".join(c.line() for c in outcome.costs)
+        captions.append(f"what each fault cost (the model with and without it): {priced}")
     if not verbose and any(v.problems for v in outcome.verdicts):
         captions.append("(and N more): -v lists every problem, as the JSON report's problems do")
     if captions:
@@ -116,6 +119,8 @@ def report_dict(outcome: Outcome) -> dict[str, Any]:
         "detections": primary.detections,
         "runs": [_run_dict(r) for r in outcome.runs],
     }
+    if outcome.costs:
+        out["fault_costs"] = [c.to_dict() for c in outcome.costs]
     found = known_findings(outcome)
     if found:
         out["known_findings"] = [{"finding": n, "what": what} for n, what in found]

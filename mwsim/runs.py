@@ -33,6 +33,7 @@ from mwsim.replay.zygote import Zygote
 from mwsim.scenario import Scenario, parse_scenario
 from mwsim.sim import simulate
 from mwsim.timing import RuntimeModel
+from mwsim.whatif import FaultCost, fault_costs
 
 Progress = Callable[[float, float, dict[str, int]], None]
 
@@ -71,6 +72,7 @@ class Outcome:
     runs: list[ModeRun]
     out_dir: Path
     artifacts: dict[str, Path] = field(default_factory=dict)
+    costs: list[FaultCost] = field(default_factory=list)  # serve: what each fault cost
 
     def run(self, mode: Mode) -> ModeRun | None:
         return next((r for r in self.runs if r.mode == mode), None)
@@ -174,7 +176,9 @@ def run_scenario(
         run = judge_history(read_history(real.history), scenario, Mode.REAL, real.history, model)
         run.status, run.reason, run.logs = real.status, real.reason, real.logs
         runs.append(run)
-    return _outcome(scenario, mode, runs, out, predicted)
+    outcome = _outcome(scenario, mode, runs, out, predicted)
+    outcome.costs = fault_costs(scenario, model, seed)
+    return outcome
 
 
 def _outcome(
@@ -243,4 +247,6 @@ def recheck(
     meta = history.meta
     mode = Mode.SIM if meta is not None and meta.mode == Mode.SIM else Mode.REAL
     run = judge_history(history, scenario, mode, path, model)
-    return Outcome(scenario, mode, run.verdict, run.verdicts, [run], path.parent)
+    outcome = Outcome(scenario, mode, run.verdict, run.verdicts, [run], path.parent)
+    outcome.costs = fault_costs(scenario, model, meta.get("seed") if meta is not None else None)
+    return outcome

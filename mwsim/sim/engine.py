@@ -639,7 +639,9 @@ class Simulation:
                 life = self.plan.resolve(b.world, b.life, b.t)
                 if life is not None:
                     known.setdefault((self.plan.row(life.id), b.worker), b.t)
-        return serve(self.scenario, carriers, known, dict(self.died_at), self.model, self.rng)
+        # arrivals of their own, so a what-if without one fault sees the same requests
+        arrivals = random.Random(f"{self.seed}-serve")
+        return serve(self.scenario, carriers, known, dict(self.died_at), self.model, arrivals)
 
 
 def simulate(

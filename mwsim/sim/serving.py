@@ -97,7 +97,6 @@ class Serving:
         self.workload = scenario.workload
         self.model, self.rng = model, rng
         self.carriers = carriers
-        self.by_row = {self.plan.row(c.life.id): c for c in carriers}
         self.known_broken = known_broken  # (plan row, member) -> when it was reported
         self.dead_at = dead_at
         self.env = simpy.Environment()
@@ -109,46 +108,58 @@ class Serving:
         self.pipeline = scenario.topology.generator == "pipeline"
         self.hop_timeout = self.workload.timeout_s / (self.workload.retries + 1)
         self.service = service_s(self.workload, model)
+        self.edges = self._edges()
+        self.cache: dict[str, tuple[float, float, list[tuple[str, Carrier]]]] = {}
 
     # -- the topology as requests see it ------------------------------------------------
 
-    def _next(self, sender: str, stage: int, t: float) -> list[tuple[str, Carrier]]:
-        """The workers a request at ``sender`` (having passed ``stage`` stages) may go to
-        next, each with the world it would cross, alive at ``t``."""
-        out = []
+    def _edges(self) -> dict[str, list[tuple[str, Carrier, int]]]:
+        """Per sender, every (receiver, world life, its plan row) a request may cross to:
+        a pipeline from rank 1 to rank 0 of each world; a fan-in out to a replica and back
+        (the frontend as receiver only after a stage)."""
+        edges: dict[str, list[tuple[str, Carrier, int]]] = defaultdict(list)
         for carrier in self.carriers:
-            life = carrier.life
-            if not life.alive_at(t) or sender not in life.members:
-                continue
-            if self.pipeline:  # the sender is rank 1, the receiver rank 0
-                if life.members[1] != sender:
-                    continue
-                receiver = life.members[0]
-            elif sender == FRONTEND:  # fan-in, out: the leader to a replica
-                receiver = next(m for m in life.members if m != FRONTEND)
-            else:  # fan-in, back: the replica to the leader
-                receiver = FRONTEND if FRONTEND in life.members else ""
-            if receiver and (receiver != FRONTEND or stage > 0):
-                out.append((receiver, carrier))
-        return out
+            members, row = carrier.life.members, self.plan.row(carrier.life.id)
+            if self.pipeline:
+                edges[members[1]].append((members[0], carrier, row))
+            elif FRONTEND in members:
+                replica = next(m for m in members if m != FRONTEND)
+                edges[FRONTEND].append((replica, carrier, row))
+                edges[replica].append((FRONTEND, carrier, row))
+        for options in edges.values():
+            options.sort(key=lambda e: e[0])
+        return edges
 
-    def _known_broken(self, carrier: Carrier, sender: str, t: float) -> bool:
-        at = self.known_broken.get((self.plan.row(carrier.life.id), sender))
-        return at is not None and at <= t
+    def _options(self, sender: str, t: float) -> list[tuple[str, Carrier]]:
+        """Where a request at ``sender`` may go at ``t``: worlds alive that it does not
+        know to be broken, in receiver order; cached until the next change of either."""
+        cached = self.cache.get(sender)
+        if cached is not None and cached[0] <= t < cached[1]:
+            return cached[2]
+        since, until, options = -math.inf, math.inf, []
+        for receiver, carrier, row in self.edges.get(sender, []):
+            life = carrier.life
+            known = self.known_broken.get((row, sender))
+            for edge in (life.start, life.end, known):
+                if edge is not None:
+                    since, until = (
+                        (max(since, edge), until) if edge <= t else (since, min(until, edge))
+                    )
+            if life.alive_at(t) and (known is None or known > t):
+                options.append((receiver, carrier))
+        self.cache[sender] = (since, until, options)
+        return options
 
     def _route(
         self, sender: str, stage: int, t: float, avoid: set[str]
     ) -> tuple[str, Carrier] | None:
-        options = [
-            (r, c)
-            for r, c in self._next(sender, stage, t)
-            if r not in avoid and not self._known_broken(c, sender, t)
-        ]
+        options = self._options(sender, t)  # the frontend is never a first stage
+        if avoid:
+            options = [o for o in options if o[0] not in avoid]
         if not options:
             return None
         if self.workload.route == "least_outstanding":
             return min(options, key=lambda o: (self.outstanding[o[0]], o[0]))
-        options.sort(key=lambda o: o[0])
         key = (sender, stage)
         choice = options[self.turn[key] % len(options)]
         self.turn[key] += 1
@@ -162,7 +173,7 @@ class Serving:
         not (when that became known). Outstanding at the receiver from send to reply."""
         self.outstanding[receiver] += 1
         try:
-            why: str | None = yield self.env.process(self._carry(carrier, receiver, deadline))
+            why = yield from self._carry(carrier, receiver, deadline)
         finally:
             self.outstanding[receiver] -= 1
         return why

@@ -40,6 +40,7 @@ LAYERS = {
     "mwsim.strategies": 6,
     "mwsim.generate": 6,
     "mwsim.runs": 7,
+    "mwsim.whatif": 7,
     "mwsim.report": 7,
     "mwsim.timeline": 7,
     "mwsim.trace": 7,

@@ -172,3 +172,22 @@ def test_request_properties_judge_only_the_serve_workload():
     assert not {"served", "slo", "goodput"} & set(names)
     names = [v.name for v in checks.check(simulate(scenario(FANIN)), scenario(FANIN))]
     assert names[-3:] == ["served", "slo", "goodput"]
+
+
+def test_what_a_fault_cost_is_priced_by_the_model_with_and_without_it():
+    from mwsim.whatif import fault_costs
+
+    hang = scenario(
+        "topology: {generator: fan_in, workers: 4}\n"
+        "workload: {kind: serve, rate_per_s: 40, route: least_outstanding}\nduration_s: 14\n"
+        "events:\n  - {at: 4.0, do: hang, target: w1, for_s: 6}\n"
+        "  - {at: 5.0, do: join, worker: w5, worlds: {world5: [leader, w5]}}\n"
+        "  - {at: 6.0, do: crash, target: w5}\n"
+        "expect: {slo: {latency_ms: 250, attainment: 0.5}}\n"
+    )
+    costs = {c.event: c for c in fault_costs(hang)}
+    assert set(costs) == {0, 2}  # the faults, not the join
+    assert costs[0].late > 0 and costs[0].failed == 0  # requests stuck on w1 until retried
+    assert costs[0].line().startswith("hang of w1 at 4.00 s: 0 failed, ")
+    assert not costs[2].note  # the crash can be removed; the join could not
+    assert fault_costs(scenario("topology: {generator: fan_in, workers: 2}\n")) == []
