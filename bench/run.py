@@ -1,6 +1,6 @@
 """mwsim's benchmarks: each goal is a ratio measured side by side in one run.
 
-    python bench/run.py [bringup] [overhead] [sim] [fleet] [hosts] [capacity] [cluster]
+    python bench/run.py [bringup] [overhead] [sim] [fleet] [hosts] [capacity] [serve] [cluster]
                         [--repeat N] [--json FILE]
 
 bringup   an 8-worker fan-in brought up to its first op, vs 8 bare processes importing
@@ -19,6 +19,10 @@ hosts     16 emulated hosts set up and torn down (goal <= 0.5 s together), and e
 capacity  the real replay's largest passing fan-in (16 ... 256 workers; one crash, one 1 s
           hang, one join, 10 s) at 100 ms and 20 ms intervals, with bring-up time and the
           harness's own lag per size (goal: 256 workers at 100 ms)
+serve     the serve workload's answers per second through the harness vs the same fan-in loop
+          written directly on MultiWorld (bench/direct_serve.py), 4 replicas, as fast as they
+          go (goal: <= 5 % fewer), and the largest Poisson rate at which a real run still
+          answers with a p99 under 100 ms
 cluster   bring-up of a 3-host, 8-worker fan-in to its first op on a local 3-node Ray
           cluster (one host per node: host actors, a fork server per node) vs the same run
           on this machine (one fork server); the cluster is started first (root, Ray)
@@ -163,6 +167,75 @@ def bench_overhead(repeat: int, tmp: Path, seconds: float = 8.0, tensor_bytes: i
         "harness_ops_per_s": round(o, 1),
         "overhead_pct": round(100 * (1 - o / d), 2),
         "goal": "<= 2 %",
+        "samples": {"direct": direct, "harness": ours},
+    }
+
+
+# -- serving ------------------------------------------------------------------------------
+
+SERVE_REPLICAS = 4
+SERVE_SECONDS = 8.0
+P99_GOAL_MS = 100.0
+SERVE_RATES = (50, 100, 200, 400, 800)
+THREADS = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def direct_serve_rate(seconds: float = SERVE_SECONDS) -> float:
+    """Answers/s of the fan-in loop written directly on MultiWorld (the agents' threads)."""
+    out = subprocess.run(
+        [sys.executable, str(HERE / "direct_serve.py"), str(seconds), str(SERVE_REPLICAS), "4096"],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 300,
+        env={**os.environ, **THREADS},
+        check=True,
+    )
+    return float(json.loads(out.stdout.strip().splitlines()[-1])["answers_per_s"])
+
+
+def serve_run(rate: float, arrivals: str, tmp: Path, seconds: float = SERVE_SECONDS) -> dict:
+    """One real serve run of a 4-replica fan-in: answers/s after the first second, p99."""
+    from mwsim.history import Answered, Unserved
+
+    s = scenario(
+        f"topology: {{generator: fan_in, workers: {SERVE_REPLICAS}}}\n"
+        f"workload: {{kind: serve, rate_per_s: {rate}, arrivals: {arrivals}, "
+        "timeout_ms: 60000}\n"
+        f"duration_s: {seconds}\n",
+        f"serve-{int(rate)}",
+    )
+    outcome = run_real(s, tmp / f"{s.name}-{time.monotonic_ns()}")
+    history = read_history(outcome.history)
+    answers = [a for a in history.of(Answered) if 1.0 <= a.t < seconds]
+    latencies = sorted(a.latency_s * 1000 for a in answers)
+    p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] if latencies else None
+    return {
+        "rate": rate,
+        "answers_per_s": round(len(answers) / (seconds - 1.0), 1),
+        "p99_ms": round(p99, 2) if p99 is not None else None,
+        "unserved": len(history.of(Unserved)),
+        "right": all(a.right for a in answers),
+    }
+
+
+def bench_serve(repeat: int, tmp: Path) -> dict:
+    """Harness vs direct at saturation (offered 1.5x the direct loop's rate, constant
+    arrivals, alternating), then the rate sweep for the p99 goal."""
+    direct, ours = [], []
+    for _ in range(repeat):
+        d = direct_serve_rate()
+        direct.append(d)
+        ours.append(serve_run(round(1.5 * d), "constant", tmp)["answers_per_s"])
+    d, o = statistics.median(direct), statistics.median(ours)
+    sweep = [serve_run(rate, "poisson", tmp) for rate in SERVE_RATES]
+    met = [r["rate"] for r in sweep if r["p99_ms"] is not None and r["p99_ms"] <= P99_GOAL_MS]
+    return {
+        "direct_answers_per_s": round(d, 1),
+        "harness_answers_per_s": round(o, 1),
+        "fewer_pct": round(100 * (1 - o / d), 2),
+        "goal": "<= 5 % fewer",
+        "largest_rate_p99_under_100ms": max(met, default=None),
+        "sweep": sweep,
         "samples": {"direct": direct, "harness": ours},
     }
 
@@ -323,7 +396,7 @@ def bench_hosts(repeat: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    everything = ["bringup", "overhead", "sim", "fleet", "hosts", "capacity"]
+    everything = ["bringup", "overhead", "sim", "fleet", "hosts", "capacity", "serve"]
     parser.add_argument("which", nargs="*", default=everything)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", dest="json_path")
@@ -341,6 +414,7 @@ def main() -> None:
                     "overhead": bench_overhead,
                     "fleet": bench_fleet,
                     "capacity": bench_capacity,
+                    "serve": bench_serve,
                     "cluster": bench_cluster,
                 }[name]
                 results[name] = fn(args.repeat, Path(tmp))

@@ -74,7 +74,7 @@ class Spec:
         return cls(
             rate_per_s=float(workload["rate_per_s"]),
             arrivals=str(workload["arrivals"]),
-            cv=float(workload["cv"]),
+            cv=float(workload.get("cv", 3.0)),  # only bursty arrivals have one
             request_bytes=int(workload["request_bytes"]),
             route=str(workload["route"]),
             retries=int(workload["retries"]),

@@ -5,8 +5,9 @@ from __future__ import annotations
 from mwsim.checks.bringup import headline
 from mwsim.checks.index import Facts, facts
 from mwsim.checks.reasoning import faults_of
+from mwsim.checks.requests import Phase, decided, judgeable, percentile, phases, serving
 from mwsim.checks.verdicts import UNKNOWN, Evidence, Verdict, fmt, summary
-from mwsim.history import History
+from mwsim.history import Answered, History
 from mwsim.membership import WorldLife
 from mwsim.scenario import Property, Scenario
 from mwsim.timing import RuntimeModel
@@ -74,8 +75,61 @@ def conformance_of(obs: Facts, pre: Facts) -> Verdict:
                     e.t,
                 )
             )
+    said = ""
+    if serving(obs):
+        said = "; " + _requests(obs, pre, problems)
     broken = sum(1 for by in obs.reports.values() if by)
-    return summary(NAME, problems, f"{broken} broken world(s) and their reports as predicted")
+    ok = f"{broken} broken world(s) and their reports as predicted{said}"
+    return summary(NAME, problems, ok)
+
+
+#: How far the real run's requests may stray from the model's, per phase: the share
+#: answered (percentage points), and the median latency (a factor, plus a slack).
+SHARE_TOLERANCE = 0.10
+LATENCY_FACTOR = 5.0
+LATENCY_SLACK_S = 0.005
+
+
+def _requests(obs: Facts, pre: Facts, problems: list[Evidence]) -> str:
+    """Per phase of the real run, its requests against the model's: the share answered
+    and the median latency; what they were, in words."""
+    said = []
+    for phase in phases(obs):
+        real, model = _served(obs, phase), _served(pre, phase)
+        if real is None or model is None:
+            continue
+        (share, p50), (want_share, want_p50) = real, model
+        said.append(
+            f"{phase.name}: {share:.0%} answered, p50 {p50 * 1000:.1f} ms "
+            f"(model {want_share:.0%}, {want_p50 * 1000:.1f} ms)"
+        )
+        if abs(share - want_share) > SHARE_TOLERANCE:
+            what = (
+                f"{phase.name} ({phase.start:.1f}-{phase.end:.1f} s): {share:.0%} of the "
+                f"requests answered, the model {want_share:.0%}"
+            )
+            problems.append(Evidence(None, what, "share answered unlike the model's", phase.start))
+        if p50 > want_p50 * LATENCY_FACTOR + LATENCY_SLACK_S:
+            what = (
+                f"{phase.name} ({phase.start:.1f}-{phase.end:.1f} s): median latency "
+                f"{p50 * 1000:.1f} ms, the model {want_p50 * 1000:.1f} ms"
+            )
+            problems.append(Evidence(None, what, "latency unlike the model's", phase.start))
+    return "requests " + (", ".join(said) or "not compared")
+
+
+def _served(f: Facts, phase: Phase) -> tuple[float, float] | None:
+    """(share answered, median latency) of the requests admitted in ``phase``."""
+    ended = [
+        decided(f, rid)
+        for rid, r in f.requests.items()
+        if phase.start <= r.t < phase.end and (decided(f, rid) or judgeable(f, r.t))
+    ]
+    if not ended:
+        return None
+    latencies = [e.latency_s for e in ended if isinstance(e, Answered)]
+    share = len(latencies) / len(ended)
+    return share, percentile(latencies, 0.5) if latencies else float("inf")
 
 
 def _ambiguous_hang(f: Facts, life: WorldLife, t: float) -> bool:

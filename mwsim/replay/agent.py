@@ -293,7 +293,7 @@ class Agent:
 
     def _launch(self, run: WorldRun, first_at: float) -> None:
         w, spec = self.workloads, self.boot.workload
-        interval = spec["interval_ms"] / 1000
+        interval = spec.get("interval_ms", 20.0) / 1000  # serve has none: a pace unused
         pace = w.Pace(interval, next_at=first_at - interval, slowness=self.slowness)
         run.ctl = w.Control()
         if self.node is not None:

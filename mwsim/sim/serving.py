@@ -73,12 +73,12 @@ def arrivals(workload: Workload, duration_s: float, rng: random.Random) -> Itera
 
 
 def service_s(workload: Workload, model: RuntimeModel) -> float:
-    """How long one stage takes on one request: a round of messaging, plus its slice of
+    """How long one stage takes on one request: the crossing of a world, plus its slice of
     the model (``layers`` matrix products of ``width``, twice the multiply-adds)."""
     compute = 0.0
     if workload.model is not None:
         compute = workload.model.layers * 2 * workload.model.width**2 * FLOP_S
-    return model.op_latency_s + compute
+    return model.hop_s + compute
 
 
 class Serving:
@@ -191,7 +191,7 @@ class Serving:
             yield self.env.timeout(back - now)
         began = self.env.now
         if receiver == FRONTEND:
-            yield self.env.timeout(self.model.op_latency_s)
+            yield self.env.timeout(self.model.hop_s)
         else:
             queue = self.queues.setdefault(receiver, simpy.Resource(self.env, capacity=1))
             with queue.request() as turn:

@@ -9,6 +9,7 @@ import itertools
 import random
 import statistics
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -191,3 +192,51 @@ def test_what_a_fault_cost_is_priced_by_the_model_with_and_without_it():
     assert costs[0].line().startswith("hang of w1 at 4.00 s: 0 failed, ")
     assert not costs[2].note  # the crash can be removed; the join could not
     assert fault_costs(scenario("topology: {generator: fan_in, workers: 2}\n")) == []
+
+
+def test_conformance_compares_the_requests_of_each_phase_with_the_models():
+    from mwsim.checks import conformance_of, facts
+
+    s = scenario(FANIN)
+    predicted = simulate(s)
+    same = conformance_of(facts(predicted, s), facts(predicted, s))
+    assert same.verdict == "pass" and "during: 100% answered, p50 " in same.detail
+    slow = History(
+        [
+            replace(r, latency_s=r.latency_s * 20) if isinstance(r, Answered) else r
+            for r in predicted
+        ]
+    )
+    got = conformance_of(facts(slow, s), facts(predicted, s))
+    assert got.verdict == "fail" and "median latency" in got.detail
+    lossy = History(
+        [
+            Unserved.of(r.t, rid=r.rid, worker=r.worker, reason="timeout", tries=1)
+            if isinstance(r, Answered) and r.rid % 4 == 0
+            else r
+            for r in predicted
+        ]
+    )
+    got = conformance_of(facts(lossy, s), facts(predicted, s))
+    assert got.verdict == "fail" and "of the requests answered, the model 100%" in got.detail
+
+
+def test_a_workload_dumps_only_the_keys_of_its_kind_and_parses_back():
+    from mwsim.runs import with_overrides
+    from mwsim.scenario import dump_scenario, parse_scenario
+
+    stream = scenario("topology: {generator: fan_in, workers: 2}\nduration_s: 4\n")
+    assert set(stream.workload.model_dump()) == {"kind", "tensor_bytes", "interval_ms"}
+    serve = scenario(FANIN)
+    assert "interval_ms" not in serve.workload.model_dump()
+    assert "cv" not in serve.workload.model_dump()  # only bursty arrivals read it
+    for s in (stream, serve, scenario(PIPELINE)):
+        assert parse_scenario(dump_scenario(s)) == s
+        assert with_overrides(s, runtime="torch").runtime == "torch"
+    # a stream scenario's digest is what it was before serving existed, so histories of
+    # unchanged scenarios still match (the value mwsim computed at 28d07bf; if this library
+    # file is edited, its digest changes on purpose: update the value)
+    from mwsim.scenario import load_scenario
+
+    library = load_scenario(Path(__file__).parents[2] / "scenarios" / "fanin-crash-one.yaml")
+    assert library.digest() == "077af31869c4f56f"

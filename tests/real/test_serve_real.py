@@ -36,6 +36,32 @@ def test_requests_are_served_through_a_replica_crash(replay, name, crashed):
     assert crashed in served_by  # it served before its crash ...
     assert crashed not in {r for a in answers if a.t > 5.0 for r in a.path}  # ... not after
     assert "during" in verdicts["slo"].detail and "after" in verdicts["slo"].detail
+    if stages == 1:
+        _planted_into(history, scenario)
+
+
+def _planted_into(history, scenario) -> None:
+    """The real history with a lost request, a duplicated answer, a wrong answer and a
+    late phase planted: each is caught by the right property."""
+    from dataclasses import replace
+
+    from mwsim.history import History
+
+    records = list(history)
+    answers = [r for r in records if isinstance(r, Answered)]
+    lost, twice, wrong = answers[10], answers[20], answers[30]
+    planted = [r for r in records if r is not lost]
+    planted.append(replace(twice, t=twice.t + 0.01))
+    planted = [replace(r, right=False) if r is wrong else r for r in planted]
+    got = judged(History(planted), scenario)
+    assert got["served"].verdict == "fail"
+    kinds = set(got["served"].evidence)
+    assert {"request lost", "request ended twice", "wrong answer"} <= kinds, kinds
+    late = [
+        replace(r, latency_s=5.0) if isinstance(r, Answered) and r.t > 7 else r for r in records
+    ]
+    slo = judged(History(late), scenario)["slo"]
+    assert slo.verdict == "fail" and slo.detail.startswith("after (")
 
 
 def test_the_torch_baseline_stops_serving_when_one_replica_dies(replay):
