@@ -13,9 +13,10 @@ import difflib
 import hashlib
 import json
 import math
+import random
 import re
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -38,7 +39,7 @@ from mwsim.errors import Loc, PlanError, Problem, ProblemError
 from mwsim.events import DETECTABLE, SCHEMAS, AnyEvent, Event
 from mwsim.internal.fields import Count, Duration, Name, Strict
 from mwsim.internal.yamlsource import Source, load_source
-from mwsim.membership import Membership, Plan, members_problems
+from mwsim.membership import Membership, Plan, WorldLife, members_problems
 
 FORMAT_VERSION = 1
 
@@ -138,6 +139,26 @@ SERVE_KEYS = (
 )
 
 
+#: The serve workload's frontend: the worker where requests arrive and answers return.
+FRONTEND = "leader"
+
+
+def arrival_gaps(
+    rate_per_s: float, arrivals: str, cv: float, rng: random.Random
+) -> Iterator[float]:
+    """Gaps between request arrivals, at ``rate_per_s`` on average: constant, Poisson, or
+    bursty (a Gamma process with coefficient of variation ``cv``). The model and the real
+    frontend draw from this one process."""
+    mean, shape = 1.0 / rate_per_s, 1.0 / cv**2
+    while True:
+        if arrivals == "constant":
+            yield mean
+        elif arrivals == "poisson":
+            yield rng.expovariate(rate_per_s)
+        else:
+            yield rng.gammavariate(shape, mean / shape)
+
+
 class Workload(Strict):
     """Per world: ``stream`` (ranks > 0 send to rank 0), ``request`` (round trips from
     rank 0), or ``allreduce`` (every rank, every interval); or ``serve``: requests arrive
@@ -169,6 +190,10 @@ class Workload(Strict):
     def interval_s(self) -> float:
         return self.interval_ms / 1000
 
+    def gaps(self, rng: random.Random) -> Iterator[float]:
+        """The serve workload's gaps between arrivals (``arrival_gaps``)."""
+        return arrival_gaps(self.rate_per_s, self.arrivals, self.cv, rng)
+
     @property
     def timeout_s(self) -> float:
         return self.timeout_ms / 1000
@@ -198,6 +223,15 @@ class Expect(Strict):
     recover_within_s: Duration | None = None
     slo: Slo | None = None  # the serve workload's service level
     violations: list[PropertyName] = Field(default_factory=list)
+
+    @model_serializer(mode="wrap")
+    def _without_an_absent_slo(self, dump: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """No ``slo`` key when none is asked (so a scenario's digest is what it was before
+        serving existed, and old histories of it still match)."""
+        data: dict[str, Any] = dump(self)
+        if data.get("slo") is None:
+            data.pop("slo", None)
+        return data
 
 
 class Scenario(Strict):
@@ -282,6 +316,25 @@ class Scenario(Strict):
             return False
         return rank == 0 if isinstance(self.topology, PipelineSpec) else rank != 0
 
+    def request_edges(self) -> dict[str, list[tuple[str, WorldLife]]]:
+        """The serve workload's routing rule: per sender, each (receiver, world life) a
+        request may cross to, in receiver order. A pipeline's worlds carry from rank 1 to
+        rank 0; a fan-in's from the frontend to a replica and back. Every life of the
+        plan (callers keep those alive at their time)."""
+        edges: dict[str, list[tuple[str, WorldLife]]] = {}
+        pipeline = isinstance(self.topology, PipelineSpec)
+        for life in self.plan.worlds:
+            members = life.members
+            if pipeline:
+                edges.setdefault(members[1], []).append((members[0], life))
+            elif FRONTEND in members:
+                replica = next(m for m in members if m != FRONTEND)
+                edges.setdefault(FRONTEND, []).append((replica, life))
+                edges.setdefault(replica, []).append((FRONTEND, life))
+        for options in edges.values():
+            options.sort(key=lambda e: e[0])
+        return edges
+
     def digest(self) -> str:
         """What a run of it depends on, as a short hash (its ``run`` record keeps it, so a
         history judged against an edited scenario is refused): everything but the name's
@@ -289,8 +342,6 @@ class Scenario(Strict):
         data = self.model_dump(
             mode="json", by_alias=True, exclude={"description", "runtime", "backend"}
         )
-        if data["expect"].get("slo") is None:  # as before serving had one: old histories
-            data["expect"].pop("slo", None)  # of unchanged scenarios keep matching
         text = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

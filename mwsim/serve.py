@@ -30,15 +30,15 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
 
 from mwsim.history import Admitted, Answered, Unserved
+from mwsim.scenario import FRONTEND, arrival_gaps
 
-FRONTEND = "leader"
 #: Header slots of a request tensor.
 RID, ATTEMPT, INPUT, HOPS, FLAGS = range(5)
 PATH = 5  # the replicas it went through, one slot per stage (their ordinals)
@@ -89,18 +89,6 @@ class Spec:
     @property
     def body(self) -> int:
         return self.width if self.width else max(1, self.request_bytes // 8 - HEADER)
-
-
-def arrival_gaps(spec: Spec, rng: random.Random) -> Iterator[float]:
-    """Gaps between arrivals: constant, Poisson, or a Gamma process with ``cv``."""
-    mean, shape = 1.0 / spec.rate_per_s, 1.0 / spec.cv**2
-    while True:
-        if spec.arrivals == "constant":
-            yield mean
-        elif spec.arrivals == "poisson":
-            yield rng.expovariate(spec.rate_per_s)
-        else:
-            yield rng.gammavariate(shape, mean / shape)
 
 
 class Stages:
@@ -254,7 +242,7 @@ class Frontend:
 
     async def arrive(self, until: Callable[[], bool]) -> None:
         """Admit requests open-loop until ``until()`` (the run stops)."""
-        gaps = arrival_gaps(self.spec, self.rng)
+        gaps = arrival_gaps(self.spec.rate_per_s, self.spec.arrivals, self.spec.cv, self.rng)
         next_at = time.monotonic()
         rid = 0
         while not until():

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from mwsim.checks.index import Facts, Injected
 from mwsim.checks.requests import (
-    FRONTEND,
     GOODPUT_TOLERANCE,
     MIN_STRETCH_S,
     decided,
@@ -19,7 +18,7 @@ from mwsim.checks.requests import (
 from mwsim.checks.verdicts import PASS, Evidence, Verdict, fmt, summary
 from mwsim.history import Answered
 from mwsim.membership import WorldLife
-from mwsim.scenario import Property
+from mwsim.scenario import FRONTEND, Property
 
 NAME = Property.GOODPUT
 
@@ -37,9 +36,7 @@ def _capacity(f: Facts, x: Injected) -> float:
     frontier, stage, seen = [FRONTEND], 0, set()
     while frontier and stage < 64:
         before = min(x.t, x.step.event.at) - 1e-6  # the deployment the fault hit
-        options = {
-            r: life for s in frontier for r, life in hops(f, s, stage, before) if r != FRONTEND
-        }
+        options = {r: life for s in frontier for r, life in hops(f, s, before) if r != FRONTEND}
         if not options:
             break
         stages.append(list(options.items()))

@@ -9,8 +9,8 @@ from mwsim.checks.index import Facts, Injected
 from mwsim.checks.reasoning import faults_of, formed_at
 from mwsim.history import Answered, Unserved
 from mwsim.membership import WorldLife
+from mwsim.scenario import FRONTEND
 
-FRONTEND = "leader"
 #: What ``goodput`` forgives: the answer rate during a fault may fall this far below the
 #: surviving capacity's share of the fault-free rate (a replica's requests in flight when
 #: it fails are retried; the rates are of a few seconds of Poisson arrivals).
@@ -36,43 +36,28 @@ def touched(f: Facts, life: WorldLife, a: float, b: float) -> bool:
     return any(x.t <= b and (x.end is None or x.end >= a) for x in faults_of(f, life))
 
 
-def hops(f: Facts, sender: str, stage: int, t: float) -> list[tuple[str, WorldLife]]:
-    """Where a request at ``sender`` may go next, over which world (as the model routes:
-    a pipeline from rank 1 to rank 0 of each world, a fan-in out to a replica and back)."""
-    pipeline = f.scenario.topology.generator == "pipeline"
-    out = []
-    for life in f.plan.worlds:
-        if not life.alive_at(t) or sender not in life.members:
-            continue
-        if pipeline:
-            if life.members[1] != sender:
-                continue
-            receiver = life.members[0]
-        elif sender == FRONTEND:
-            receiver = next(m for m in life.members if m != FRONTEND)
-        else:
-            receiver = FRONTEND
-        if receiver != FRONTEND or stage > 0:
-            out.append((receiver, life))
-    return out
+def hops(f: Facts, sender: str, t: float) -> list[tuple[str, WorldLife]]:
+    """Where a request at ``sender`` may go next at ``t``, over which world
+    (``Scenario.request_edges``, the worlds alive then)."""
+    return [(r, life) for r, life in f.scenario.request_edges().get(sender, []) if life.alive_at(t)]
 
 
 def untouched_path(f: Facts, a: float, b: float) -> list[str] | None:
     """A path from the frontend through a replica of each stage and back over worlds no
     fault touched in [a, b] (its replicas, in order), if there is one."""
 
-    def walk(sender: str, stage: int, seen: list[str]) -> list[str] | None:
-        for receiver, life in hops(f, sender, stage, a):
+    def walk(sender: str, seen: list[str]) -> list[str] | None:
+        for receiver, life in hops(f, sender, a):
             if receiver in seen or touched(f, life, a, b):
                 continue
             if receiver == FRONTEND:
                 return seen
-            found = walk(receiver, stage + 1, [*seen, receiver])
+            found = walk(receiver, [*seen, receiver])
             if found is not None:
                 return found
         return None
 
-    return walk(FRONTEND, 0, [])
+    return walk(FRONTEND, [])
 
 
 @dataclass(frozen=True)

@@ -27,10 +27,9 @@ import simpy
 
 from mwsim.history import Admitted, Answered, Op, Record, Unserved
 from mwsim.membership import WorldLife
-from mwsim.scenario import Scenario, Workload
+from mwsim.scenario import FRONTEND, Scenario, Workload
 from mwsim.timing import RuntimeModel
 
-FRONTEND = "leader"
 #: One floating-point operation per this many seconds in a model slice (a 2-core CPU's
 #: order of magnitude; calibration refines it).
 FLOP_S = 1e-9
@@ -55,18 +54,10 @@ class Carrier:
 
 
 def arrivals(workload: Workload, duration_s: float, rng: random.Random) -> Iterator[float]:
-    """Arrival instants in [0, duration): constant, Poisson or bursty (a Gamma process with
-    coefficient of variation ``cv``), at ``rate_per_s`` on average."""
-    mean = 1.0 / workload.rate_per_s
-    shape = 1.0 / workload.cv**2
+    """Arrival instants in [0, duration) (``Workload.gaps``)."""
     t = 0.0
-    while True:
-        if workload.arrivals == "constant":
-            t += mean
-        elif workload.arrivals == "poisson":
-            t += rng.expovariate(workload.rate_per_s)
-        else:
-            t += rng.gammavariate(shape, mean / shape)
+    for gap in workload.gaps(rng):
+        t += gap
         if t >= duration_s:
             return
         yield t
@@ -105,7 +96,6 @@ class Serving:
         self.turn: dict[tuple[str, int], int] = defaultdict(int)
         self.seq: dict[tuple[int, str], int] = defaultdict(int)
         self.records: list[Record] = []
-        self.pipeline = scenario.topology.generator == "pipeline"
         self.hop_timeout = self.workload.timeout_s / (self.workload.retries + 1)
         self.service = service_s(self.workload, model)
         self.edges = self._edges()
@@ -114,21 +104,12 @@ class Serving:
     # -- the topology as requests see it ------------------------------------------------
 
     def _edges(self) -> dict[str, list[tuple[str, Carrier, int]]]:
-        """Per sender, every (receiver, world life, its plan row) a request may cross to:
-        a pipeline from rank 1 to rank 0 of each world; a fan-in out to a replica and back
-        (the frontend as receiver only after a stage)."""
-        edges: dict[str, list[tuple[str, Carrier, int]]] = defaultdict(list)
-        for carrier in self.carriers:
-            members, row = carrier.life.members, self.plan.row(carrier.life.id)
-            if self.pipeline:
-                edges[members[1]].append((members[0], carrier, row))
-            elif FRONTEND in members:
-                replica = next(m for m in members if m != FRONTEND)
-                edges[FRONTEND].append((replica, carrier, row))
-                edges[replica].append((FRONTEND, carrier, row))
-        for options in edges.values():
-            options.sort(key=lambda e: e[0])
-        return edges
+        """``Scenario.request_edges`` with each life's carrier and plan row."""
+        carriers = {c.life.id: c for c in self.carriers}
+        return {
+            sender: [(r, carriers[life.id], self.plan.row(life.id)) for r, life in options]
+            for sender, options in self.scenario.request_edges().items()
+        }
 
     def _options(self, sender: str, t: float) -> list[tuple[str, Carrier]]:
         """Where a request at ``sender`` may go at ``t``: worlds alive that it does not

@@ -61,6 +61,21 @@ def gone(pids):
     return check
 
 
+def start_long(tmp_path: Path, quiet: bool = False) -> subprocess.Popen:
+    """``mwsim run`` of the LONG scenario for real, its output piped (``quiet``: dropped);
+    faulthandler on, so a hang can be shown by SIGABRT."""
+    path = tmp_path / "long.yaml"
+    path.write_text(LONG)
+    out = subprocess.DEVNULL if quiet else subprocess.PIPE
+    return subprocess.Popen(
+        [*MWSIM, "run", str(path), "--real", "--out", str(tmp_path / "out")],
+        stdout=out,
+        stderr=subprocess.DEVNULL if quiet else subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"},
+    )
+
+
 def test_demo_run_in_both_modes_passes_and_check_agrees(tmp_path):
     out, report = tmp_path / "out", tmp_path / "report.json"
     scenario = ROOT / "scenarios" / "fanin-crash-one.yaml"
@@ -91,15 +106,7 @@ def test_demo_run_in_both_modes_passes_and_check_agrees(tmp_path):
 
 @pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_ctrl_c_stops_the_run_and_leaves_nothing(tmp_path, signum, status):
-    path = tmp_path / "long.yaml"
-    path.write_text(LONG)
-    proc = subprocess.Popen(
-        [*MWSIM, "run", str(path), "--real", "--out", str(tmp_path / "out")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONFAULTHANDLER": "1"},
-    )
+    proc = start_long(tmp_path)
     try:
         wait_for(lambda: len(run_processes(proc)[1]) == 4, 120, "four agents")
         zygotes, agents = run_processes(proc)
@@ -135,14 +142,7 @@ def test_an_interrupt_during_bring_up_stops_it_at_once_and_leaves_nothing(tmp_pa
     """At the start of a run (the fork server still importing torch, agents being forked
     that may not yet lead their own process group) the promise is the same as later: 143,
     the console and the history agree that nothing was left."""
-    path = tmp_path / "long.yaml"
-    path.write_text(LONG)
-    proc = subprocess.Popen(
-        [*MWSIM, "run", str(path), "--real", "--out", str(tmp_path / "out")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = start_long(tmp_path)
     pids: list[int] = []
 
     def reached() -> bool:
@@ -167,13 +167,7 @@ def test_an_interrupt_during_bring_up_stops_it_at_once_and_leaves_nothing(tmp_pa
 
 
 def test_agents_die_with_a_killed_controller(tmp_path):
-    path = tmp_path / "long.yaml"
-    path.write_text(LONG)
-    proc = subprocess.Popen(
-        [*MWSIM, "run", str(path), "--real", "--out", str(tmp_path / "out")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start_long(tmp_path, quiet=True)
     try:
         wait_for(lambda: len(run_processes(proc)[1]) == 4, 120, "four agents")
         zygotes, agents = run_processes(proc)

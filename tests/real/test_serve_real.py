@@ -16,17 +16,24 @@ def judged(history, scenario) -> dict[str, checks.Verdict]:
     return {v.name: v for v in checks.check(history, scenario)}
 
 
-@pytest.mark.parametrize(
-    ("name", "crashed"),
-    [("serve-fanin-crash", "w2"), ("serve-pipeline-middle-crash", "s1r0")],
-)
-def test_requests_are_served_through_a_replica_crash(replay, name, crashed):
+def passing(replay, name: str):
+    """Replay a library scenario for real; every property must hold. Its scenario,
+    history and verdicts."""
     scenario = load_scenario(ROOT / "scenarios" / f"{name}.yaml")
     _, history = replay(scenario)
     verdicts = judged(history, scenario)
     assert all(v.verdict == "pass" for v in verdicts.values()), [
         (v.name, v.detail) for v in verdicts.values() if v.verdict != "pass"
     ]
+    return scenario, history, verdicts
+
+
+@pytest.mark.parametrize(
+    ("name", "crashed"),
+    [("serve-fanin-crash", "w2"), ("serve-pipeline-middle-crash", "s1r0")],
+)
+def test_requests_are_served_through_a_replica_crash(replay, name, crashed):
+    scenario, history, verdicts = passing(replay, name)
     requests, answers = history.of(Admitted), history.of(Answered)
     assert len(requests) > 200 and len(answers) >= 0.95 * len(requests)
     assert all(a.right for a in answers)  # checked against the model slices' own outputs
@@ -79,22 +86,12 @@ def test_the_torch_baseline_stops_serving_when_one_replica_dies(replay):
 
 
 def test_a_partition_between_stages_leaves_the_path_on_one_host_serving(replay):
-    scenario = load_scenario(ROOT / "scenarios" / "serve-partition-between-stages.yaml")
-    _, history = replay(scenario)
-    verdicts = judged(history, scenario)
-    assert all(v.verdict == "pass" for v in verdicts.values()), [
-        (v.name, v.detail) for v in verdicts.values() if v.verdict != "pass"
-    ]
+    _, history, _ = passing(replay, "serve-partition-between-stages")
     after = [a for a in history.of(Answered) if a.t > 5.0]
     assert after and {a.path for a in after} == {("s0r1", "s1r1")}  # the path on h0
 
 
 def test_a_joined_replica_takes_requests_under_bursty_load(replay):
-    scenario = load_scenario(ROOT / "scenarios" / "serve-bursty-join.yaml")
-    _, history = replay(scenario)
-    verdicts = judged(history, scenario)
-    assert all(v.verdict == "pass" for v in verdicts.values()), [
-        (v.name, v.detail) for v in verdicts.values() if v.verdict != "pass"
-    ]
+    _, history, _ = passing(replay, "serve-bursty-join")
     paths = [a.path for a in history.of(Answered)]
     assert ("w4",) in paths and all(a.path != ("w4",) for a in history.of(Answered) if a.t < 4.0)
