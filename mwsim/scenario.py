@@ -250,6 +250,7 @@ class Scenario(Strict):
     expect: Expect = Expect()
 
     _plan: Plan | None = PrivateAttr(default=None)
+    _edges: dict[str, list[tuple[str, WorldLife]]] | None = PrivateAttr(default=None)
 
     def __eq__(self, other: object) -> bool:
         """Equal files are equal scenarios (whether or not their plans were computed)."""
@@ -262,7 +263,7 @@ class Scenario(Strict):
     ) -> Scenario:
         """A copy with ``update`` applied; its plan is computed anew when asked for."""
         twin = super().model_copy(update=update, deep=deep)
-        twin._plan = None
+        twin._plan = twin._edges = None
         return twin
 
     @property
@@ -320,7 +321,9 @@ class Scenario(Strict):
         """The serve workload's routing rule: per sender, each (receiver, world life) a
         request may cross to, in receiver order. A pipeline's worlds carry from rank 1 to
         rank 0; a fan-in's from the frontend to a replica and back. Every life of the
-        plan (callers keep those alive at their time)."""
+        plan (callers keep those alive at their time). Computed once; not to be changed."""
+        if self._edges is not None:
+            return self._edges
         edges: dict[str, list[tuple[str, WorldLife]]] = {}
         pipeline = isinstance(self.topology, PipelineSpec)
         for life in self.plan.worlds:
@@ -333,6 +336,7 @@ class Scenario(Strict):
                 edges.setdefault(replica, []).append((FRONTEND, life))
         for options in edges.values():
             options.sort(key=lambda e: e[0])
+        self._edges = edges
         return edges
 
     def digest(self) -> str:

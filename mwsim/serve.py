@@ -197,12 +197,13 @@ class Router:
         ]
         if not options:
             return None
-        if self.route == "least_outstanding":
-            return min(options, key=lambda lane: (lane.outstanding, lane.peer))
         options.sort(key=lambda lane: lane.peer)
-        choice = options[self.turn % len(options)]
+        start = self.turn % len(options)
         self.turn += 1
-        return choice
+        turned = options[start:] + options[:start]  # round robin; breaks least's ties
+        if self.route == "least_outstanding":
+            return min(turned, key=lambda lane: lane.outstanding)
+        return turned[0]
 
 
 # -- the frontend ---------------------------------------------------------------------------

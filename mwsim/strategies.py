@@ -18,7 +18,7 @@ from mwsim import topology as topo
 from mwsim.events import Kind, parse_event
 from mwsim.findings import KnownFinding, known_finding
 from mwsim.membership import Membership
-from mwsim.scenario import Scenario, parse_scenario
+from mwsim.scenario import FRONTEND, Scenario, parse_scenario
 from mwsim.timing import judged_end
 
 
@@ -78,9 +78,19 @@ class Proposer:
     nothing fits). ``allowed(kind, fields)`` may veto proposals (say, known findings):
     targets are vetted before one is drawn, other events once drawn."""
 
-    def __init__(self, draw: Draw, timeline: Membership, allowed: Allowed | None = None) -> None:
+    def __init__(
+        self,
+        draw: Draw,
+        timeline: Membership,
+        allowed: Allowed | None = None,
+        stages: list[list[str]] | None = None,
+        fan_in: bool = False,
+    ) -> None:
         self.draw, self.timeline, self.fresh = draw, timeline, 0
         self.allowed: Allowed = allowed or (lambda kind, fields: True)
+        #: serving: the replicas of each stage (a fan-in's one stage); joins and new
+        #: worlds then add replicas and routes requests can take
+        self.stages, self.fan_in = stages, fan_in
         self.kinds: dict[Kind, Callable[[Kind], dict[str, Any] | None]] = {
             Kind.CRASH: self._worker_fault,
             Kind.HANG: self._worker_fault,
@@ -181,7 +191,64 @@ class Proposer:
         fields["for_s"] = self.draw(st.none() | tenths(0.5, 4.0))
         return fields
 
+    def _neighbours(self, stage: int) -> tuple[list[str], list[str]]:
+        """Serving: the running workers that send to stage ``stage``, and those it sends
+        to (the frontend before the first stage and after the last)."""
+        assert self.stages is not None
+        running = set(self.timeline.running())
+
+        def at(k: int) -> list[str]:
+            if k < 0 or k >= len(self.stages or []):
+                return [FRONTEND] if FRONTEND in running else []
+            return [w for w in (self.stages or [])[k] if w in running]
+
+        return at(stage - 1), at(stage + 1)
+
+    def _serve_join(self, kind: Kind) -> dict[str, Any] | None:
+        """A new replica of a stage, with a world from a sender and one to a receiver."""
+        assert self.stages is not None
+        stage = self.draw(st.integers(0, len(self.stages) - 1))
+        senders, receivers = self._neighbours(stage)
+        if not senders or not receivers:
+            return None
+        self.fresh += 1
+        worker = f"j{self.fresh}"
+        sender, receiver = (
+            self.draw(st.sampled_from(senders)),
+            self.draw(st.sampled_from(receivers)),
+        )
+        worlds = (
+            {f"w{worker}": [FRONTEND, worker]}
+            if self.fan_in
+            else {f"w{worker}i": [worker, sender], f"w{worker}o": [receiver, worker]}
+        )
+        self.stages[stage].append(worker)
+        return {
+            "worker": worker,
+            "host": self.draw(st.sampled_from(self.timeline.topology.hosts())),
+            "worlds": worlds,
+        }
+
+    def _serve_add_world(self, kind: Kind) -> dict[str, Any] | None:
+        """A new route between a replica and the stage after it (a receiver first)."""
+        assert self.stages is not None
+        stage = self.draw(st.integers(0, len(self.stages) - 1))
+        running = set(self.timeline.running())
+        replicas = [w for w in self.stages[stage] if w in running]
+        _, receivers = self._neighbours(stage)
+        if not replicas or not receivers:
+            return None
+        sender, receiver = (
+            self.draw(st.sampled_from(replicas)),
+            self.draw(st.sampled_from(receivers)),
+        )
+        self.fresh += 1
+        members = [FRONTEND, sender] if self.fan_in else [receiver, sender]
+        return {"world": f"x{self.fresh}", "members": members}
+
     def _join(self, kind: Kind) -> dict[str, Any] | None:
+        if self.stages is not None:
+            return self._serve_join(kind)
         tl = self.timeline
         partner = self._pick(kind, tl.running())
         if partner is None:
@@ -195,6 +262,8 @@ class Proposer:
         }
 
     def _add_world(self, kind: Kind) -> dict[str, Any] | None:
+        if self.stages is not None:
+            return self._serve_add_world(kind)
         running = self.timeline.running()
         if len(running) < 2:
             return None
@@ -203,8 +272,39 @@ class Proposer:
         return {"world": f"x{self.fresh}", "members": members}
 
     def _remove_world(self, kind: Kind) -> dict[str, Any] | None:
-        world = self._pick(kind, self.timeline.topology.worlds(), key="world")
+        worlds = self.timeline.topology.worlds()
+        if self.stages is not None and not self.fan_in:  # a scale-in, never a dead end
+            worlds = [w for w in worlds if self._spare_route(w)]
+        world = self._pick(kind, worlds, key="world")
         return None if world is None else {"world": world}
+
+    def _spare_route(self, world: str) -> bool:
+        """Serving on a pipeline: does the sender on ``world`` (its rank 1) keep another
+        route (the frontend's worlds into the first stage only take a replica out)?"""
+        topology = self.timeline.topology
+        sender = topology.members(world)[1]
+        if sender == FRONTEND:
+            return True
+        routes = [w for w in topology.worlds_of(sender) if topology.members(w)[1] == sender]
+        return len(routes) > 1
+
+
+def serve_workloads(draw: Draw) -> dict[str, Any]:
+    """A ``serve`` workload: its load, routing, retries, deadline and model slice."""
+    arrivals = draw(st.sampled_from(["constant", "poisson", "bursty"]))
+    workload: dict[str, Any] = {
+        "kind": "serve",
+        "rate_per_s": draw(st.sampled_from([10, 20, 40, 80])),
+        "arrivals": arrivals,
+        "route": draw(st.sampled_from(["round_robin", "least_outstanding"])),
+        "retries": draw(st.integers(2, 3)),
+        "timeout_ms": draw(st.sampled_from([1000, 2000, 4000])),
+    }
+    if arrivals == "bursty":
+        workload["cv"] = draw(st.sampled_from([1.5, 3.0]))
+    if draw(st.booleans()):
+        workload["model"] = {"layers": draw(st.integers(1, 2)), "width": 32}
+    return workload
 
 
 @st.composite
@@ -215,8 +315,8 @@ def scenarios(
     max_events: int = 5,
     min_events: int = 0,
     kinds: tuple[Kind, ...] = FUZZ_KINDS,
-    workloads: tuple[str, ...] = ("stream", "request", "allreduce"),
-    shapes: tuple[str, ...] = ("fan_in", "explicit"),
+    workloads: tuple[str, ...] = ("stream", "request", "allreduce", "serve"),
+    shapes: tuple[str, ...] = ("fan_in", "explicit", "pipeline"),
     name: str = "fuzz",
     avoid_known: bool | KnownFinding = False,
 ) -> Any:
@@ -229,7 +329,11 @@ def scenarios(
     ``known_finding``), or for ``True`` upstream MultiWorld's (``mwsim.findings``).
     """
     known = known_finding if avoid_known is True else avoid_known or None
-    shape = draw(st.sampled_from(shapes))
+    kind = draw(st.sampled_from(workloads))
+    if kind == "serve":  # requests need a route: no explicit worlds
+        shape = draw(st.sampled_from([s for s in shapes if s != "explicit"] or ["fan_in"]))
+    else:  # the other workloads' pipelines are explicit worlds like any other
+        shape = draw(st.sampled_from([s for s in shapes if s != "pipeline"] or ["fan_in"]))
     hosts = draw(st.integers(1, 2))
     if shape == "fan_in":
         topology: dict[str, Any] = {
@@ -237,6 +341,10 @@ def scenarios(
             "workers": draw(st.integers(2, max_workers)),
             "hosts": hosts,
         }
+    elif shape == "pipeline":
+        counts = draw(st.lists(st.integers(1, 2), min_size=1, max_size=2))
+        counts[draw(st.integers(0, len(counts) - 1))] = 2  # a stage with a spare replica
+        topology = {"generator": "pipeline", "stages": counts, "hosts": hosts}
     else:
         names = [f"n{i}" for i in range(draw(st.integers(3, max_workers + 1)))]
         worlds: dict[str, list[str]] = {}
@@ -254,12 +362,23 @@ def scenarios(
         "name": name,
         "description": "drawn by mwsim.strategies.scenarios",
         "topology": topology,
-        "workload": {"kind": draw(st.sampled_from(workloads)), "interval_ms": 20},
+        "workload": serve_workloads(draw) if kind == "serve" else {"kind": kind, "interval_ms": 20},
         "duration_s": 3600.0,
     }
     skeleton = Scenario.model_validate(data)
     timeline = skeleton.membership()
-    propose = Proposer(draw, timeline)
+    stages: list[list[str]] | None = None
+    if kind == "serve":
+        replicas = [w for w in timeline.topology.workers() if w != FRONTEND]
+        stages = (
+            [replicas]
+            if shape == "fan_in"
+            else [
+                sorted(w for w in replicas if w.startswith(f"s{k}r"))
+                for k in range(len(topology["stages"]))
+            ]
+        )
+    propose = Proposer(draw, timeline, stages=stages, fan_in=shape == "fan_in")
     enabled = sorted(draw(st.sets(st.sampled_from(kinds), min_size=1)))
     workload = skeleton.workload.kind
     events: list[dict[str, Any]] = []

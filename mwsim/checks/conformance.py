@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from mwsim.checks.bringup import headline
 from mwsim.checks.index import Facts, facts
 from mwsim.checks.reasoning import faults_of
@@ -84,7 +86,8 @@ def conformance_of(obs: Facts, pre: Facts) -> Verdict:
 
 
 #: How far the real run's requests may stray from the model's, per phase: the share
-#: answered (percentage points), and the median latency (a factor, plus a slack).
+#: answered (percentage points, widened by two standard errors of the real run's share
+#: when it has few requests), and the median latency (a factor, plus a slack).
 SHARE_TOLERANCE = 0.10
 LATENCY_FACTOR = 5.0
 LATENCY_SLACK_S = 0.005
@@ -98,12 +101,12 @@ def _requests(obs: Facts, pre: Facts, problems: list[Evidence]) -> str:
         real, model = _served(obs, phase), _served(pre, phase)
         if real is None or model is None:
             continue
-        (share, p50), (want_share, want_p50) = real, model
+        (share, p50, n), (want_share, want_p50, _) = real, model
         said.append(
             f"{phase.name}: {share:.0%} answered, p50 {p50 * 1000:.1f} ms "
             f"(model {want_share:.0%}, {want_p50 * 1000:.1f} ms)"
         )
-        if abs(share - want_share) > SHARE_TOLERANCE:
+        if abs(share - want_share) > share_tolerance(share, want_share, n):
             what = (
                 f"{phase.name} ({phase.start:.1f}-{phase.end:.1f} s): {share:.0%} of the "
                 f"requests answered, the model {want_share:.0%}"
@@ -118,8 +121,14 @@ def _requests(obs: Facts, pre: Facts, problems: list[Evidence]) -> str:
     return "requests " + (", ".join(said) or "not compared")
 
 
-def _served(f: Facts, phase: Phase) -> tuple[float, float] | None:
-    """(share answered, median latency) of the requests admitted in ``phase``."""
+def share_tolerance(share: float, want: float, n: int) -> float:
+    """How far ``share`` of ``n`` requests may stray from the ``want``ed one."""
+    spread = max(share * (1 - share), want * (1 - want))
+    return SHARE_TOLERANCE + 2 * math.sqrt(spread / n)
+
+
+def _served(f: Facts, phase: Phase) -> tuple[float, float, int] | None:
+    """(share answered, median latency, how many) of the requests admitted in ``phase``."""
     ended = [
         decided(f, rid)
         for rid, r in f.requests.items()
@@ -129,7 +138,7 @@ def _served(f: Facts, phase: Phase) -> tuple[float, float] | None:
         return None
     latencies = [e.latency_s for e in ended if isinstance(e, Answered)]
     share = len(latencies) / len(ended)
-    return share, percentile(latencies, 0.5) if latencies else float("inf")
+    return share, percentile(latencies, 0.5) if latencies else float("inf"), len(ended)
 
 
 def _ambiguous_hang(f: Facts, life: WorldLife, t: float) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mwsim.checks.index import Facts, Injected
-from mwsim.checks.reasoning import faults_of, formed_at
+from mwsim.checks.reasoning import alive_until, faults_of, formed_at
 from mwsim.history import Answered, Unserved
 from mwsim.membership import WorldLife
 from mwsim.scenario import FRONTEND
@@ -25,12 +25,14 @@ def serving(f: Facts) -> bool:
 
 def touched(f: Facts, life: WorldLife, a: float, b: float) -> bool:
     """Did a fault act on ``life`` (a member, its host, a cut, a degraded link) in [a, b],
-    or was it not there (formed, alive) for all of it?"""
+    or was it not there (formed, alive, not broken by an earlier fault: a broken world
+    stays broken) for all of it?"""
     formed = formed_at(f, life)
     if (
         formed is None
         or formed > a
         or not (life.start <= a and (life.end is None or life.end >= b))
+        or _broken_by_fault(f, life, None, b)
     ):
         return True
     return any(x.t <= b and (x.end is None or x.end >= a) for x in faults_of(f, life))
@@ -38,8 +40,38 @@ def touched(f: Facts, life: WorldLife, a: float, b: float) -> bool:
 
 def hops(f: Facts, sender: str, t: float) -> list[tuple[str, WorldLife]]:
     """Where a request at ``sender`` may go next at ``t``, over which world
-    (``Scenario.request_edges``, the worlds alive then)."""
-    return [(r, life) for r, life in f.scenario.request_edges().get(sender, []) if life.alive_at(t)]
+    (``Scenario.request_edges``, the worlds alive then that ``sender`` has not reported
+    broken after a fault: it routes around those)."""
+    return [
+        (r, life)
+        for r, life in f.scenario.request_edges().get(sender, [])
+        if life.alive_at(t) and not _broken_by_fault(f, life, sender, t)
+    ]
+
+
+def _broken_by_fault(f: Facts, life: WorldLife, worker: str | None, t: float) -> bool:
+    """Was ``life`` reported broken by ``t`` (by ``worker``; None: by any member) after
+    a fault acted on it? (A broken world stays broken; a report no fault explains is
+    the runtime's own doing, and does not excuse a request it failed.)"""
+    reports = f.reports.get(life.id, {})
+    times = [r.t for w, r in reports.items() if r.t <= t and worker in (None, w)]
+    return bool(times) and any(x.t <= max(times) for x in faults_of(f, life))
+
+
+def carries_requests(f: Facts, life: WorldLife, t: float, until: float) -> bool:
+    """Do requests cross ``life`` from ``t``: is it a hop of a sender the frontend reaches
+    then (over worlds alive then), with the frontend serving until ``until``?"""
+    if alive_until(f, FRONTEND, 0.0) <= until:
+        return False
+    reached, frontier = {FRONTEND}, [FRONTEND]
+    while frontier:
+        for receiver, hop in hops(f, frontier.pop(), t):
+            if hop.id == life.id:
+                return True
+            if receiver not in reached:
+                reached.add(receiver)
+                frontier.append(receiver)
+    return False
 
 
 def untouched_path(f: Facts, a: float, b: float) -> list[str] | None:
@@ -90,7 +122,7 @@ def phases(f: Facts) -> list[Phase]:
     return [p for p in out if p.end > p.start]
 
 
-def _in_force_until(f: Facts, x: Injected) -> float:
+def in_force_until(f: Facts, x: Injected) -> float:
     """A lasting fault holds until it ends (or the run does); an instant one (a crash)
     only at its instant: what follows is the deployment without the lost replica."""
     if not x.step.event.info.lasting:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from mwsim.checks.index import Facts
 from mwsim.checks.reasoning import alive_until, judge_or_excuse, outages
+from mwsim.checks.requests import carries_requests, serving
 from mwsim.checks.verdicts import Evidence, Verdict, fmt, summary
 from mwsim.events import Kind
 from mwsim.membership import WorldLife
@@ -18,7 +19,7 @@ def check(f: Facts) -> Verdict:
     """New worlds serve in time, and the runtime completes every leave and world removal."""
     problems: list[Evidence] = []
     unknown: list[str] = []
-    judged = new = 0
+    judged = new = idle = 0
     for life in f.plan.worlds:
         if life.origin is None or life.origin_event is None:
             continue
@@ -27,6 +28,11 @@ def check(f: Facts) -> Verdict:
             f.model.join_bound_s if life.origin is Kind.JOIN else f.model.add_world_bound_s
         )
         asked = f.scaled.get(life.origin_event, life.start)
+        if serving(f):  # its first op is the first request routed over it
+            bound += f.scenario.op_interval_s
+            if not carries_requests(f, life, max(asked, life.start), asked + bound):
+                idle += 1
+                continue
         if _hung_within(f, life, asked, asked + bound) or _cut_within(
             f, life, asked, asked + bound
         ):
@@ -62,6 +68,8 @@ def check(f: Facts) -> Verdict:
         ok = f"{new} new world(s), none due to serve in the judged interval (ended or hung first)"
     else:
         ok = "no world joined or was added"
+    if idle:
+        ok += f"; {idle} new world(s) on no route requests take, not judged"
     if leaves or removals:
         ok += f"; {leaves} leave(s) and {removals} world removal(s) completed"
     return summary(NAME, problems, ok, unknown)

@@ -26,7 +26,7 @@ from typing import Any
 import simpy
 
 from mwsim.history import Admitted, Answered, Op, Record, Unserved
-from mwsim.membership import WorldLife
+from mwsim.membership import WorldId, WorldLife
 from mwsim.scenario import FRONTEND, Scenario, Workload
 from mwsim.timing import RuntimeModel
 
@@ -100,6 +100,10 @@ class Serving:
         self.service = service_s(self.workload, model)
         self.edges = self._edges()
         self.cache: dict[str, tuple[float, float, list[tuple[str, Carrier]]]] = {}
+        self.worlds_of: dict[str, list[Carrier]] = defaultdict(list)
+        for carrier in carriers:
+            for member in carrier.life.members:
+                self.worlds_of[member].append(carrier)
 
     # -- the topology as requests see it ------------------------------------------------
 
@@ -132,19 +136,20 @@ class Serving:
         return options
 
     def _route(
-        self, sender: str, stage: int, t: float, avoid: set[str]
+        self, sender: str, stage: int, t: float, avoid: set[str | WorldId]
     ) -> tuple[str, Carrier] | None:
         options = self._options(sender, t)  # the frontend is never a first stage
         if avoid:
-            options = [o for o in options if o[0] not in avoid]
+            options = [o for o in options if o[0] not in avoid and o[1].life.id not in avoid]
         if not options:
             return None
-        if self.workload.route == "least_outstanding":
-            return min(options, key=lambda o: (self.outstanding[o[0]], o[0]))
         key = (sender, stage)
-        choice = options[self.turn[key] % len(options)]
+        start = self.turn[key] % len(options)
         self.turn[key] += 1
-        return choice
+        if self.workload.route == "least_outstanding":  # ties go round robin
+            turned = options[start:] + options[:start]
+            return min(turned, key=lambda o: self.outstanding[o[0]])
+        return options[start]
 
     # -- a request -----------------------------------------------------------------------
 
@@ -191,20 +196,21 @@ class Serving:
 
     def _request(self, rid: int) -> Process:
         """One request: attempts from the frontend until one is answered, the retries are
-        spent or the timeout passes (a failed hop is retried from the frontend, avoiding
-        the replicas that failed it)."""
+        spent or the timeout passes (a failed attempt is retried avoiding what failed
+        it: a replica that died or led nowhere, or a world that did not carry it)."""
         admitted = self.env.now
         timeout_at = admitted + self.workload.timeout_s
         self.records.append(Admitted.of(round(admitted, 6), rid=rid, worker=FRONTEND))
         tries = 0
-        avoid: set[str] = set()
+        avoid: set[str | WorldId] = set()
         while True:
             if self.env.now >= timeout_at:
                 return self._unserved(rid, timeout_at, "timeout", tries)
             tries += 1
             sender, stage = FRONTEND, 0
             path: list[str] = []
-            why = None
+            why: str | None = None
+            failed: str | WorldId = sender
             while why is None:
                 route = self._route(sender, stage, self.env.now, avoid)
                 if route is None:
@@ -215,8 +221,8 @@ class Serving:
                 receiver, carrier = route
                 deadline = min(self.env.now + self.hop_timeout, timeout_at)
                 why = yield self.env.process(self._hop(carrier, receiver, deadline))
-                failed = receiver if receiver != FRONTEND else sender
                 if why is not None:
+                    failed = self._culprit(sender, receiver, carrier)
                     break
                 self._op(carrier, receiver)
                 if receiver == FRONTEND:
@@ -227,6 +233,22 @@ class Serving:
                 at = min(self.env.now, timeout_at)
                 return self._unserved(rid, at, f"{why}; no retry left", tries)
             avoid.add(failed)
+
+    def _culprit(self, sender: str, receiver: str, carrier: Carrier) -> str | WorldId:
+        """What a failed hop's retry avoids: the replica that died or stopped (none of its
+        worlds carries; a sender on its way back), or else the world that did not carry
+        it."""
+        if receiver != FRONTEND and self._down(receiver):
+            return receiver
+        if receiver == FRONTEND or self._down(sender):
+            return sender
+        return carrier.life.id
+
+    def _down(self, worker: str) -> bool:
+        now = self.env.now
+        if self.dead_at.get(worker, math.inf) <= now:
+            return True
+        return all(c.up_at(now) is None for c in self.worlds_of.get(worker, []))
 
     def _answer(self, rid: int, admitted: float, tries: int, path: list[str]) -> None:
         t = self.env.now
