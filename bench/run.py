@@ -1,6 +1,7 @@
 """mwsim's benchmarks: each goal is a ratio measured side by side in one run.
 
-    python bench/run.py [bringup] [overhead] [sim] [fleet] [hosts] [capacity] [serve] [cluster]
+    python bench/run.py [bringup] [overhead] [sim] [fleet] [hosts] [capacity] [serve]
+                        [serve_model] [cluster]
                         [--repeat N] [--json FILE]
 
 bringup   an 8-worker fan-in brought up to its first op, vs 8 bare processes importing
@@ -19,6 +20,8 @@ hosts     16 emulated hosts set up and torn down (goal <= 0.5 s together), and e
 capacity  the real replay's largest passing fan-in (16 ... 256 workers; one crash, one 1 s
           hang, one join, 10 s) at 100 ms and 20 ms intervals, with bring-up time and the
           harness's own lag per size (goal: 256 workers at 100 ms)
+serve_model  the model serving a 4,096-replica fan-in for one simulated hour through the
+          CLI (mwsim run --sim --json): 100,000 and 1 million requests
 serve     the serve workload's answers per second through the harness vs the same fan-in loop
           written directly on MultiWorld (bench/direct_serve.py), 4 replicas, as fast as they
           go (goal: <= 5 % fewer), and the largest Poisson rate at which a real run still
@@ -375,6 +378,40 @@ def bench_fleet(repeat: int, tmp: Path) -> dict:
     return result
 
 
+#: The model's serving at scale: a 4,096-replica fan-in for one simulated hour, four
+#: replicas crashing; 278 requests/s is a million requests (and a tenth of that rate).
+SERVE_MODEL_RATES = {"serve_model_100k": 27.8, "serve_model_1m": 278.0}
+
+
+def bench_serve_model(repeat: int, tmp: Path) -> dict:
+    """``mwsim run --sim --json`` end to end on the serving fleet, at two rates."""
+    files = {}
+    for name, rate in SERVE_MODEL_RATES.items():
+        files[name] = tmp / f"{name}.yaml"
+        files[name].write_text(
+            f"mwsim: 1\nname: {name.replace('_', '-')}\n"
+            "topology: {generator: fan_in, workers: 4096, hosts: 64}\n"
+            f"workload: {{kind: serve, rate_per_s: {rate}, arrivals: poisson}}\n"
+            "duration_s: 3600\nevents:\n"
+            + "".join(f"  - {{at: {600 * k}, do: crash, target: w{k}}}\n" for k in (1, 2, 3, 4))
+        )
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in files}
+    for i in range(repeat):
+        for name, path in files.items():
+            samples[name].append(_cli_run(path, tmp / f"{name}-{i}"))
+    result: dict[str, Any] = {
+        name: {
+            "requests_per_s": SERVE_MODEL_RATES[name],
+            "wall_s": round(statistics.median(w for w, _ in samples[name]), 2),
+            "peak_rss_mib": round(max(m for _, m in samples[name]), 1),
+        }
+        for name in files
+    }
+    result["goal"] = "1 million requests over 4,096 replicas in <= 10 s end to end"
+    result["samples"] = samples
+    return result
+
+
 def _py(*args: str, every: bool = False) -> Any:
     """Run a bench script; its last output line (``every``: all of them)."""
     out = subprocess.run(
@@ -396,7 +433,16 @@ def bench_hosts(repeat: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    everything = ["bringup", "overhead", "sim", "fleet", "hosts", "capacity", "serve"]
+    everything = [
+        "bringup",
+        "overhead",
+        "sim",
+        "fleet",
+        "hosts",
+        "capacity",
+        "serve",
+        "serve_model",
+    ]
     parser.add_argument("which", nargs="*", default=everything)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", dest="json_path")
@@ -415,6 +461,7 @@ def main() -> None:
                     "fleet": bench_fleet,
                     "capacity": bench_capacity,
                     "serve": bench_serve,
+                    "serve_model": bench_serve_model,
                     "cluster": bench_cluster,
                 }[name]
                 results[name] = fn(args.repeat, Path(tmp))

@@ -123,13 +123,20 @@ def real_settings(least: int = 2, **extra: Any) -> Any:
 def reproducible_only(test: Callable[[], None]) -> list[str]:
     """Run a Hypothesis test of live processes; a failure that its replay does not show
     again (Hypothesis's ``FlakyFailure``: timing on a loaded machine, or a rare race) is
-    returned, not raised, so the caller can report it; a reproducible one is raised."""
-    from hypothesis.errors import FlakyFailure
+    returned, not raised, so the caller can report it; a reproducible one is raised. So
+    is a failure before the example drew anything (a deployment that did not come up)
+    where an earlier example with the same start drew on: Hypothesis calls that
+    ``FlakyStrategyDefinition``, raised while handling the failure."""
+    from hypothesis.errors import FlakyFailure, FlakyStrategyDefinition
 
     try:
         test()
     except FlakyFailure as flaky:
         return [str(e).splitlines()[0] for e in flaky.exceptions] or [str(flaky)]
+    except FlakyStrategyDefinition as flaky:
+        if flaky.__context__ is None:
+            raise
+        return [str(flaky.__context__).splitlines()[0]]
     return []
 
 

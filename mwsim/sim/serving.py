@@ -5,13 +5,14 @@ stretches) and when each member learns it is broken. Here requests arrive at the
 frontend (the leader) open-loop, and each goes through the topology: in a fan-in to one
 replica and back, in a pipeline through one replica of each stage and back to the
 leader, each hop over the world between two workers. Each replica serves one request at
-a time (a simpy queue); routing picks among next-stage replicas whose world the sender
-does not know to be broken (round robin, or least outstanding); a hop that fails with
-the runtime's failure signal, or outlives its share of the timeout, is retried on
-another replica, up to ``retries`` times; a request is answered once, or failed with
-its reason at ``timeout_ms``. The records are the ones a real run writes (``Admitted``,
-``Answered``, ``Unserved``, and an ``Op`` per hop at its receiver), so the same checks
-judge both.
+a time, first come first served (its queue by Lindley's recursion: exact here, since a
+stage's service time is known when a request arrives); routing picks among next-stage
+replicas whose world the sender does not know to be broken (round robin, or least
+outstanding); a hop that fails with the runtime's failure signal, or outlives its share
+of the timeout, is retried avoiding what failed it, up to ``retries`` times; a request
+is answered once, or failed with its reason at ``timeout_ms``. The records are the ones
+a real run writes (``Admitted``, ``Answered``, ``Unserved``, and an ``Op`` per hop at its
+receiver), so the same checks judge both.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ class Serving:
         self.known_broken = known_broken  # (plan row, member) -> when it was reported
         self.dead_at = dead_at
         self.env = simpy.Environment()
-        self.queues: dict[str, simpy.Resource] = {}
+        self.free_at: dict[str, float] = {}  # when each replica's queue empties
         self.outstanding: dict[str, int] = defaultdict(int)
         self.turn: dict[tuple[str, int], int] = defaultdict(int)
         self.seq: dict[tuple[int, str], int] = defaultdict(int)
@@ -179,13 +180,14 @@ class Serving:
         if receiver == FRONTEND:
             yield self.env.timeout(self.model.hop_s)
         else:
-            queue = self.queues.setdefault(receiver, simpy.Resource(self.env, capacity=1))
-            with queue.request() as turn:
-                waited = yield turn | self.env.timeout(max(0.0, deadline - self.env.now))
-                if turn not in waited:
-                    return "hop timeout"
-                began = self.env.now
-                yield self.env.timeout(self.service)
+            # one request at a time, first come first served: it starts when the ones
+            # before it are done (Lindley's recursion), or gives up at its deadline
+            began = max(self.env.now, self.free_at.get(receiver, 0.0))
+            if began >= deadline:
+                yield self.env.timeout(max(0.0, deadline - self.env.now))
+                return "hop timeout"
+            self.free_at[receiver] = began + self.service
+            yield self.env.timeout(began + self.service - self.env.now)
         done = self.env.now
         if self.dead_at.get(receiver, math.inf) <= done or not carrier.life.alive_at(done):
             return "failure signal"
@@ -220,7 +222,7 @@ class Serving:
                     break
                 receiver, carrier = route
                 deadline = min(self.env.now + self.hop_timeout, timeout_at)
-                why = yield self.env.process(self._hop(carrier, receiver, deadline))
+                why = yield from self._hop(carrier, receiver, deadline)
                 if why is not None:
                     failed = self._culprit(sender, receiver, carrier)
                     break
