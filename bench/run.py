@@ -51,9 +51,11 @@ sys.path.insert(0, str(HERE.parent))
 
 from mwsim.history import read_history  # noqa: E402
 from mwsim.replay import run_real  # noqa: E402
+from mwsim.replay.zygote import THREAD_LIMITS  # noqa: E402
 from mwsim.testing import scenario  # noqa: E402
 
 ENV = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+THREADS = THREAD_LIMITS  # the agents' thread limits, for the direct loops too
 
 
 # -- bring-up -----------------------------------------------------------------------------
@@ -140,7 +142,7 @@ def direct_rate(seconds: float, tensor_bytes: int) -> float:
         capture_output=True,
         text=True,
         timeout=seconds + 300,
-        env=ENV,
+        env={**ENV, **THREADS},
         check=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])["ops_per_s"]
@@ -180,7 +182,6 @@ SERVE_REPLICAS = 4
 SERVE_SECONDS = 8.0
 P99_GOAL_MS = 100.0
 SERVE_RATES = (50, 100, 200, 400, 800)
-THREADS = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def direct_serve_rate(seconds: float = SERVE_SECONDS) -> float:

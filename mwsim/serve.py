@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import math
 import random
 import time
@@ -235,6 +236,9 @@ class Frontend:
         self.rng = random.Random(spec.seed)
         self.attempt_s = spec.timeout_s / (spec.retries + 1)
         self.stopped = False
+        #: (deadline, rid, attempt) of every attempt sent: the watcher looks only at the
+        #: ones due (a backlog of thousands would cost it a scan every 10 ms)
+        self.due: list[tuple[float, int, int]] = []
 
     def names(self, tensor: torch.Tensor) -> tuple[str, ...]:
         hops = int(tensor[HOPS])
@@ -279,6 +283,7 @@ class Frontend:
         request.attempt += 1
         request.deadline = min(now + self.attempt_s, timeout_at)
         request.lane = lane
+        heapq.heappush(self.due, (request.deadline, request.rid, request.attempt))
         tensor = torch.zeros(
             HEADER + self.spec.body, dtype=torch.float64, device=self.stages.device
         )
@@ -327,11 +332,14 @@ class Frontend:
         while not until():
             await asyncio.sleep(WATCH_S)
             now = time.monotonic()
-            for request in list(self.pending.values()):
-                if now >= request.deadline:
-                    if request.lane is not None:
-                        request.avoid.add(request.lane.peer)
-                    self.dispatch(request, "attempt timeout")
+            while self.due and self.due[0][0] <= now:
+                _, rid, attempt = heapq.heappop(self.due)
+                request = self.pending.get(rid)
+                if request is None or request.attempt != attempt:
+                    continue  # answered, failed or retried since
+                if request.lane is not None:
+                    request.avoid.add(request.lane.peer)
+                self.dispatch(request, "attempt timeout")
 
 
 # -- what a worker does on one world -------------------------------------------------------

@@ -5,6 +5,7 @@ planted into them."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import random
 import statistics
@@ -18,7 +19,7 @@ from mwsim import checks
 from mwsim.errors import ProblemError
 from mwsim.history import Admitted, Answered, History, Unserved
 from mwsim.scenario import Workload
-from mwsim.serve import Lane, Router
+from mwsim.serve import HEADER, HOPS, Frontend, Lane, Router, Spec, Stages
 from mwsim.sim import simulate
 from mwsim.sim.serving import arrivals
 from mwsim.strategies import scenarios
@@ -367,3 +368,42 @@ events:
     judged = verdicts(simulate(scenario(text)), text)
     assert judged["goodput"].verdict == checks.PASS, judged["goodput"].detail
     assert "crash of leader" in judged["goodput"].detail
+
+
+def test_the_frontend_retries_an_attempt_once_its_deadline_passes_elsewhere():
+    """The watcher retries a late attempt on another replica (taking the attempts due
+    from a deadline queue); an answered request's deadline is passed over."""
+    spec = Spec.of(
+        {
+            "rate_per_s": 10,
+            "arrivals": "constant",
+            "request_bytes": 256,
+            "route": "round_robin",
+            "retries": 1,
+            "timeout_ms": 400,
+        }
+    )
+    router = Router("round_robin")
+    lanes = [Lane(f"w{peer}", 0, peer, lambda: True) for peer in ("a", "b")]
+    for lane in lanes:
+        router.add(lane)
+    records: list[tuple[type, dict]] = []
+    frontend = Frontend(
+        spec, Stages(spec, "cpu"), router, lambda kind, **f: records.append((kind, f))
+    )
+
+    async def scenario() -> None:
+        frontend.admit(0)  # to a
+        frontend.admit(1)  # to b: answered at once
+        answer = lanes[1].queue.popleft().tensor.clone()
+        answer[HOPS] = 1
+        answer[HEADER:] = frontend.stages.apply(0, answer[HEADER:])
+        frontend.answered(answer)
+        watching = asyncio.ensure_future(frontend.watch(lambda: bool(lanes[1].queue)))
+        await asyncio.wait_for(watching, 5.0)  # until request 0 is sent again
+
+    asyncio.run(scenario())
+    retried = lanes[1].queue.popleft()
+    assert (retried.rid, retried.attempt) == (0, 2)  # on b, not on a again
+    assert [k for k, _ in records] == [Admitted, Admitted, Answered]
+    assert not frontend.due or all(rid == 0 for _, rid, _ in frontend.due)
