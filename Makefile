@@ -7,10 +7,13 @@ STAMP  := $(VENV)/.mwsim-installed
 # The example adapter for another build of MultiWorld (docs/runtimes.md, "Testing another build").
 OTHER  := examples/multiworld-0.2.0
 
-# Library scenarios the test command also replays on real processes (the whole library
-# runs on the model; tests/real replays every fault and scale kind for real, among them
-# the host crash and the all-reduce losing a member of explicit-crash-host.yaml and
-# allreduce-lose-member.yaml).
+# Library scenarios the test command also replays on real processes, where they must
+# pass: tests/real/test_other_torch.py replays them on MultiWorld's own patch and on the
+# worlds layer over another torch, tests/real/test_cluster_real.py on a Ray cluster (the
+# whole library runs on the model; tests/real replays every fault and scale kind for
+# real, among them the host crash and the all-reduce losing a member of
+# explicit-crash-host.yaml and allreduce-lose-member.yaml). The GPU tier replays them on
+# NCCL.
 CORE_REAL := scenarios/fanin-mixed.yaml scenarios/pipeline-host-crash.yaml \
              scenarios/fanin-slow.yaml \
              scenarios/regressions/finding-early-loss-freezes-watchdog.yaml \
@@ -41,7 +44,6 @@ test: install
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 	$(BIN)/python -m pytest scenarios --mwsim-mode=sim -q
-	$(BIN)/python -m pytest $(CORE_REAL) --mwsim-mode=real
 
 # The GPU tier (a runner with NVIDIA GPUs: .github/workflows/gpu.yml): gpu_tests/ and the
 # core library on NCCL; each writes JUnit XML, histories, reports and timelines under out/gpu.
