@@ -327,6 +327,9 @@ def scenarios(
     the run lasts long enough after the last event for every bound to be judged. With
     ``avoid_known``, no event runs into a known finding: those it names (a runtime's
     ``known_finding``), or for ``True`` upstream MultiWorld's (``mwsim.findings``).
+    A ``serve`` workload runs on a fan-in or a pipeline (never explicit worlds: requests
+    need a route), and its joins and new worlds add replicas and routes
+    (``serve_workloads``, ``Proposer``'s ``stages``).
     """
     known = known_finding if avoid_known is True else avoid_known or None
     kind = draw(st.sampled_from(workloads))
