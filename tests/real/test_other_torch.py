@@ -158,12 +158,28 @@ def test_the_core_library_replays_the_same_on_the_layer_as_on_multiworlds_own_pa
     files = [str(ROOT / path) for path in core_library()]
     assert len(files) >= 6 and all(Path(f).is_file() for f in files)
     layer = f"layer=multiworld@{other_torch / 'bin' / 'python'}"
-    command = [sys.executable, "-m", "mwsim.cli", "matrix", *files, "--target"]
-    command += ["patch=multiworld", "--target", layer, "--out", str(tmp_path)]
-    command += ["--json", str(tmp_path / "m.json")]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=1200, cwd=ROOT)
-    print(done.stdout)
-    found = json.loads((tmp_path / "m.json").read_text())
+
+    def matrix(paths: list[str], out: Path) -> tuple[subprocess.CompletedProcess, dict]:
+        command = [sys.executable, "-m", "mwsim.cli", "matrix", *paths, "--target"]
+        command += ["patch=multiworld", "--target", layer, "--out", str(out)]
+        command += ["--json", str(out / "m.json")]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=1200, cwd=ROOT)
+        print(done.stdout)
+        return done, json.loads((out / "m.json").read_text())
+
+    done, found = matrix(files, tmp_path)
+    # upstream's bring-up aborts a process now and then (SIGABRT in torch's teardown of a
+    # half-made store: "exited during bring-up (code -6)"), on either torch: such a
+    # scenario is replayed once more, on both targets, before it is compared
+    aborted = [
+        name
+        for name, row in found["scenarios"].items()
+        if any("(code -6)" in cell.get("note", "") for cell in row["cells"].values())
+    ]
+    if aborted:
+        paths = [f for f in files if Path(f).stem in aborted]
+        _, again = matrix(paths, tmp_path / "again")
+        found["scenarios"].update(again["scenarios"])
     paths = {t["label"]: (t["runtime_package"].get("path"), t["torch"]) for t in found["targets"]}
     assert paths["patch"][0] == PATCH and paths["patch"][1].startswith("2.4.0"), paths
     assert paths["layer"][0] == LAYER and paths["layer"][1].startswith(OTHER_TORCH), paths
