@@ -16,10 +16,10 @@ import math
 import random
 import re
 import textwrap
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -42,6 +42,7 @@ from mwsim.internal.yamlsource import Source, load_source
 from mwsim.membership import Membership, Plan, WorldLife, members_problems
 
 FORMAT_VERSION = 1
+T = TypeVar("T")
 
 
 class Property(StrEnum):
@@ -157,6 +158,17 @@ def arrival_gaps(
             yield rng.expovariate(rate_per_s)
         else:
             yield rng.gammavariate(shape, mean / shape)
+
+
+def route_choice(options: Sequence[T], turn: int, route: str, load: Callable[[T], int]) -> T:
+    """The serve workload's choice among a sender's next replicas (in name order, not
+    empty): round robin from ``turn``; least outstanding by ``load``, its ties taken in
+    that same round-robin order. The model and the real router choose by this one rule."""
+    start = turn % len(options)
+    turned = [*options[start:], *options[:start]]
+    if route == "least_outstanding":
+        return min(turned, key=load)
+    return turned[0]
 
 
 class Workload(Strict):

@@ -38,7 +38,7 @@ from typing import Any, Protocol
 import torch
 
 from mwsim.history import Admitted, Answered, Unserved
-from mwsim.scenario import FRONTEND, arrival_gaps
+from mwsim.scenario import FRONTEND, arrival_gaps, route_choice
 
 #: Header slots of a request tensor.
 RID, ATTEMPT, INPUT, HOPS, FLAGS = range(5)
@@ -199,12 +199,8 @@ class Router:
         if not options:
             return None
         options.sort(key=lambda lane: lane.peer)
-        start = self.turn % len(options)
         self.turn += 1
-        turned = options[start:] + options[:start]  # round robin; breaks least's ties
-        if self.route == "least_outstanding":
-            return min(turned, key=lambda lane: lane.outstanding)
-        return turned[0]
+        return route_choice(options, self.turn - 1, self.route, lambda lane: lane.outstanding)
 
 
 # -- the frontend ---------------------------------------------------------------------------

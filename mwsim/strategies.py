@@ -194,13 +194,14 @@ class Proposer:
     def _neighbours(self, stage: int) -> tuple[list[str], list[str]]:
         """Serving: the running workers that send to stage ``stage``, and those it sends
         to (the frontend before the first stage and after the last)."""
-        assert self.stages is not None
+        stages = self.stages
+        assert stages is not None
         running = set(self.timeline.running())
 
         def at(k: int) -> list[str]:
-            if k < 0 or k >= len(self.stages or []):
+            if k < 0 or k >= len(stages):
                 return [FRONTEND] if FRONTEND in running else []
-            return [w for w in (self.stages or [])[k] if w in running]
+            return [w for w in stages[k] if w in running]
 
         return at(stage - 1), at(stage + 1)
 
@@ -373,14 +374,7 @@ def scenarios(
     stages: list[list[str]] | None = None
     if kind == "serve":
         replicas = [w for w in timeline.topology.workers() if w != FRONTEND]
-        stages = (
-            [replicas]
-            if shape == "fan_in"
-            else [
-                sorted(w for w in replicas if w.startswith(f"s{k}r"))
-                for k in range(len(topology["stages"]))
-            ]
-        )
+        stages = [replicas] if shape == "fan_in" else topo.pipeline_stages(topology["stages"])
     propose = Proposer(draw, timeline, stages=stages, fan_in=shape == "fan_in")
     enabled = sorted(draw(st.sets(st.sampled_from(kinds), min_size=1)))
     workload = skeleton.workload.kind

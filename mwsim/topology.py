@@ -217,6 +217,11 @@ def pipeline_world(sender: str, receiver: str) -> str:
     return f"{sender}-{receiver}"
 
 
+def pipeline_stages(replicas: Sequence[int]) -> list[list[str]]:
+    """The replicas' names, stage by stage: ``s<i>r<j>``."""
+    return [[f"s{i}r{j}" for j in range(n)] for i, n in enumerate(replicas)]
+
+
 def pipeline(replicas: Sequence[int], hosts: int = 1) -> Topology:
     """Stages ``s<i>`` with ``replicas[i]`` replicas ``s<i>r<j>``.
 
@@ -228,7 +233,7 @@ def pipeline(replicas: Sequence[int], hosts: int = 1) -> Topology:
     if not replicas or any(r < 1 for r in replicas):
         raise ValueError("a pipeline needs at least one stage, each with at least one replica")
     topology = Topology()
-    stages = [[f"s{i}r{j}" for j in range(n)] for i, n in enumerate(replicas)]
+    stages = pipeline_stages(replicas)
     _place(topology, [LEADER, *(w for stage in stages for w in stage)], hosts)
     hops = [[LEADER], *stages, [LEADER]]
     for senders, receivers in pairwise(hops):

@@ -28,7 +28,7 @@ import simpy
 
 from mwsim.history import Admitted, Answered, Op, Record, Unserved
 from mwsim.membership import WorldId, WorldLife
-from mwsim.scenario import FRONTEND, Scenario, Workload
+from mwsim.scenario import FRONTEND, Scenario, Workload, route_choice
 from mwsim.timing import RuntimeModel
 
 #: One floating-point operation per this many seconds in a model slice (a 2-core CPU's
@@ -145,12 +145,9 @@ class Serving:
         if not options:
             return None
         key = (sender, stage)
-        start = self.turn[key] % len(options)
         self.turn[key] += 1
-        if self.workload.route == "least_outstanding":  # ties go round robin
-            turned = options[start:] + options[:start]
-            return min(turned, key=lambda o: self.outstanding[o[0]])
-        return options[start]
+        route = self.workload.route
+        return route_choice(options, self.turn[key] - 1, route, lambda o: self.outstanding[o[0]])
 
     # -- a request -----------------------------------------------------------------------
 
